@@ -1,0 +1,90 @@
+// The driver registry: every protocol and format driver describes itself in
+// one Driver record and registers it with QIMG_REGISTER_DRIVER from its own
+// source file. Nothing else in the tree names a driver's implementation, so
+// adding a format touches no other format (see format/raw/raw.cpp, the
+// template a new format starts from).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "block/node.h"
+#include "util/json_filename.h"
+
+namespace qimg {
+
+// One creation option (`-o name=value`), as listed by `-o help`.
+struct CreateOption {
+    enum class Type { String, Bool, Number, Size };
+    std::string name;
+    Type type = Type::String;
+    std::string help;
+    std::string default_value;  // shown by -o help as "(default: ...)"; empty: none
+};
+
+struct OpenFlags {
+    bool read_write = false;
+    bool no_backing = false;      // do not open the backing chain
+    bool force_share = false;     // -U
+    CacheMode cache;
+};
+
+class BlockOpener;
+
+// What a driver's open() receives.
+struct OpenRequest {
+    std::string filename;   // the name to report (may be empty for json:/image-opts)
+    OptionMap options;      // this node's options, child prefixes stripped ("offset", "size", ...)
+    OpenFlags flags;
+    NodePtr file;           // format drivers: the opened protocol child
+    BlockOpener *opener = nullptr;  // to open backing files / extra children
+};
+
+// Options a driver's create() receives: the `-o` values after validation
+// against the driver's option list, by name, plus the size.
+struct CreateRequest {
+    std::string filename;
+    uint64_t size = 0;
+    std::map<std::string, std::string> options;  // validated; absent = not given
+    BlockOpener *opener = nullptr;
+    bool quiet = false;
+    // Helpers for typed access with the driver's defaults applied.
+    bool has(const std::string &k) const { return options.count(k) != 0; }
+    std::string get(const std::string &k, const std::string &dflt = {}) const {
+        auto it = options.find(k);
+        return it == options.end() ? dflt : it->second;
+    }
+};
+
+struct Driver {
+    std::string name;
+    bool is_protocol = false;
+    // URI-style prefixes a protocol driver handles ("nbd", "http"); "file" is the default.
+    std::vector<std::string> protocol_prefixes;
+    // Format probing: a score for the first bytes of the image (up to 2048),
+    // 0 = not this format. raw answers 1 so that anything else wins.
+    std::function<int(std::span<const uint8_t> head, const std::string &filename)> probe;
+    std::function<Result<NodePtr>(OpenRequest &)> open;
+    // nullptr: the format cannot be created (qemu-img: "Format driver 'x' does not support image creation").
+    std::function<Result<void>(CreateRequest &)> create;
+    std::vector<CreateOption> create_options;
+    bool supports_backing = false;
+    // Option names printed on the "Formatting ..." line, in qemu-img's order.
+    std::vector<std::string> formatting_order;
+};
+
+void register_driver(const Driver *d);
+const Driver *find_driver(std::string_view name);
+// All registered drivers, sorted by name.
+std::vector<const Driver *> all_drivers();
+
+struct DriverRegistrar {
+    explicit DriverRegistrar(const Driver *d) { register_driver(d); }
+};
+#define QIMG_REGISTER_DRIVER(make_fn) \
+    static ::qimg::DriverRegistrar QIMG_CONCAT(qimg_driver_registrar_, __LINE__){make_fn()}
+
+}  // namespace qimg

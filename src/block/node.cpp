@@ -1,0 +1,101 @@
+// Defaults of the BlockNode interface and small shared helpers.
+#include "block/node.h"
+
+#include <cstring>
+
+namespace qimg {
+
+Error BlockNode::not_supported(std::string_view what) const {
+    return make_error(ENOTSUP, std::string(what) + ": Operation not supported");
+}
+
+Result<void> BlockNode::write(uint64_t, const void *, size_t) {
+    if (read_only_) return make_error(EROFS, "Cannot write to a read-only image");
+    return not_supported("write");
+}
+
+Result<void> BlockNode::write_zeroes(uint64_t off, uint64_t len, unsigned flags) {
+    if (flags & kZeroNoFallback) return not_supported("write_zeroes");
+    // Generic fallback: write zero buffers in bounded chunks.
+    constexpr size_t kChunk = 1 << 20;
+    std::vector<uint8_t> zeroes(std::min<uint64_t>(len, kChunk), 0);
+    while (len > 0) {
+        size_t n = std::min<uint64_t>(len, zeroes.size());
+        QIMG_TRY(write(off, zeroes.data(), n));
+        off += n;
+        len -= n;
+    }
+    return ok();
+}
+
+Result<void> BlockNode::discard(uint64_t, uint64_t) { return ok(); }  // a hint: ignoring it is correct
+
+Result<void> BlockNode::flush() {
+    if (file_) return file_->flush();
+    return ok();
+}
+
+Result<void> BlockNode::truncate(uint64_t, Prealloc, bool) {
+    return make_error(ENOTSUP, "Image format driver does not support resize");
+}
+
+Result<BlockStatus> BlockNode::block_status(uint64_t off, uint64_t len) {
+    BlockStatus s;
+    s.flags = kStatusData | kStatusAllocated | kStatusOffsetValid;
+    s.bytes = len;
+    s.host_offset = off;
+    s.host_node = this;
+    return s;
+}
+
+Result<uint64_t> BlockNode::allocated_size() {
+    if (file_) return file_->allocated_size();
+    return make_error(ENOTSUP, "allocated size unknown");
+}
+
+Result<CheckReport> BlockNode::check(CheckRepair) {
+    return make_error(ENOTSUP, "This image format does not support checks");
+}
+
+Result<void> read_padded(BlockNode &node, uint64_t off, void *buf, size_t len) {
+    uint64_t end = node.length();
+    uint8_t *p = static_cast<uint8_t *>(buf);
+    if (off >= end) {
+        std::memset(p, 0, len);
+        return ok();
+    }
+    size_t in = static_cast<size_t>(std::min<uint64_t>(len, end - off));
+    QIMG_TRY(node.read(off, p, in));
+    if (in < len) std::memset(p + in, 0, len - in);
+    return ok();
+}
+
+Result<Prealloc> parse_prealloc(std::string_view s) {
+    if (s == "off") return Prealloc::Off;
+    if (s == "metadata") return Prealloc::Metadata;
+    if (s == "falloc") return Prealloc::Falloc;
+    if (s == "full") return Prealloc::Full;
+    return make_error(EINVAL, "Invalid parameter '" + std::string(s) + "'");
+}
+
+std::string_view prealloc_name(Prealloc p) {
+    switch (p) {
+    case Prealloc::Off: return "off";
+    case Prealloc::Metadata: return "metadata";
+    case Prealloc::Falloc: return "falloc";
+    case Prealloc::Full: return "full";
+    }
+    return "off";
+}
+
+Result<CacheMode> parse_cache_mode(std::string_view s) {
+    CacheMode m;
+    if (s == "writeback") return m;
+    if (s == "writethrough") { m.writethrough = true; return m; }
+    if (s == "none" || s == "off") { m.direct = true; return m; }
+    if (s == "directsync") { m.direct = true; m.writethrough = true; return m; }
+    if (s == "unsafe") { m.no_flush = true; return m; }
+    return make_error(EINVAL, "Invalid cache option: " + std::string(s));
+}
+
+}  // namespace qimg

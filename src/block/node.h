@@ -1,0 +1,151 @@
+// BlockNode: the one interface shared by protocol drivers (file, later nbd,
+// http) and format drivers (raw, qcow2, ...). The CLI and the engine talk to
+// images only through it. A format node owns a protocol child (`file()`) and
+// optionally a backing node (`backing()`).
+//
+// Concurrency contract: every method may be called from several threads at
+// once; each driver says at the top of its main file how it guards its state.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "util/result.h"
+
+namespace qimg {
+
+class BlockNode;
+using NodePtr = std::shared_ptr<BlockNode>;
+
+// Flags of a block-status answer, mirroring QEMU's BDRV_BLOCK_* meanings.
+enum BlockStatusFlag : uint32_t {
+    kStatusData = 1u << 0,         // reads return data stored in this layer (or below, for RECURSE)
+    kStatusZero = 1u << 1,         // reads return zeroes
+    kStatusOffsetValid = 1u << 2,  // host_offset/host_node locate the data
+    kStatusAllocated = 1u << 3,    // this layer defines the content (no backing fall-through)
+    kStatusRecurse = 1u << 4,      // ask host_node at host_offset for finer data/zero detail
+    kStatusEof = 1u << 5,          // the range reaches the end of the node
+};
+
+struct BlockStatus {
+    uint32_t flags = 0;
+    uint64_t bytes = 0;             // length of the extent, starting at the queried offset
+    uint64_t host_offset = 0;       // valid with kStatusOffsetValid
+    BlockNode *host_node = nullptr; // node that host_offset addresses
+};
+
+enum class Prealloc { Off, Metadata, Falloc, Full };
+Result<Prealloc> parse_prealloc(std::string_view s);
+std::string_view prealloc_name(Prealloc p);
+
+// Cache behaviour of a node, from qemu-img's -t/-T cache modes.
+struct CacheMode {
+    bool direct = false;        // O_DIRECT
+    bool writethrough = false;  // flush after every write
+    bool no_flush = false;      // flushes are ignored ("unsafe")
+};
+// Parses "writeback", "writethrough", "none"/"off", "directsync", "unsafe".
+Result<CacheMode> parse_cache_mode(std::string_view s);
+
+// write_zeroes flags.
+enum WriteZeroesFlag : unsigned {
+    kZeroMayUnmap = 1u << 0,    // the range may be deallocated instead of written
+    kZeroNoFallback = 1u << 1,  // fail with ENOTSUP instead of writing zero buffers
+};
+
+// Result of a consistency check (qemu-img check), in QEMU's terms.
+struct CheckReport {
+    int64_t corruptions = 0, leaks = 0, check_errors = 0;
+    int64_t corruptions_fixed = 0, leaks_fixed = 0;
+    int64_t image_end_offset = 0;
+    int64_t total_clusters = 0, allocated_clusters = 0, fragmented_clusters = 0, compressed_clusters = 0;
+    bool has_cluster_stats = false;
+};
+enum class CheckRepair { None, Leaks, All };
+
+class BlockNode {
+public:
+    virtual ~BlockNode() = default;
+
+    // --- identity -------------------------------------------------------
+    virtual std::string_view driver_name() const = 0;
+    // The name users see ("image: ..."): the filename given, or a json: string.
+    const std::string &filename() const { return filename_; }
+    void set_filename(std::string f) { filename_ = std::move(f); }
+    bool read_only() const { return read_only_; }
+
+    // --- data path ------------------------------------------------------
+    // Virtual size in bytes.
+    virtual uint64_t length() const = 0;
+    // Reads [off, off+len). Any alignment; ranges past length() are an error
+    // for formats; protocols return zeroes past their end.
+    virtual Result<void> read(uint64_t off, void *buf, size_t len) = 0;
+    virtual Result<void> write(uint64_t off, const void *buf, size_t len);
+    virtual Result<void> write_zeroes(uint64_t off, uint64_t len, unsigned flags);
+    virtual Result<void> discard(uint64_t off, uint64_t len);
+    virtual Result<void> flush();
+    // Grows or shrinks the virtual size. `exact` is false when the driver may
+    // round up (as QEMU's truncate with exact=false).
+    virtual Result<void> truncate(uint64_t new_size, Prealloc prealloc, bool exact);
+
+    // Allocation status of this layer only, starting at `off`, for at most
+    // `len` bytes (answers may be shorter). Layers below are consulted by
+    // block/status.h. The default: everything is data at the same offset.
+    virtual Result<BlockStatus> block_status(uint64_t off, uint64_t len);
+
+    // I/O alignment the node needs (O_DIRECT); callers need not honour it,
+    // it is a hint for efficient request sizes.
+    virtual uint32_t request_alignment() const { return 1; }
+
+    // --- metadata -------------------------------------------------------
+    // Bytes allocated on the host for this node and its file children
+    // ("disk size"); nullopt-like error when unknown.
+    virtual Result<uint64_t> allocated_size();
+    // Cluster size for "cluster_size:" in info; 0 when the format has none.
+    virtual uint32_t cluster_size() const { return 0; }
+    virtual bool is_dirty() const { return false; }
+    // Format-specific information as qemu-img prints it under
+    // "format-specific" ({"type": ..., "data": {...}}); null if none.
+    virtual nlohmann::ordered_json specific_info() const { return nullptr; }
+    // Consistency check / repair. Default: ENOTSUP ("does not support checks").
+    virtual Result<CheckReport> check(CheckRepair repair);
+
+    // --- graph ----------------------------------------------------------
+    BlockNode *file() const { return file_.get(); }
+    BlockNode *backing() const { return backing_.get(); }
+    const NodePtr &file_ptr() const { return file_; }
+    const NodePtr &backing_ptr() const { return backing_; }
+    // Backing file name as recorded in the image, its recorded format, and
+    // the name resolved relative to this image (what is actually opened).
+    const std::string &backing_filename() const { return backing_filename_; }
+    const std::string &backing_format() const { return backing_format_; }
+    const std::string &full_backing_filename() const { return full_backing_filename_; }
+
+    // Set by the generic open code.
+    void set_file(NodePtr f) { file_ = std::move(f); }
+    void set_backing(NodePtr b) { backing_ = std::move(b); }
+    void set_read_only(bool ro) { read_only_ = ro; }
+    void set_backing_names(std::string name, std::string fmt, std::string full) {
+        backing_filename_ = std::move(name);
+        backing_format_ = std::move(fmt);
+        full_backing_filename_ = std::move(full);
+    }
+
+protected:
+    Error not_supported(std::string_view what) const;
+
+    NodePtr file_;
+    NodePtr backing_;
+    std::string filename_;
+    std::string backing_filename_, backing_format_, full_backing_filename_;
+    bool read_only_ = true;
+};
+
+// Reads that may cross the end of `node`: the part past length() reads as zeroes.
+Result<void> read_padded(BlockNode &node, uint64_t off, void *buf, size_t len);
+
+}  // namespace qimg

@@ -1,0 +1,246 @@
+// Opening images by name (see open.h): filename syntax, protocol choice,
+// format probing and backing chains.
+#include "block/open.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+namespace qimg {
+namespace {
+
+constexpr size_t kProbeBytes = 2048;  // as much as QEMU's probing looks at
+
+// "nbd://host/x" or "nbd:host:port" style names select a protocol by prefix.
+// Names with a '/' before the first ':' are plain paths, as in QEMU.
+std::string protocol_prefix(const std::string &name) {
+    size_t colon = name.find(':');
+    if (colon == std::string::npos || colon == 0) return {};
+    size_t slash = name.find('/');
+    if (slash != std::string::npos && slash < colon) return {};
+    return name.substr(0, colon);
+}
+
+const Driver *protocol_for_prefix(const std::string &prefix) {
+    for (const Driver *d : all_drivers()) {
+        if (!d->is_protocol) continue;
+        for (const auto &p : d->protocol_prefixes)
+            if (p == prefix) return d;
+    }
+    return nullptr;
+}
+
+// Identity of a file for loop detection: device and inode when it exists.
+std::string file_identity(const std::string &path) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0) return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+    return path;
+}
+
+Result<void> reject_leftovers(const OptionMap &left, const Driver &d) {
+    if (left.empty()) return ok();
+    const std::string &k = left.begin()->first;
+    if (d.is_protocol) return make_error(EINVAL, "Block protocol '" + d.name + "' doesn't support the option '" + k + "'");
+    return make_error(EINVAL, "Block format '" + d.name + "' does not support the option '" + k + "'");
+}
+
+}  // namespace
+
+std::string combine_backing_path(const std::string &image, const std::string &backing) {
+    if (backing.empty() || backing[0] == '/' || !protocol_prefix(backing).empty()) return backing;
+    if (image.rfind("json:", 0) == 0) return backing;
+    size_t slash = image.rfind('/');
+    if (slash == std::string::npos) return backing;
+    return image.substr(0, slash + 1) + backing;
+}
+
+Result<NodePtr> BlockOpener::open_protocol(const std::string &filename, const OptionMap &in, const OpenFlags &flags) {
+    OptionMap opts = in;
+    if (!filename.empty() && !opts.count("filename")) opts["filename"] = filename;
+    std::string drv_name;
+    if (auto it = opts.find("driver"); it != opts.end()) {
+        drv_name = it->second;
+        opts.erase(it);
+    }
+    const Driver *d = nullptr;
+    if (drv_name.empty()) {
+        std::string prefix = protocol_prefix(opts["filename"]);
+        if (!prefix.empty()) {
+            d = protocol_for_prefix(prefix);
+            if (!d) return make_error(EINVAL, "Unknown protocol '" + prefix + "'");
+        } else {
+            d = find_driver("file");
+        }
+    } else {
+        d = find_driver(drv_name);
+        if (!d) return make_error(EINVAL, "Unknown driver '" + drv_name + "'");
+    }
+    if (!d || !d->open) return make_error(EINVAL, "Unknown driver '" + drv_name + "'");
+    OpenRequest req;
+    req.filename = opts["filename"];
+    req.options = opts;
+    req.flags = flags;
+    req.opener = this;
+    QIMG_ASSIGN(NodePtr node, d->open(req));
+    req.options.erase("filename");
+    QIMG_TRY(reject_leftovers(req.options, *d));
+    return node;
+}
+
+Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenOptions &o) {
+    OptionMap opts;
+    std::string display = filename;
+    if (o.image_opts) {
+        QIMG_ASSIGN(opts, parse_image_opts(filename));
+    } else if (is_json_filename(filename)) {
+        QIMG_ASSIGN(opts, parse_json_filename(filename));
+    } else {
+        opts["file.filename"] = filename;
+    }
+    for (const auto &[k, v] : o.extra) opts[k] = v;
+    if (!o.format.empty()) {
+        auto it = opts.find("driver");
+        if (it != opts.end() && it->second != o.format)
+            return make_error(EINVAL, "Cannot specify both a format and a driver option");
+        opts["driver"] = o.format;
+    }
+    if (o.image_opts) {
+        // A plain "driver=X,file.filename=Y" names the image by its file.
+        auto f = opts.find("file.filename");
+        if (f != opts.end()) display = f->second;
+    } else if (is_json_filename(filename)) {
+        auto f = opts.find("file.filename");
+        bool simple = f != opts.end() && std::all_of(opts.begin(), opts.end(), [](const auto &kv) {
+                          return kv.first == "driver" || kv.first == "file.driver" || kv.first == "file.filename";
+                      });
+        if (simple) display = f->second;
+    }
+    chain_names_.clear();
+    depth_ = 0;
+    return open_options(std::move(opts), display, o, 0);
+}
+
+Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &display, const OpenOptions &o, int depth) {
+    if (depth > depth_limit) return make_error(EINVAL, "Backing chain too deep");
+    std::string fmt;
+    if (auto it = opts.find("driver"); it != opts.end()) {
+        fmt = it->second;
+        opts.erase(it);
+    }
+    const Driver *fd = nullptr;
+    if (!fmt.empty()) {
+        fd = find_driver(fmt);
+        if (!fd) return make_error(EINVAL, "Unknown driver '" + fmt + "'");
+        if (fd->is_protocol) {
+            // A protocol used directly as the image (e.g. -f file).
+            OptionMap popts = opts;
+            popts["driver"] = fmt;
+            for (auto it = popts.begin(); it != popts.end();) {
+                if (it->first.rfind("file.", 0) == 0) {
+                    popts[it->first.substr(5)] = it->second;
+                    it = popts.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+            QIMG_ASSIGN(NodePtr n, open_protocol({}, popts, o.flags));
+            n->set_filename(display);
+            return n;
+        }
+    }
+
+    OptionMap file_opts = extract_prefix(opts, "file");
+    QIMG_ASSIGN(NodePtr file, open_protocol({}, file_opts, o.flags));
+
+    bool probed = false;
+    if (!fd) {
+        std::vector<uint8_t> head(kProbeBytes, 0);
+        size_t n = static_cast<size_t>(std::min<uint64_t>(kProbeBytes, file->length()));
+        QIMG_TRY(file->read(0, head.data(), n));
+        head.resize(n);
+        int best = 0;
+        for (const Driver *d : all_drivers()) {
+            if (d->is_protocol || !d->probe) continue;
+            int score = d->probe(head, display);
+            if (score > best) {
+                best = score;
+                fd = d;
+            }
+        }
+        if (!fd) return make_error(EINVAL, "Could not determine image format: No format matched");
+        probed = true;
+    }
+    if (!fd->open) return make_error(EINVAL, "Unknown driver '" + fd->name + "'");
+
+    if (probed && fd->name == "raw" && o.flags.read_write && o.warn_probed_raw) {
+        std::fprintf(stderr,
+                     "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
+                     "         Automatically detecting the format is dangerous for raw images, write "
+                     "operations on block 0 will be restricted.\n"
+                     "         Specify the 'raw' format explicitly to remove the restrictions.\n",
+                     display.c_str());
+    }
+
+    if (depth == 0) chain_names_.push_back(file_identity(file->filename()));
+    OpenRequest req;
+    req.filename = display;
+    req.options = std::move(opts);
+    req.flags = o.flags;
+    req.file = file;
+    req.opener = this;
+    if (probed) req.options["x-probed"] = "on";
+    QIMG_ASSIGN(NodePtr node, fd->open(req));
+    req.options.erase("x-probed");
+    QIMG_TRY(reject_leftovers(req.options, *fd));
+    if (!node->file()) node->set_file(file);
+    node->set_filename(display);
+    node->set_read_only(!o.flags.read_write);
+    return node;
+}
+
+Result<NodePtr> BlockOpener::open_backing(BlockNode &child, const std::string &name, const std::string &format,
+                                          const OpenFlags &flags) {
+    std::string full = combine_backing_path(child.filename(), name);
+    // A chain that names a file already in it would recurse forever.
+    std::string key = file_identity(full);
+    if (std::find(chain_names_.begin(), chain_names_.end(), key) != chain_names_.end())
+        return make_error(EINVAL, "Backing file '" + full + "' creates a loop in the backing chain");
+    chain_names_.push_back(key);
+    if (++depth_ > depth_limit) return make_error(EINVAL, "Backing chain too deep");
+
+    OpenOptions o;
+    o.format = format;
+    o.flags = flags;
+    o.flags.read_write = false;
+    o.warn_probed_raw = false;
+    OptionMap opts;
+    if (is_json_filename(full)) {
+        QIMG_ASSIGN(opts, parse_json_filename(full));
+    } else {
+        opts["file.filename"] = full;
+    }
+    if (!format.empty()) opts["driver"] = format;
+    return open_options(std::move(opts), full, o, depth_);
+}
+
+Result<void> BlockOpener::create_protocol(const std::string &filename, uint64_t size, Prealloc prealloc) {
+    std::string prefix = protocol_prefix(filename);
+    if (!prefix.empty()) {
+        if (!protocol_for_prefix(prefix)) return make_error(EINVAL, "Unknown protocol '" + prefix + "'");
+        return make_error(ENOTSUP, "Protocol driver '" + prefix + "' does not support image creation");
+    }
+    const Driver *d = find_driver("file");
+    if (!d || !d->create) return make_error(ENOTSUP, "Protocol driver 'file' does not support image creation");
+    CreateRequest req;
+    req.filename = filename;
+    req.size = size;
+    req.options["preallocation"] = std::string(prealloc_name(prealloc));
+    req.opener = this;
+    return d->create(req);
+}
+
+}  // namespace qimg

@@ -1,0 +1,47 @@
+// Opening images by name: json:/--image-opts parsing, protocol selection,
+// format probing, backing chains. The only entry point the CLI and engine use.
+#pragma once
+
+#include <string>
+
+#include "block/driver.h"
+
+namespace qimg {
+
+struct OpenOptions {
+    std::string format;        // -f; empty: probe
+    OpenFlags flags;
+    bool image_opts = false;   // `filename` is an --image-opts string
+    OptionMap extra;           // extra options merged over the parsed ones
+    // Print qemu's warning when a probed raw image is opened for writing.
+    bool warn_probed_raw = true;
+};
+
+// Opens nodes and their children. One instance per command; it also resolves
+// relative backing file names and refuses loops in backing chains.
+class BlockOpener {
+public:
+    // Opens an image (format node over its protocol node, with its backing
+    // chain unless flags.no_backing). Errors are worded like QEMU's inner
+    // errors; the CLI prepends "Could not open '<name>': ".
+    Result<NodePtr> open_image(const std::string &filename, const OpenOptions &opts);
+    // Opens a backing file for `child` (name as recorded, format may be empty).
+    Result<NodePtr> open_backing(BlockNode &child, const std::string &name, const std::string &format,
+                                 const OpenFlags &flags);
+    // Opens only the protocol node for a filename (e.g. for create).
+    Result<NodePtr> open_protocol(const std::string &filename, const OptionMap &opts, const OpenFlags &flags);
+    // Creates the protocol-level file (create/truncate it to `size`).
+    Result<void> create_protocol(const std::string &filename, uint64_t size, Prealloc prealloc);
+
+    int depth_limit = 64;   // deeper chains are refused as loops/abuse
+private:
+    Result<NodePtr> open_options(OptionMap opts, const std::string &display_name, const OpenOptions &o, int depth);
+    int depth_ = 0;
+    std::vector<std::string> chain_names_;  // for loop detection
+};
+
+// Combines a backing file name recorded in `image` with the image's directory,
+// as QEMU's path_combine does (absolute names and protocol URIs are kept).
+std::string combine_backing_path(const std::string &image, const std::string &backing);
+
+}  // namespace qimg

@@ -1,0 +1,25 @@
+// Allocation status across layers: the generic walk that map, convert,
+// compare and measure use (QEMU's bdrv_block_status_above).
+#pragma once
+
+#include "block/node.h"
+
+namespace qimg {
+
+struct ChainStatus {
+    uint32_t flags = 0;            // kStatus* (kStatusAllocated: some layer above base owns it)
+    uint64_t bytes = 0;
+    uint64_t host_offset = 0;      // with kStatusOffsetValid
+    BlockNode *host_node = nullptr;
+    int depth = 0;                 // 0 = top; layer that answered
+};
+
+// Status of one node, following kStatusRecurse into its host node so that a
+// raw image's holes show as zeroes.
+Result<BlockStatus> node_status(BlockNode &node, uint64_t off, uint64_t len);
+
+// Status of `top` looking through backing layers down to (not including)
+// `base` (nullptr: the whole chain).
+Result<ChainStatus> chain_status(BlockNode &top, BlockNode *base, uint64_t off, uint64_t len);
+
+}  // namespace qimg

@@ -1,0 +1,93 @@
+// Shared CLI helpers (see common.h).
+#include "cli/common.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "block/driver.h"
+#include "util/size.h"
+
+namespace qimg::cli {
+
+std::string g_argv0 = "qemu-img";
+
+void error_report(std::string_view msg) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s: %.*s\n", g_argv0.c_str(), static_cast<int>(msg.size()), msg.data());
+}
+
+void warn_report(std::string_view msg) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s: warning: %.*s\n", g_argv0.c_str(), static_cast<int>(msg.size()), msg.data());
+}
+
+void error_exit(std::string_view msg) {
+    error_report(msg);
+    std::fprintf(stderr, "Try 'qemu-img --help' for more information\n");
+    std::exit(1);
+}
+
+void getopt_error(int c, char **argv) {
+    extern int optind, optopt;
+    const char *arg = argv[optind - 1];
+    if (c == ':') error_exitf("missing argument for option '{}'", arg);
+    // For a glued unknown short option ("-fraw" is fine, "-Zx" is not),
+    // getopt leaves optopt set; qemu-img prints the whole argument.
+    (void)optopt;
+    error_exitf("unrecognized option '{}'", arg);
+}
+
+static std::map<std::string, ObjectSpec> &object_table() {
+    static std::map<std::string, ObjectSpec> t;
+    return t;
+}
+
+bool add_object(std::string_view spec) {
+    auto o = parse_object(spec);
+    if (!o) {
+        error_report(o.error().message);
+        return false;
+    }
+    object_table()[o->id] = *o;
+    return true;
+}
+
+const std::map<std::string, ObjectSpec> &objects() { return object_table(); }
+
+bool parse_output_format(std::string_view arg, OutputFormat &out) {
+    if (arg == "json") {
+        out = OutputFormat::Json;
+        return true;
+    }
+    if (arg == "human") {
+        out = OutputFormat::Human;
+        return true;
+    }
+    error_report("--output must be used with human or json as argument.");
+    return false;
+}
+
+NodePtr open_image(BlockOpener &opener, const std::string &filename, const ImageOpenArgs &a) {
+    OpenOptions o;
+    o.format = a.format;
+    o.image_opts = a.image_opts;
+    o.flags.read_write = a.writable;
+    o.flags.force_share = a.force_share;
+    o.flags.no_backing = a.no_backing;
+    auto cache = parse_cache_mode(a.cache);
+    if (!cache) {
+        error_reportf("Invalid cache option: {}", a.cache);
+        return nullptr;
+    }
+    o.flags.cache = *cache;
+    auto r = opener.open_image(filename, o);
+    if (!r) {
+        error_reportf("Could not open '{}': {}", filename, r.error().message);
+        return nullptr;
+    }
+    return *r;
+}
+
+std::string human_size(uint64_t bytes) { return size_to_str(bytes); }
+
+}  // namespace qimg::cli

@@ -1,0 +1,76 @@
+// What every subcommand shares: qemu-img's message conventions
+// ("<argv0>: message"), getopt error reporting, --object secrets, opening
+// images with qemu-img's error prefix, and the --output switch.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "block/open.h"
+#include "util/keyval.h"
+
+namespace qimg::cli {
+
+// The program name as invoked (argv[0] of the process), used as the prefix
+// of every message, like qemu-img's error_report().
+extern std::string g_argv0;
+
+void error_report(std::string_view msg);
+template <class... Args>
+void error_reportf(fmt::format_string<Args...> f, Args &&...args) {
+    error_report(fmt::format(f, std::forward<Args>(args)...));
+}
+// "<argv0>: warning: msg"
+void warn_report(std::string_view msg);
+
+// Prints "<argv0>: msg" and "Try 'qemu-img --help' for more information",
+// exit status 1 (qemu-img's error_exit).
+[[noreturn]] void error_exit(std::string_view msg);
+template <class... Args>
+[[noreturn]] void error_exitf(fmt::format_string<Args...> f, Args &&...args) {
+    error_exit(fmt::format(f, std::forward<Args>(args)...));
+}
+
+// The full `qemu-img --help` text; exits 0.
+[[noreturn]] void print_help();
+
+// Reports a getopt_long failure the way qemu-img does: for c == '?',
+// "unrecognized option '<arg>'"; for c == ':', "missing argument for option
+// '<arg>'"; then the --help hint, exit 1. Call with the value getopt returned.
+[[noreturn]] void getopt_error(int c, char **argv);
+
+// The optstring prefix every subcommand uses (":" so that getopt reports
+// nothing itself), and the long options all of them accept.
+inline constexpr const char *kOptPrefix = ":";
+
+// --object definitions given on the command line, by id (secrets for the
+// encrypted formats). Returns false (after reporting) on a bad definition.
+bool add_object(std::string_view spec);
+const std::map<std::string, ObjectSpec> &objects();
+
+// --output=human|json.
+enum class OutputFormat { Human, Json };
+// Parses the --output argument; on error reports qemu-img's message and
+// returns false.
+bool parse_output_format(std::string_view arg, OutputFormat &out);
+
+// Opens an image as qemu-img's img_open does: on failure prints
+// "<argv0>: Could not open '<name>': <reason>" and returns nullptr.
+struct ImageOpenArgs {
+    std::string format;      // -f
+    bool image_opts = false; // --image-opts
+    bool writable = false;
+    bool force_share = false;
+    bool no_backing = false;
+    std::string cache = "writeback";  // -t / -T mode name
+    bool quiet = false;
+};
+NodePtr open_image(BlockOpener &opener, const std::string &filename, const ImageOpenArgs &a);
+
+// Formats a human size like QEMU's size_to_str ("1 GiB").
+std::string human_size(uint64_t bytes);
+
+}  // namespace qimg::cli

@@ -1,0 +1,345 @@
+// The `file` protocol driver: a POSIX file or block device accessed with
+// pread/pwrite, SEEK_DATA/SEEK_HOLE for allocation status, fallocate for
+// write-zeroes/discard/preallocation, and O_DIRECT (cache=none) with bounce
+// buffers for unaligned requests.
+//
+// Concurrency: pread/pwrite on one fd are thread-safe; the cached length is
+// atomic; unaligned O_DIRECT writes (read-modify-write) take rmw_mutex_.
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "block/driver.h"
+#include "block/open.h"
+
+namespace qimg {
+namespace {
+
+constexpr uint32_t kDirectAlign = 4096;  // safe for every device/filesystem O_DIRECT needs
+
+struct AlignedBuffer {
+    uint8_t *p = nullptr;
+    explicit AlignedBuffer(size_t n) {
+        if (posix_memalign(reinterpret_cast<void **>(&p), kDirectAlign, std::max<size_t>(n, kDirectAlign)) != 0)
+            p = nullptr;
+    }
+    ~AlignedBuffer() { free(p); }
+    AlignedBuffer(const AlignedBuffer &) = delete;
+    AlignedBuffer &operator=(const AlignedBuffer &) = delete;
+};
+
+class FileNode final : public BlockNode {
+public:
+    FileNode(int fd, bool is_block, CacheMode cache, uint64_t len)
+        : fd_(fd), is_block_(is_block), cache_(cache), length_(len) {}
+    ~FileNode() override { ::close(fd_); }
+
+    std::string_view driver_name() const override { return is_block_ ? "host_device" : "file"; }
+    uint64_t length() const override { return length_.load(); }
+    uint32_t request_alignment() const override { return cache_.direct ? kDirectAlign : 1; }
+
+    Result<void> read(uint64_t off, void *buf, size_t len) override {
+        if (cache_.direct && !aligned(off, buf, len)) return bounce_read(off, buf, len);
+        return raw_read(off, static_cast<uint8_t *>(buf), len);
+    }
+
+    Result<void> write(uint64_t off, const void *buf, size_t len) override {
+        if (read_only_) return make_error(EROFS, "Cannot write to a read-only file");
+        if (cache_.direct && !aligned(off, buf, len)) QIMG_TRY(bounce_write(off, buf, len));
+        else QIMG_TRY(raw_write(off, static_cast<const uint8_t *>(buf), len));
+        grow_to(off + len);
+        if (cache_.writethrough) return sync();
+        return ok();
+    }
+
+    Result<void> write_zeroes(uint64_t off, uint64_t len, unsigned flags) override {
+        if (read_only_) return make_error(EROFS, "Cannot write to a read-only file");
+        if (len == 0) return ok();
+        if (!is_block_) {
+            // Holes read as zeroes; punching keeps the file size.
+            if ((flags & kZeroMayUnmap) && off + len <= length() &&
+                fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) == 0)
+                return finish_write();
+            if (fallocate(fd_, FALLOC_FL_ZERO_RANGE, off, len) == 0) {
+                grow_to(off + len);
+                return finish_write();
+            }
+        } else {
+            uint64_t range[2] = {off, len};
+            if (ioctl(fd_, BLKZEROOUT, range) == 0) return finish_write();
+        }
+        if (flags & kZeroNoFallback) return make_error(ENOTSUP, "write_zeroes: Operation not supported");
+        return write_zero_buffers(off, len);
+    }
+
+    Result<void> discard(uint64_t off, uint64_t len) override {
+        if (read_only_) return make_error(EROFS, "Cannot write to a read-only file");
+        if (is_block_) {
+            uint64_t range[2] = {off, len};
+            (void)ioctl(fd_, BLKDISCARD, range);  // advisory
+            return ok();
+        }
+        (void)fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+        return ok();
+    }
+
+    Result<void> flush() override {
+        if (cache_.no_flush) return ok();
+        return sync();
+    }
+
+    Result<void> truncate(uint64_t new_size, Prealloc prealloc, bool exact) override {
+        if (read_only_) return make_error(EROFS, "Cannot write to a read-only file");
+        if (is_block_) {
+            if (new_size > length() || (exact && new_size != length()))
+                return make_error(ENOTSUP, "Cannot grow device files");
+            return ok();
+        }
+        uint64_t old = length();
+        if (prealloc == Prealloc::Full && new_size > old) {
+            QIMG_TRY(write_zero_buffers_plain(old, new_size - old));
+        } else if (prealloc == Prealloc::Falloc && new_size > old) {
+            int r = posix_fallocate(fd_, old, new_size - old);
+            if (r != 0) return errno_error(r, "Could not preallocate new data");
+        }
+        if (ftruncate(fd_, static_cast<off_t>(new_size)) != 0)
+            return errno_error(errno, "Failed to resize the file");
+        length_.store(new_size);
+        return ok();
+    }
+
+    Result<BlockStatus> block_status(uint64_t off, uint64_t len) override {
+        BlockStatus s;
+        s.host_node = this;
+        s.host_offset = off;
+        s.flags = kStatusOffsetValid;
+        uint64_t end = length();
+        len = std::min(len, end - off);
+        if (is_block_) {
+            s.flags |= kStatusData;
+            s.bytes = len;
+            return s;
+        }
+        off_t data = lseek(fd_, static_cast<off_t>(off), SEEK_DATA);
+        if (data < 0) {
+            if (errno == ENXIO) {  // only a hole from here to the end
+                s.flags |= kStatusZero;
+                s.bytes = len;
+            } else {  // SEEK_DATA unsupported: everything is data
+                s.flags |= kStatusData;
+                s.bytes = len;
+            }
+            return s;
+        }
+        if (static_cast<uint64_t>(data) > off) {
+            s.flags |= kStatusZero;
+            s.bytes = std::min<uint64_t>(len, data - off);
+            return s;
+        }
+        off_t hole = lseek(fd_, static_cast<off_t>(off), SEEK_HOLE);
+        s.flags |= kStatusData;
+        if (hole < 0 || static_cast<uint64_t>(hole) <= off) s.bytes = len;
+        else s.bytes = std::min<uint64_t>(len, hole - off);
+        return s;
+    }
+
+    Result<uint64_t> allocated_size() override {
+        struct stat st;
+        if (fstat(fd_, &st) != 0) return errno_error(errno, "stat failed");
+        if (is_block_) return uint64_t{0};
+        return static_cast<uint64_t>(st.st_blocks) * 512;
+    }
+
+private:
+    static bool aligned(uint64_t off, const void *buf, size_t len) {
+        return off % kDirectAlign == 0 && len % kDirectAlign == 0 &&
+               reinterpret_cast<uintptr_t>(buf) % kDirectAlign == 0;
+    }
+
+    void grow_to(uint64_t end) {
+        uint64_t cur = length_.load();
+        while (end > cur && !length_.compare_exchange_weak(cur, end)) {
+        }
+    }
+
+    Result<void> finish_write() { return cache_.writethrough ? sync() : ok(); }
+
+    Result<void> sync() {
+        if (fdatasync(fd_) != 0) return errno_error(errno, "Failed to flush");
+        return ok();
+    }
+
+    // Reads, padding with zeroes past the end of file as QEMU's file driver does.
+    Result<void> raw_read(uint64_t off, uint8_t *p, size_t len) {
+        while (len > 0) {
+            ssize_t n = pread(fd_, p, len, static_cast<off_t>(off));
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                return errno_error(errno, "Could not read image");
+            }
+            if (n == 0) {
+                std::memset(p, 0, len);
+                return ok();
+            }
+            p += n;
+            off += n;
+            len -= n;
+        }
+        return ok();
+    }
+
+    Result<void> raw_write(uint64_t off, const uint8_t *p, size_t len) {
+        while (len > 0) {
+            ssize_t n = pwrite(fd_, p, len, static_cast<off_t>(off));
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                return errno_error(errno, "Could not write to image");
+            }
+            p += n;
+            off += n;
+            len -= n;
+        }
+        return ok();
+    }
+
+    Result<void> bounce_read(uint64_t off, void *buf, size_t len) {
+        uint64_t start = off / kDirectAlign * kDirectAlign;
+        uint64_t end = (off + len + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
+        AlignedBuffer b(end - start);
+        if (!b.p) return make_error(ENOMEM, "Could not allocate a bounce buffer");
+        QIMG_TRY(raw_read(start, b.p, end - start));
+        std::memcpy(buf, b.p + (off - start), len);
+        return ok();
+    }
+
+    Result<void> bounce_write(uint64_t off, const void *buf, size_t len) {
+        std::lock_guard lock(rmw_mutex_);
+        uint64_t start = off / kDirectAlign * kDirectAlign;
+        uint64_t end = (off + len + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
+        AlignedBuffer b(end - start);
+        if (!b.p) return make_error(ENOMEM, "Could not allocate a bounce buffer");
+        if (start != off || end != off + len) QIMG_TRY(raw_read(start, b.p, end - start));
+        std::memcpy(b.p + (off - start), buf, len);
+        QIMG_TRY(raw_write(start, b.p, end - start));
+        // The aligned write may have extended the file past the real end.
+        uint64_t want = std::max(length(), off + len);
+        if (!is_block_ && end > want && ftruncate(fd_, static_cast<off_t>(want)) != 0)
+            return errno_error(errno, "Failed to resize the file");
+        return ok();
+    }
+
+    Result<void> write_zero_buffers(uint64_t off, uint64_t len) {
+        QIMG_TRY(write_zero_buffers_plain(off, len));
+        grow_to(off + len);
+        return finish_write();
+    }
+
+    Result<void> write_zero_buffers_plain(uint64_t off, uint64_t len) {
+        constexpr size_t kChunk = 1 << 20;
+        AlignedBuffer z(kChunk);
+        if (!z.p) return make_error(ENOMEM, "Could not allocate a zero buffer");
+        std::memset(z.p, 0, kChunk);
+        while (len > 0) {
+            size_t n = std::min<uint64_t>(len, kChunk);
+            if (cache_.direct && !aligned(off, z.p, n)) QIMG_TRY(bounce_write(off, z.p, n));
+            else QIMG_TRY(raw_write(off, z.p, n));
+            off += n;
+            len -= n;
+        }
+        return ok();
+    }
+
+    int fd_;
+    bool is_block_;
+    CacheMode cache_;
+    std::atomic<uint64_t> length_;
+    std::mutex rmw_mutex_;
+};
+
+Result<NodePtr> file_open(OpenRequest &req) {
+    auto it = req.options.find("filename");
+    if (it == req.options.end() || it->second.empty())
+        return make_error(EINVAL, "The 'file' block driver requires a file name");
+    const std::string &path = it->second;
+    int flags = O_CLOEXEC | (req.flags.read_write ? O_RDWR : O_RDONLY);
+    if (req.flags.cache.direct) flags |= O_DIRECT;
+    int fd = ::open(path.c_str(), flags);
+    if (fd < 0) return errno_error(errno, "Could not open '" + path + "'");
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        ::close(fd);
+        return errno_error(e, "Could not stat '" + path + "'");
+    }
+    bool is_block = S_ISBLK(st.st_mode);
+    uint64_t len = static_cast<uint64_t>(st.st_size);
+    if (is_block) {
+        if (ioctl(fd, BLKGETSIZE64, &len) != 0) len = 0;
+    } else if (!S_ISREG(st.st_mode)) {
+        ::close(fd);
+        return make_error(EINVAL, "'file' driver requires '" + path + "' to be a regular file");
+    }
+    auto node = std::make_shared<FileNode>(fd, is_block, req.flags.cache, len);
+    node->set_filename(path);
+    node->set_read_only(!req.flags.read_write);
+    return NodePtr(node);
+}
+
+// Creates (or truncates) a regular file of `size` bytes. Like QEMU, an image
+// created without preallocation gets its first block written, so that later
+// O_DIRECT alignment probing and `disk size` behave the same.
+Result<void> file_create(CreateRequest &req) {
+    const std::string &path = req.filename;
+    QIMG_ASSIGN(Prealloc prealloc, parse_prealloc(req.get("preallocation", "off")));
+    if (prealloc == Prealloc::Metadata)
+        return make_error(EINVAL, "Unsupported preallocation mode 'metadata'");
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return errno_error(errno, "Could not create '" + path + "'");
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISBLK(st.st_mode)) {
+        ::close(fd);
+        return ok();  // block devices are used as they are
+    }
+    FileNode node(fd, false, CacheMode{}, 0);
+    node.set_read_only(false);
+    if (ftruncate(fd, 0) != 0) return errno_error(errno, "Could not resize file");
+    QIMG_TRY(node.truncate(req.size, prealloc, true));
+    if (prealloc == Prealloc::Off && req.size > 0) {
+        uint8_t zero[4096] = {};
+        QIMG_TRY(node.write(0, zero, std::min<uint64_t>(req.size, sizeof zero)));
+    }
+    return ok();
+}
+
+const Driver *make_file_driver() {
+    static Driver d = [] {
+        Driver d;
+        d.name = "file";
+        d.is_protocol = true;
+        d.open = file_open;
+        d.create = file_create;
+        d.create_options = {
+            {"size", CreateOption::Type::Size, "Virtual disk size", ""},
+            {"preallocation", CreateOption::Type::String, "Preallocation mode (allowed values: off, falloc, full)", ""},
+            {"nocow", CreateOption::Type::Bool, "Turn off copy-on-write (valid only on btrfs)", ""},
+            {"extent_size_hint", CreateOption::Type::Size, "Extent size hint for the image file, 0 to disable", ""},
+        };
+        return d;
+    }();
+    return &d;
+}
+
+}  // namespace
+
+QIMG_REGISTER_DRIVER(make_file_driver);
+
+}  // namespace qimg
