@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: a -Werror build and its ctest suite,
+# the same suite under ASan+UBSan, then every libFuzzer target for a bounded
+# time on its seed corpus. Ends with one line `N passed, N failed`.
+#
+# Environment: JOBS (default 2), FUZZ_TIME seconds per fuzz target (default 30,
+# 0 skips fuzzing), SKIP_ASAN=1 / SKIP_FUZZ=1 to leave a stage out locally.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+JOBS=${JOBS:-2}
+FUZZ_TIME=${FUZZ_TIME:-30}
+LOG_DIR=$ROOT/build/logs   # inside build/ so that it is ignored like the build
+mkdir -p "$LOG_DIR"
+
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+SUMMARY=()   # one line per stage, printed at the end
+
+stage() { printf '\n==== %s ====\n' "$*"; }
+
+# configure_and_build DIR [cmake args...]: returns non-zero if either fails.
+configure_and_build() {
+    local dir=$1; shift
+    # Keep whatever generator an existing local build dir was made with.
+    local generator=(-G Ninja)
+    [[ -f $dir/CMakeCache.txt ]] && generator=()
+    cmake -S "$ROOT" -B "$dir" "${generator[@]}" "$@" &&
+        cmake --build "$dir" -j "$JOBS"
+}
+
+# run_ctest DIR LABEL: runs the suite, adds its counts to the totals.
+# Counts come from ctest's "N tests failed out of M" line; a run without that
+# line (ctest crashed, no tests) counts as one failure so it cannot pass silently.
+run_ctest() {
+    local dir=$1 label=$2 log="$LOG_DIR/ctest-$2.log"
+    local rc=0
+    ctest --test-dir "$dir" -j "$JOBS" --output-on-failure --timeout 1200 2>&1 |
+        tee "$log" || rc=$?
+    local line failed total
+    line=$(grep -E '[0-9]+ tests? failed out of [0-9]+' "$log" | tail -1 || true)
+    if [[ -z $line ]]; then
+        echo "test.sh: no ctest summary for $label (ctest exit $rc)"
+        add_result "$label" 0 1
+        return
+    fi
+    failed=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+    total=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\2/' <<<"$line")
+    if [[ $total -eq 0 ]]; then
+        echo "test.sh: $label ran no test"
+        failed=1
+    fi
+    add_result "$label" $((total - failed)) "$failed"
+}
+
+add_result() {
+    local label=$1 passed=$2 failed=$3
+    TOTAL_PASSED=$((TOTAL_PASSED + passed))
+    TOTAL_FAILED=$((TOTAL_FAILED + failed))
+    # Not in the closing-line format on purpose: only the last line is the total.
+    SUMMARY+=("$(printf '  %-7s passed %4d   failed %4d' "$label" "$passed" "$failed")")
+}
+
+build_failed() {
+    echo "test.sh: the $1 build failed; its tests were not run"
+    add_result "$1" 0 1
+}
+
+# ---- 1. normal build, warnings are errors --------------------------------
+stage "build/ (RelWithDebInfo, -Werror)"
+if configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIMG_WERROR=ON; then
+    stage "ctest build/"
+    run_ctest build normal
+else
+    build_failed normal
+fi
+
+# ---- 2. ASan + UBSan build running the same suite -------------------------
+if [[ ${SKIP_ASAN:-0} != 1 ]]; then
+    stage "build-asan/ (ASan+UBSan)"
+    if configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DQIMG_SANITIZE=ON; then
+        stage "ctest build-asan/"
+        export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+        export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+        run_ctest build-asan asan
+        unset ASAN_OPTIONS UBSAN_OPTIONS
+    else
+        build_failed asan
+    fi
+fi
+
+# ---- 3. libFuzzer targets, bounded time each ------------------------------
+# Each target counts as one test: passed if it ran FUZZ_TIME seconds without
+# a crash, leak or timeout. Seeds: tests/fuzz/corpus/<target>/ (with or
+# without the fuzz_ prefix); new inputs go to a scratch dir, not the repo.
+run_fuzzers() {
+    local bin name seeds work artifacts passed=0 failed=0
+    artifacts=$ROOT/build-fuzz/artifacts
+    mkdir -p "$artifacts"
+    for bin in build-fuzz/fuzz_*; do
+        [[ -x $bin && -f $bin ]] || continue
+        name=$(basename "$bin")
+        work=$(mktemp -d "${TMPDIR:-/tmp}/qimg-fuzz-$name.XXXXXX")
+        seeds=()
+        for d in "tests/fuzz/corpus/$name" "tests/fuzz/corpus/${name#fuzz_}"; do
+            [[ -d $d ]] && seeds+=("$d")
+        done
+        stage "fuzz $name (${FUZZ_TIME}s, seeds: ${seeds[*]:-none})"
+        if "$bin" -max_total_time="$FUZZ_TIME" -timeout=20 -rss_limit_mb=2048 \
+                -print_final_stats=1 -artifact_prefix="$artifacts/$name-" \
+                "$work" "${seeds[@]}" >"$LOG_DIR/fuzz-$name.log" 2>&1; then
+            passed=$((passed + 1))
+            tail -n 12 "$LOG_DIR/fuzz-$name.log"
+        else
+            failed=$((failed + 1))
+            echo "test.sh: $name failed; last lines of $LOG_DIR/fuzz-$name.log:"
+            tail -n 60 "$LOG_DIR/fuzz-$name.log"
+        fi
+        rm -rf "$work"
+    done
+    if ((passed + failed == 0)); then
+        echo "test.sh: no fuzz targets were built (no tests/fuzz/fuzz_*.cpp?)"
+        return
+    fi
+    add_result fuzz "$passed" "$failed"
+}
+
+if [[ ${SKIP_FUZZ:-0} != 1 && $FUZZ_TIME -gt 0 ]]; then
+    if command -v clang++ >/dev/null && compgen -G 'tests/fuzz/fuzz_*.cpp' >/dev/null; then
+        stage "build-fuzz/ (clang, libFuzzer)"
+        if CXX=clang++ configure_and_build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIMG_FUZZ=ON; then
+            run_fuzzers
+        else
+            build_failed fuzz
+        fi
+    else
+        echo "test.sh: fuzzing skipped (no clang++ or no tests/fuzz/fuzz_*.cpp)"
+    fi
+fi
+
+stage summary
+for line in "${SUMMARY[@]}"; do echo "$line"; done
+echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"
+[[ $TOTAL_FAILED -eq 0 ]]
