@@ -1,0 +1,116 @@
+// json: filenames and --image-opts strings as flat option maps; see
+// json_filename.h.
+#include "util/json_filename.h"
+
+#include <cctype>
+#include <cerrno>
+
+#include <fmt/format.h>
+
+#include "util/keyval.h"
+#include "util/qjson.h"
+
+namespace qimg {
+
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+constexpr std::string_view kJsonPrefix = "json:";
+
+std::string option_string(const Json &v) {
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_boolean()) return v.get<bool>() ? "on" : "off";
+    if (v.is_object()) return "{}";  // only empty ones get here
+    if (v.is_array()) return "[]";
+    return to_qemu_json(v, false);  // numbers, in QNum's formats
+}
+
+void flatten_into(const Json &v, const std::string &key, OptionMap &out) {
+    if (v.is_object() && !v.empty()) {
+        for (const std::string &k : qdict_order(v)) flatten_into(v.at(k), key + "." + k, out);
+    } else if (v.is_array() && !v.empty()) {
+        for (size_t i = 0; i < v.size(); ++i) flatten_into(v[i], key + "." + std::to_string(i), out);
+    } else if (!v.is_null()) {
+        out[key] = option_string(v);
+    } else {
+        out.erase(key);  // a nested null still replaces, then is dropped
+    }
+}
+
+bool id_wellformed(std::string_view id) {
+    if (id.empty() || !std::isalpha(static_cast<unsigned char>(id[0]))) return false;
+    for (char c : id.substr(1)) {
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+bool is_json_filename(std::string_view s) { return s.starts_with(kJsonPrefix); }
+
+Result<nlohmann::ordered_json> parse_json_filename_tree(std::string_view s) {
+    if (s.starts_with(kJsonPrefix)) s.remove_prefix(kJsonPrefix.size());
+    auto parsed = parse_qemu_json(s);
+    if (!parsed) return parsed.error().prepended("Could not parse the JSON options: ");
+    if (!parsed->is_object()) return make_error(EINVAL, "Invalid JSON object given");
+    return std::move(*parsed);
+}
+
+OptionMap flatten_json_options(const nlohmann::ordered_json &obj) {
+    OptionMap out;
+    if (!obj.is_object()) return out;
+    // Top-level scalars stay where they are; flattened nested values are put
+    // over them (qdict_flatten() works in place on the root dictionary).
+    for (auto it = obj.begin(); it != obj.end(); ++it) {
+        const bool container = (it->is_object() || it->is_array()) && !it->empty();
+        if (!container && !it->is_null()) out[it.key()] = option_string(*it);
+    }
+    for (const std::string &k : qdict_order(obj)) {
+        const Json &v = obj.at(k);
+        if ((v.is_object() || v.is_array()) && !v.empty()) flatten_into(v, k, out);
+    }
+    return out;
+}
+
+Result<OptionMap> parse_json_filename(std::string_view s) {
+    QIMG_ASSIGN(Json tree, parse_json_filename_tree(s));
+    return flatten_json_options(tree);
+}
+
+Result<OptionMap> parse_image_opts(std::string_view s, std::vector<std::string> *warnings) {
+    // opts_parse_id(): the first id= element, scanned without implied key.
+    QIMG_ASSIGN(OptList plain, parse_opts(s));
+    const std::string *id = nullptr;
+    for (const auto &[k, v] : plain) {
+        if (k == "id") {
+            id = &v;
+            break;
+        }
+    }
+    if (id && !id_wellformed(*id)) {
+        return make_error(EINVAL, "Parameter 'id' expects an identifier\n"
+                                  "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter.");
+    }
+    QIMG_ASSIGN(OptList opts, parse_opts(s, "file", warnings));
+    OptionMap out;
+    if (id) out["id"] = *id;
+    for (auto &[k, v] : opts) {
+        if (k == "id") continue;  // opts_do_parse() drops them; the first is the QemuOpts id
+        out[k] = std::move(v);
+    }
+    return out;
+}
+
+OptionMap extract_prefix(OptionMap &opts, std::string_view prefix) {
+    OptionMap sub;
+    const std::string dotted = std::string(prefix) + ".";
+    for (auto it = opts.lower_bound(dotted); it != opts.end() && it->first.starts_with(dotted);) {
+        sub.emplace(it->first.substr(dotted.size()), std::move(it->second));
+        it = opts.erase(it);
+    }
+    return sub;
+}
+
+}  // namespace qimg
