@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# A-vs-B benchmark of `convert`: qimg against the real qemu-img on the same
+# multi-GiB mixed-content raw image, alternating tools run by run, checking
+# every output with the real `qemu-img compare`. See bench/README.md.
+#
+# Environment:
+#   QIMG=build/qimg        the qimg binary
+#   SIZE_GIB=4             source image size (whole GiB)
+#   RUNS=3                 runs per tool and operation
+#   BENCH_TMP=/var/tmp     where the scratch dir goes (needs ~3x SIZE_GIB free)
+#   SEED=20240501          image content seed
+#   OPS="raw-raw raw-raw-m16W raw-qcow2 qcow2-raw"   operations to run (qcow2
+#                          ones only if qimg can create a qcow2 the real tool accepts)
+#   KEEP_SOURCE=1          keep the generated source image for the next run
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+QIMG=$(realpath -m "${QIMG:-$ROOT/build/qimg}")
+QEMU_IMG=/usr/bin/qemu-img
+SIZE_GIB=${SIZE_GIB:-4}
+RUNS=${RUNS:-3}
+BENCH_TMP=${BENCH_TMP:-/var/tmp}
+SEED=${SEED:-20240501}
+OPS=${OPS:-raw-raw raw-raw-m16W raw-qcow2 qcow2-raw}
+KEEP_SOURCE=${KEEP_SOURCE:-0}
+
+die() { echo "bench_convert.sh: $*" >&2; exit 1; }
+note() { echo "# $*"; }
+
+KNOWN_OPS="raw-raw raw-raw-m16W raw-qcow2 qcow2-raw"
+for op in $OPS; do
+    [[ " $KNOWN_OPS " == *" $op "* ]] || die "unknown operation $op (known: $KNOWN_OPS)"
+done
+[[ $SIZE_GIB =~ ^[1-9][0-9]*$ ]] || die "SIZE_GIB must be a whole number of GiB"
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive number"
+[[ -x $QIMG ]] || die "no qimg binary at $QIMG (build it, or set QIMG=)"
+[[ -x $QEMU_IMG ]] || die "the real qemu-img is missing: apt-get install qemu-utils"
+if [[ ! -x /usr/bin/time ]]; then
+    note "installing GNU time"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends time >/dev/null ||
+        die "/usr/bin/time is missing and could not be installed (apt-get install time)"
+fi
+
+# The source image is cached by (size, seed, generator) so that repeated
+# benchmark runs do not pay for it again when KEEP_SOURCE=1.
+CACHE=$BENCH_TMP/qimg-bench-source
+mkdir -p "$CACHE"
+gen_sum=$(sha256sum "$HERE/make_image.py" | cut -c1-12)
+SRC=$CACHE/source-${SIZE_GIB}G-$SEED-$gen_sum.raw
+WORK=$(mktemp -d "$BENCH_TMP/qimg-bench.XXXXXX")
+cleanup() {
+    rm -rf "$WORK"
+    [[ $KEEP_SOURCE == 1 ]] || rm -rf "$CACHE"
+}
+trap cleanup EXIT
+
+need_kib=$(( (3 * SIZE_GIB + 1) * 1024 * 1024 ))
+free_kib=$(df -Pk "$BENCH_TMP" | awk 'NR == 2 { print $4 }')
+((free_kib > need_kib)) || note "warning: $BENCH_TMP has $((free_kib / 1024)) MiB free, the benchmark wants ~$((need_kib / 1024)) MiB"
+
+if [[ -f $SRC.done ]]; then
+    note "reusing $SRC"
+else
+    rm -f "$CACHE"/source-*
+    note "generating the ${SIZE_GIB} GiB source image (seed $SEED)"
+    python3 "$HERE/make_image.py" --size-gib "$SIZE_GIB" --seed "$SEED" "$SRC"
+    touch "$SRC.done"
+fi
+SRC_QCOW2=$WORK/source.qcow2
+
+# Both tools read the same qcow2, written once by the real qemu-img.
+ensure_source_qcow2() {
+    [[ -f $SRC_QCOW2 ]] && return
+    note "making the qcow2 source with the real qemu-img"
+    "$QEMU_IMG" convert -O qcow2 "$SRC" "$SRC_QCOW2"
+}
+
+# qcow2 operations only if this qimg can write a qcow2 the real tool accepts.
+qimg_has_qcow2() {
+    local probe=$WORK/probe.qcow2
+    "$QIMG" create -q -f qcow2 "$probe" 1M >/dev/null 2>&1 &&
+        "$QEMU_IMG" check -q "$probe" >/dev/null 2>&1
+    local rc=$?
+    rm -f "$probe"
+    return $rc
+}
+
+CAN_DROP_CACHES=0
+if (sync && echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then
+    CAN_DROP_CACHES=1
+    note "page cache is dropped before every run (cold-cache numbers)"
+else
+    note "cannot write /proc/sys/vm/drop_caches (not root, or a container):" \
+         "runs are warm-cache, the first run of each pair may differ"
+fi
+# Also lets the previous run's writeback and file deletion settle, which
+# otherwise lands in the next run's wall time.
+drop_caches() {
+    sync
+    ((CAN_DROP_CACHES)) && echo 3 >/proc/sys/vm/drop_caches
+    sleep "${SETTLE_S:-1}"
+}
+
+# op_spec OP: prints "<source> <source fmt> <out fmt> <extra convert args>".
+op_spec() {
+    case $1 in
+        raw-raw)      echo "$SRC raw raw" ;;
+        raw-raw-m16W) echo "$SRC raw raw -m 16 -W" ;;
+        raw-qcow2)    echo "$SRC raw qcow2" ;;
+        qcow2-raw)    echo "$SRC_QCOW2 qcow2 raw" ;;
+        *) die "unknown operation $1 (known: $KNOWN_OPS)" ;;
+    esac
+}
+
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+
+# run_one OP TOOL_NAME TOOL_PATH RUN: one timed conversion, then its check.
+run_one() {
+    local op=$1 name=$2 tool=$3 run=$4
+    local src src_fmt out_fmt extra out timing status
+    read -r src src_fmt out_fmt extra <<<"$(op_spec "$op")"
+    out=$WORK/out.$out_fmt
+    rm -f "$out"
+    drop_caches
+    timing=$WORK/time.txt
+    # shellcheck disable=SC2086  # extra is a word list on purpose
+    if /usr/bin/time -f '%e %U %S %M' -o "$timing" \
+            "$tool" convert -f "$src_fmt" -O "$out_fmt" $extra "$src" "$out" \
+            >"$WORK/convert.log" 2>&1; then
+        if "$QEMU_IMG" compare -q -f "$src_fmt" -F "$out_fmt" "$src" "$out" 2>"$WORK/compare.log"; then
+            status=ok
+        else
+            status=mismatch
+            note "$op $name run $run: qemu-img compare says the output differs:"
+            sed 's/^/#   /' "$WORK/compare.log"
+        fi
+    else
+        status=failed
+        note "$op $name run $run: convert failed:"
+        sed 's/^/#   /' "$WORK/convert.log" | tail -n 5
+    fi
+    local wall user sys rss
+    read -r wall user sys rss < <(grep -E '^[0-9.]+ [0-9.]+ [0-9.]+ [0-9]+$' "$timing" | tail -1) || true
+    local out_kib=0
+    [[ -e $out ]] && out_kib=$(du -k "$out" | cut -f1)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$op" "$name" "$run" "${wall:-0}" "${user:-0}" "${sys:-0}" "${rss:-0}" "$out_kib" "$status" \
+        >>"$RESULTS"
+    printf '%-14s %-8s run %d: %6.2f s wall, %s\n' "$op" "$name" "$run" "${wall:-0}" "$status"
+    rm -f "$out"
+}
+
+HAS_QCOW2=0
+if qimg_has_qcow2; then HAS_QCOW2=1; else note "qimg cannot create qcow2 yet: qcow2 operations skipped"; fi
+
+note "qimg: $QIMG"
+note "qemu-img: $("$QEMU_IMG" --version | head -n 1)"
+# Other work on the machine swamps the differences being measured: show it.
+note "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (want ~0: run on an idle machine)"
+note "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $BENCH_TMP on $(df -PT "$BENCH_TMP" | awk 'NR == 2 { print $2 }')"
+for op in $OPS; do
+    op_spec "$op" >/dev/null
+    if [[ $op == *qcow2* ]]; then
+        ((HAS_QCOW2)) || continue
+        [[ $op == qcow2-* ]] && ensure_source_qcow2
+    fi
+    # One untimed run first: the first conversion after the source was
+    # written is often much slower, whichever tool does it.
+    run_one "$op" warmup "$QEMU_IMG" 0 >/dev/null
+    sed -i '/\twarmup\t/d' "$RESULTS"
+    for ((run = 1; run <= RUNS; run++)); do
+        # Alternate who goes first so that neither always gets the warmer disk.
+        if ((run % 2)); then
+            run_one "$op" qemu-img "$QEMU_IMG" "$run"
+            run_one "$op" qimg "$QIMG" "$run"
+        else
+            run_one "$op" qimg "$QIMG" "$run"
+            run_one "$op" qemu-img "$QEMU_IMG" "$run"
+        fi
+    done
+done
+
+echo
+note "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "convert benchmark: ${SIZE_GIB} GiB mixed raw source, $RUNS runs per tool," \
+     "$( ((CAN_DROP_CACHES)) && echo cold || echo warm) cache"
+python3 "$HERE/report.py" "$RESULTS"
