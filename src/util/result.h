@@ -68,6 +68,10 @@ public:
     const T *operator->() const { return &value(); }
     const Error &error() const { return std::get<1>(v_); }
     Error &error() { return std::get<1>(v_); }
+    template <class U>
+    T value_or(U &&dflt) const & {
+        return has_value() ? value() : static_cast<T>(std::forward<U>(dflt));
+    }
 
 private:
     std::variant<T, Error> v_;
