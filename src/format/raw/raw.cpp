@@ -6,6 +6,7 @@
 // Concurrency: raw holds no mutable state after open; requests go straight
 // to the protocol child, which is thread-safe.
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
 
 #include "block/driver.h"
@@ -18,8 +19,8 @@ namespace {
 
 class RawNode final : public BlockNode {
 public:
-    RawNode(NodePtr file, uint64_t offset, uint64_t size, bool has_size)
-        : offset_(offset), size_(size), has_size_(has_size) {
+    RawNode(NodePtr file, uint64_t offset, uint64_t size, bool has_size, bool probed)
+        : offset_(offset), size_(size), has_size_(has_size), probed_(probed) {
         file_ = std::move(file);
     }
 
@@ -38,6 +39,7 @@ public:
 
     Result<void> write(uint64_t off, const void *buf, size_t len) override {
         QIMG_TRY(check_range(off, len));
+        if (probed_ && off < kProbeSector) QIMG_TRY(check_block0_write(off, buf, len));
         return file_->write(offset_ + off, buf, len);
     }
 
@@ -52,9 +54,11 @@ public:
     }
 
     Result<void> truncate(uint64_t new_size, Prealloc prealloc, bool exact) override {
-        if (has_size_ || offset_ != 0)
-            return make_error(ENOTSUP, "Cannot resize a raw image with an offset or size option");
-        return file_->truncate(new_size, prealloc, exact);
+        // A size option fixes the window; an offset only shifts it.
+        if (has_size_) return make_error(ENOTSUP, "Cannot resize fixed-size raw disks");
+        if (new_size > static_cast<uint64_t>(INT64_MAX) - offset_)
+            return make_error(EINVAL, "Disk size too large for the chosen offset");
+        return file_->truncate(offset_ + new_size, prealloc, exact);
     }
 
     // Raw passes the question through: the file's holes are the image's zeroes.
@@ -74,6 +78,25 @@ public:
     uint32_t request_alignment() const override { return file_->request_alignment(); }
 
 private:
+    static constexpr uint64_t kProbeSector = 512;
+
+    // An image whose format was guessed as raw must not become, through a
+    // guest write to its first sector, an image that probes as another
+    // format (which could then name a host file as its backing file). As in
+    // QEMU, such writes fail with EPERM.
+    Result<void> check_block0_write(uint64_t off, const void *buf, size_t len) {
+        uint8_t head[kProbeSector];
+        QIMG_TRY(read_padded(*file_, offset_, head, sizeof head));
+        size_t n = static_cast<size_t>(std::min<uint64_t>(len, kProbeSector - off));
+        std::memcpy(head + off, buf, n);
+        for (const Driver *d : all_drivers()) {
+            if (d->is_protocol || !d->probe || d->name == "raw") continue;
+            if (d->probe(std::span<const uint8_t>(head, sizeof head), filename()) > 1)
+                return make_error(EPERM, "Operation not permitted");
+        }
+        return ok();
+    }
+
     Result<void> check_range(uint64_t off, uint64_t len) const {
         uint64_t size = length();
         if (off > size || len > size - off) return make_error(EIO, "Request beyond the end of the image");
@@ -82,6 +105,7 @@ private:
 
     uint64_t offset_, size_;
     bool has_size_;
+    bool probed_;  // format guessed, not given: block 0 writes are restricted
 };
 
 Result<uint64_t> take_size_option(OptionMap &opts, const char *key, bool &present) {
@@ -98,6 +122,7 @@ Result<uint64_t> take_size_option(OptionMap &opts, const char *key, bool &presen
 }
 
 Result<NodePtr> raw_open(OpenRequest &req) {
+    bool probed = req.options.count("x-probed") != 0;
     req.options.erase("x-probed");
     bool has_offset = false, has_size = false;
     QIMG_ASSIGN(uint64_t offset, take_size_option(req.options, "offset", has_offset));
@@ -114,12 +139,27 @@ Result<NodePtr> raw_open(OpenRequest &req) {
                                           std::to_string(size) + ") has to be smaller or equal to the actual "
                                           "size of the containing file (" + std::to_string(flen) + ")");
     }
-    return NodePtr(std::make_shared<RawNode>(req.file, offset, size, has_size));
+    return NodePtr(std::make_shared<RawNode>(req.file, offset, size, has_size, probed));
 }
 
-Result<void> raw_create(CreateRequest &req) {
-    QIMG_ASSIGN(Prealloc p, parse_prealloc(req.get("preallocation", "off")));
-    return req.opener->create_protocol(req.filename, req.size, p);
+// raw has no metadata: the protocol file is the image, created with all the
+// protocol's options (preallocation, nocow, extent_size_hint).
+Result<void> raw_create(CreateRequest &req) { return req.opener->create_protocol(req); }
+
+// QEMU's raw_measure: the image is as large as the virtual disk, rounded up
+// to whole sectors for a new image; a copy is as large as the source.
+Result<MeasureInfo> raw_measure(MeasureRequest &req) {
+    MeasureInfo info;
+    if (req.source) {
+        // QEMU 7.2 measures lengths in whole sectors.
+        uint64_t len = req.source->length();
+        info.required = (len + 511) / 512 * 512;
+    } else {
+        uint64_t size = std::strtoull(req.get("size", "0").c_str(), nullptr, 10);
+        info.required = size > UINT64_MAX - 511 ? 0 : (size + 511) / 512 * 512;
+    }
+    info.fully_allocated = info.required;
+    return info;
 }
 
 const Driver *make_raw_driver() {
@@ -129,6 +169,7 @@ const Driver *make_raw_driver() {
         d.probe = [](std::span<const uint8_t>, const std::string &) { return 1; };
         d.open = raw_open;
         d.create = raw_create;
+        d.measure = raw_measure;
         d.create_options = {{"size", CreateOption::Type::Size, "Virtual disk size", ""}};
         d.formatting_order = {"size", "preallocation"};
         return d;
