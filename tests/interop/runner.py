@@ -370,7 +370,9 @@ def _check_setup(step, r: Result, q: Result, report) -> bool:
 def _expectation_problem(step: Step, result: Result, default_rc: int | None) -> str | None:
     want_rc = step.expect_rc if step.expect_rc is not None else default_rc
     if want_rc is not None and result.rc != want_rc:
-        return f"exit code {result.describe_rc()}, expected {want_rc}"
+        got = result.describe_rc()
+        got = f"exit code {got}" if got.lstrip("-").isdigit() else got
+        return f"{got}, expected exit code {want_rc}"
     expected = step.expected_stdout_text()
     if expected is not None and result.stdout != expected:
         diff = _diff(expected, result.stdout, "expected stdout", "actual stdout")
