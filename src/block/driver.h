@@ -59,6 +59,30 @@ struct CreateRequest {
     }
 };
 
+// What `qemu-img measure` asks a format (QEMU's bdrv_measure): the host
+// space an image of this format needs, either new (of options["size"]) or
+// holding a copy of `source`.
+struct MeasureRequest {
+    // The validated -o values (the format's create options plus the file
+    // protocol's), normalised as CreateRequest::options: sizes and numbers in
+    // decimal, booleans "on"/"off"; absent = not given. "size" is --size.
+    std::map<std::string, std::string> options;
+    BlockNode *source = nullptr;  // the image to be copied, or nullptr
+    bool has(const std::string &k) const { return options.count(k) != 0; }
+    std::string get(const std::string &k, const std::string &dflt = {}) const {
+        auto it = options.find(k);
+        return it == options.end() ? dflt : it->second;
+    }
+};
+
+// QEMU's BlockMeasureInfo.
+struct MeasureInfo {
+    uint64_t required = 0;         // "required size"
+    uint64_t fully_allocated = 0;  // "fully allocated size"
+    bool has_bitmaps = false;      // print "bitmaps size"
+    uint64_t bitmaps = 0;
+};
+
 struct Driver {
     std::string name;
     bool is_protocol = false;
@@ -71,6 +95,9 @@ struct Driver {
     // nullptr: the format cannot be created (qemu-img: "Format driver 'x' does not support image creation").
     std::function<Result<void>(CreateRequest &)> create;
     std::vector<CreateOption> create_options;
+    // qemu-img measure; nullptr: "Block driver 'x' does not support size
+    // measurement".
+    std::function<Result<MeasureInfo>(MeasureRequest &)> measure;
     bool supports_backing = false;
     // Option names printed on the "Formatting ..." line, in qemu-img's order.
     std::vector<std::string> formatting_order;

@@ -75,7 +75,9 @@ Result<Prealloc> parse_prealloc(std::string_view s) {
     if (s == "metadata") return Prealloc::Metadata;
     if (s == "falloc") return Prealloc::Falloc;
     if (s == "full") return Prealloc::Full;
-    return make_error(EINVAL, "Invalid parameter '" + std::string(s) + "'");
+    // qapi_enum_parse()'s wording, which every caller of QEMU's PreallocMode
+    // lookup reports.
+    return make_error(EINVAL, "invalid parameter value: " + std::string(s));
 }
 
 std::string_view prealloc_name(Prealloc p) {

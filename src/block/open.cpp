@@ -228,18 +228,25 @@ Result<NodePtr> BlockOpener::open_backing(BlockNode &child, const std::string &n
 }
 
 Result<void> BlockOpener::create_protocol(const std::string &filename, uint64_t size, Prealloc prealloc) {
-    std::string prefix = protocol_prefix(filename);
-    if (!prefix.empty()) {
-        if (!protocol_for_prefix(prefix)) return make_error(EINVAL, "Unknown protocol '" + prefix + "'");
-        return make_error(ENOTSUP, "Protocol driver '" + prefix + "' does not support image creation");
-    }
-    const Driver *d = find_driver("file");
-    if (!d || !d->create) return make_error(ENOTSUP, "Protocol driver 'file' does not support image creation");
     CreateRequest req;
     req.filename = filename;
     req.size = size;
     req.options["preallocation"] = std::string(prealloc_name(prealloc));
+    return create_protocol(req);
+}
+
+Result<void> BlockOpener::create_protocol(CreateRequest &req) {
     req.opener = this;
+    std::string prefix = protocol_prefix(req.filename);
+    const Driver *d = nullptr;
+    if (!prefix.empty() && prefix != "file") {  // "file:" names the file driver itself
+        d = protocol_for_prefix(prefix);
+        if (!d) return make_error(EINVAL, "Unknown protocol '" + prefix + "'");
+        if (!d->create) return make_error(ENOTSUP, "Protocol driver '" + prefix + "' does not support image creation");
+        return d->create(req);
+    }
+    d = find_driver("file");
+    if (!d || !d->create) return make_error(ENOTSUP, "Protocol driver 'file' does not support image creation");
     return d->create(req);
 }
 

@@ -32,6 +32,10 @@ public:
     Result<NodePtr> open_protocol(const std::string &filename, const OptionMap &opts, const OpenFlags &flags);
     // Creates the protocol-level file (create/truncate it to `size`).
     Result<void> create_protocol(const std::string &filename, uint64_t size, Prealloc prealloc);
+    // The same with all of a creation request's options (the protocol's own
+    // -o options such as preallocation, nocow, extent_size_hint), as a format
+    // without a container (raw) passes them on. req.opener is set to this.
+    Result<void> create_protocol(CreateRequest &req);
 
     int depth_limit = 64;   // deeper chains are refused as loops/abuse
 private:

@@ -104,15 +104,41 @@ public:
                 return make_error(ENOTSUP, "Cannot grow device files");
             return ok();
         }
+        // QEMU's handle_aiocb_truncate: its checks, order and messages.
         uint64_t old = length();
-        if (prealloc == Prealloc::Full && new_size > old) {
-            QIMG_TRY(write_zero_buffers_plain(old, new_size - old));
-        } else if (prealloc == Prealloc::Falloc && new_size > old) {
-            int r = posix_fallocate(fd_, old, new_size - old);
-            if (r != 0) return errno_error(r, "Could not preallocate new data");
+        if (new_size > static_cast<uint64_t>(INT64_MAX)) return errno_error(EINVAL, "Could not resize file");
+        if (old > new_size && prealloc != Prealloc::Off)
+            return make_error(ENOTSUP, "Cannot use preallocation for shrinking files");
+        switch (prealloc) {
+        case Prealloc::Falloc:
+            if (new_size != old) {
+                int r = posix_fallocate(fd_, static_cast<off_t>(old), static_cast<off_t>(new_size - old));
+                if (r != 0) {
+                    (void)!ftruncate(fd_, static_cast<off_t>(old));
+                    return errno_error(r, "Could not preallocate new data");
+                }
+            }
+            break;
+        case Prealloc::Full:
+            // Set the final size first (one allocation decision for the file
+            // system, and an early "File too large"), then write the zeroes.
+            if (ftruncate(fd_, static_cast<off_t>(new_size)) != 0)
+                return errno_error(errno, "Could not resize file");
+            if (new_size > old) {
+                if (auto r = write_zero_buffers_plain(old, new_size - old); !r) {
+                    (void)!ftruncate(fd_, static_cast<off_t>(old));
+                    return r;
+                }
+                if (fsync(fd_) != 0) return errno_error(errno, "Could not flush file to disk");
+            }
+            break;
+        case Prealloc::Off:
+            if (ftruncate(fd_, static_cast<off_t>(new_size)) != 0)
+                return errno_error(errno, "Could not resize file");
+            break;
+        default:
+            return make_error(ENOTSUP, "Unsupported preallocation mode: " + std::string(prealloc_name(prealloc)));
         }
-        if (ftruncate(fd_, static_cast<off_t>(new_size)) != 0)
-            return errno_error(errno, "Failed to resize the file");
         length_.store(new_size);
         return ok();
     }
@@ -297,11 +323,20 @@ Result<NodePtr> file_open(OpenRequest &req) {
 // Creates (or truncates) a regular file of `size` bytes. Like QEMU, an image
 // created without preallocation gets its first block written, so that later
 // O_DIRECT alignment probing and `disk size` behave the same.
+// The steps and their order follow QEMU's raw_co_create_opts/raw_co_create:
+// options are checked before the file is touched, an existing file is
+// emptied before the preallocation mode is applied (so "metadata" fails on
+// an already emptied file, as in QEMU).
 Result<void> file_create(CreateRequest &req) {
-    const std::string &path = req.filename;
+    std::string path = req.filename;
+    if (path.rfind("file:", 0) == 0) path.erase(0, 5);
+    // The file size is a whole number of sectors.
+    uint64_t size = req.size > UINT64_MAX - 511 ? req.size : (req.size + 511) / 512 * 512;
+    if (req.has("extent_size_hint")) {
+        auto hint = std::strtoull(req.get("extent_size_hint").c_str(), nullptr, 10);
+        if (hint > UINT32_MAX) return make_error(EINVAL, "Extent size hint is too large");
+    }
     QIMG_ASSIGN(Prealloc prealloc, parse_prealloc(req.get("preallocation", "off")));
-    if (prealloc == Prealloc::Metadata)
-        return make_error(EINVAL, "Unsupported preallocation mode 'metadata'");
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return errno_error(errno, "Could not create '" + path + "'");
     struct stat st;
@@ -312,10 +347,13 @@ Result<void> file_create(CreateRequest &req) {
     FileNode node(fd, false, CacheMode{}, 0);
     node.set_read_only(false);
     if (ftruncate(fd, 0) != 0) return errno_error(errno, "Could not resize file");
-    QIMG_TRY(node.truncate(req.size, prealloc, true));
-    if (prealloc == Prealloc::Off && req.size > 0) {
+    if (size > static_cast<uint64_t>(INT64_MAX)) return errno_error(EINVAL, "Could not resize file");
+    if (prealloc == Prealloc::Metadata)
+        return make_error(ENOTSUP, "Unsupported preallocation mode: metadata");
+    QIMG_TRY(node.truncate(size, prealloc, true));
+    if (prealloc == Prealloc::Off && size > 0) {
         uint8_t zero[4096] = {};
-        QIMG_TRY(node.write(0, zero, std::min<uint64_t>(req.size, sizeof zero)));
+        QIMG_TRY(node.write(0, zero, std::min<uint64_t>(size, sizeof zero)));
     }
     return ok();
 }
@@ -328,9 +366,11 @@ const Driver *make_file_driver() {
         d.open = file_open;
         d.create = file_create;
         d.create_options = {
+            // QEMU's order (file-posix.c raw_create_opts): it is the order of the
+            // "Formatting ..." line.
             {"size", CreateOption::Type::Size, "Virtual disk size", ""},
-            {"preallocation", CreateOption::Type::String, "Preallocation mode (allowed values: off, falloc, full)", ""},
             {"nocow", CreateOption::Type::Bool, "Turn off copy-on-write (valid only on btrfs)", ""},
+            {"preallocation", CreateOption::Type::String, "Preallocation mode (allowed values: off, falloc, full)", ""},
             {"extent_size_hint", CreateOption::Type::Size, "Extent size hint for the image file, 0 to disable", ""},
         };
         return d;
