@@ -1,6 +1,8 @@
 // Shared CLI helpers (see common.h).
 #include "cli/common.h"
 
+#include <getopt.h>
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -28,7 +30,6 @@ void error_exit(std::string_view msg) {
 }
 
 void getopt_error(int c, char **argv) {
-    extern int optind, optopt;
     const char *arg = argv[optind - 1];
     if (c == ':') error_exitf("missing argument for option '{}'", arg);
     // For a glued unknown short option ("-fraw" is fine, "-Zx" is not),
