@@ -12,6 +12,7 @@ import argparse
 import concurrent.futures
 import dataclasses
 import difflib
+import hashlib
 import os
 import re
 import shutil
@@ -274,6 +275,7 @@ class CaseReport:
         self.case = case
         self.lines: list[str] = []
         self.failed = False
+        self.setup_differs: list[str] = []
 
     def note(self, text: str = "") -> None:
         self.lines.append(text)
@@ -282,6 +284,10 @@ class CaseReport:
         self.failed = True
         self.note(f"  {self.case.path}:{step.line}: {step.kind}: {step.command}")
         self.note(f"    {why}")
+        if self.setup_differs:
+            self.note("    note: setup was not deterministic, ref/ and qimg/ started with different "
+                      + ", ".join(self.setup_differs[:10])
+                      + " (use seeded data, e.g. qemu-io -P, rather than /dev/urandom)")
 
 
 def run_case(runner: Runner, case: Case) -> CaseReport:
@@ -303,7 +309,11 @@ def _run_case_steps(runner: Runner, case: Case, report: CaseReport) -> None:
         run_bin = runner.ref_bin if name == "ref" else runner.qimg_bin
         sides.append(Side(name, directory, run_bin, runner.ref_bin))
     ref, qimg = sides
+    previous = None
     for step in case.steps:
+        if previous is not None and previous.kind == SETUP and step.kind != SETUP:
+            report.setup_differs = _setup_differences(ref, qimg)
+        previous = step
         if step.kind == QIMG or (step.kind == CHECK and case.qimg_only):
             bin_dir = qimg.run_bin if step.kind == QIMG else qimg.real_bin
             ok = _single_step(runner, case, step, qimg, bin_dir, report)
@@ -311,6 +321,39 @@ def _run_case_steps(runner: Runner, case: Case, report: CaseReport) -> None:
             ok = _paired_step(runner, case, step, ref, qimg, report)
         if not ok:
             return  # later steps would only repeat the first difference
+
+
+# Files up to this size are compared by content after setup; larger ones by
+# size only, to keep multi-GiB sparse images cheap.
+SETUP_HASH_LIMIT = 64 << 20
+
+
+def _setup_differences(ref: Side, qimg: Side) -> list[str]:
+    """Files in which setup built different ref/ and qimg/ dirs. Not a failure
+    by itself (random data compared only within one dir is fine), but any
+    later difference may be due to it, so a failure report mentions it."""
+    a, b = _dir_fingerprint(ref.directory), _dir_fingerprint(qimg.directory)
+    return sorted(name for name in set(a) | set(b) if a.get(name) != b.get(name))
+
+
+def _dir_fingerprint(directory: str) -> dict[str, tuple]:
+    prints = {}
+    for parent, _dirs, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(parent, name)
+            rel = os.path.relpath(path, directory)
+            try:
+                st = os.lstat(path)
+                if not os.path.isfile(path) or os.path.islink(path):
+                    prints[rel] = ("other",)
+                elif st.st_size <= SETUP_HASH_LIMIT:
+                    with open(path, "rb") as f:
+                        prints[rel] = (st.st_size, hashlib.sha1(f.read()).digest())
+                else:
+                    prints[rel] = (st.st_size,)
+            except OSError:
+                prints[rel] = ("unreadable",)
+    return prints
 
 
 def _single_step(runner, case, step, side, bin_dir, report) -> bool:
