@@ -1,0 +1,335 @@
+// qcow2 header parsing, validation and serialisation (see header.h).
+#include "format/qcow2/header.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+
+#include "util/endian.h"
+
+namespace qimg::qcow2 {
+namespace {
+
+uint64_t round_up8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+
+// QEMU's qcow2_validate_table: a bounded entry count and an aligned offset
+// that leaves room for the table below INT64_MAX.
+Result<void> validate_table(uint64_t offset, uint64_t entries, uint64_t entry_len, uint64_t max_bytes,
+                            uint64_t cluster_size, const char *name) {
+    if (entries > max_bytes / entry_len) return make_error(EFBIG, std::string(name) + " too large");
+    if (uint64_t(INT64_MAX) - entries * entry_len < offset || (offset & (cluster_size - 1)) != 0)
+        return make_error(EINVAL, std::string(name) + " offset invalid");
+    return ok();
+}
+
+std::string feature_list(const std::vector<FeatureName> &table, uint64_t mask) {
+    std::string out;
+    for (const FeatureName &f : table) {
+        if (f.type != 0 || f.bit >= 64 || !(mask & (uint64_t{1} << f.bit))) continue;
+        if (!out.empty()) out += ", ";
+        out += f.name;
+        mask &= ~(uint64_t{1} << f.bit);
+    }
+    if (mask) {
+        if (!out.empty()) out += ", ";
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "Unknown incompatible feature: %" PRIx64, mask);
+        out += buf;
+    }
+    return out;
+}
+
+// Walks the extension area [start, end) of `head` (the first cluster).
+// With only_feature_table, stops quietly at anything malformed (QEMU reads
+// the table for the error message and ignores other errors then).
+Result<void> parse_extensions(Header &h, const std::vector<uint8_t> &head, uint64_t start, uint64_t end,
+                              bool only_feature_table) {
+    uint64_t off = start;
+    while (off < end) {
+        if (off + 8 > head.size()) return make_error(EINVAL, "Header extension too large");
+        uint32_t magic = be32(&head[off]);
+        uint32_t len = be32(&head[off + 4]);
+        off += 8;
+        if (off > end || len > end - off) {
+            if (only_feature_table) return ok();
+            return make_error(EINVAL, "Header extension too large");
+        }
+        const uint8_t *data = &head[off];
+        switch (magic) {
+        case kExtEnd:
+            return ok();
+        case kExtFeatureTable:
+            h.feature_table.clear();
+            for (uint32_t i = 0; i + 48 <= len; i += 48) {
+                FeatureName f;
+                f.type = data[i];
+                f.bit = data[i + 1];
+                const char *n = reinterpret_cast<const char *>(data + i + 2);
+                f.name.assign(n, strnlen(n, 46));
+                h.feature_table.push_back(std::move(f));
+            }
+            break;
+        default:
+            if (only_feature_table) break;
+            if (magic == kExtBackingFormat) {
+                if (len >= 16)
+                    return make_error(EINVAL, "ERROR: ext_backing_format: len=" + std::to_string(len) +
+                                                  " too large (>=16)");
+                h.backing_format.assign(reinterpret_cast<const char *>(data), len);
+                h.backing_format.resize(strnlen(h.backing_format.c_str(), len));
+            } else if (magic == kExtCrypto) {
+                if (h.crypt_method != 2)
+                    return make_error(EINVAL, "CRYPTO header extension only expected with LUKS encryption method");
+            } else if (magic == kExtBitmaps) {
+                if (len != 24) return make_error(EINVAL, "bitmaps_ext: Invalid extension length");
+                if (!(h.autoclear & kAutoclearBitmaps)) {
+                    // Left by a program without bitmap support: QEMU drops it
+                    // (with a warning) when it next writes the header.
+                    break;
+                }
+                if (be32(data + 4) != 0) return make_error(EINVAL, "bitmaps_ext: Reserved field is not zero");
+                BitmapsExtension b;
+                b.nb_bitmaps = be32(data);
+                b.directory_size = be64(data + 8);
+                b.directory_offset = be64(data + 16);
+                if (b.nb_bitmaps > kMaxBitmaps)
+                    return make_error(EINVAL, "bitmaps_ext: Image has " + std::to_string(b.nb_bitmaps) +
+                                                  " bitmaps, exceeding the QEMU supported maximum of 65535");
+                if (b.nb_bitmaps == 0) return make_error(EINVAL, "found bitmaps extension with zero bitmaps");
+                if (b.directory_offset & (h.cluster_size() - 1))
+                    return make_error(EINVAL, "bitmaps_ext: invalid bitmap directory offset");
+                if (b.directory_size > kMaxBitmapDirectorySize)
+                    return make_error(EINVAL, "bitmaps_ext: bitmap directory size (" +
+                                                  std::to_string(b.directory_size) +
+                                                  ") exceeds the maximum supported size (67107840)");
+                h.bitmaps = b;
+            } else if (magic == kExtDataFile) {
+                std::string s(reinterpret_cast<const char *>(data), len);
+                s.resize(strnlen(s.c_str(), len));
+                h.data_file = s;
+            } else {
+                h.unknown_extensions.push_back({magic, std::vector<uint8_t>(data, data + len)});
+            }
+            break;
+        }
+        off += round_up8(len);
+    }
+    return ok();
+}
+
+}  // namespace
+
+Result<Header> read_header(BlockNode &file, bool read_write) {
+    uint8_t b[kHeaderLengthWithCompression] = {};
+    {
+        auto r = read_padded(file, 0, b, sizeof b);
+        if (!r) return Err(r.error().prepended("Could not read qcow2 header: "));
+    }
+    Header h;
+    if (be32(b) != kMagic) return make_error(EINVAL, "Image is not in qcow2 format");
+    h.version = be32(b + 4);
+    if (h.version < 2 || h.version > 3)
+        return make_error(ENOTSUP, "Unsupported qcow2 version " + std::to_string(h.version));
+    h.backing_file_offset = be64(b + 8);
+    h.backing_file_size = be32(b + 16);
+    h.cluster_bits = be32(b + 20);
+    h.size = be64(b + 24);
+    h.crypt_method = be32(b + 32);
+    h.l1_size = be32(b + 36);
+    h.l1_table_offset = be64(b + 40);
+    h.refcount_table_offset = be64(b + 48);
+    h.refcount_table_clusters = be32(b + 56);
+    h.nb_snapshots = be32(b + 60);
+    h.snapshots_offset = be64(b + 64);
+    if (h.cluster_bits < kMinClusterBits || h.cluster_bits > kMaxClusterBits)
+        return make_error(EINVAL, "Unsupported cluster size: 2^" + std::to_string(h.cluster_bits));
+    const uint64_t cs = h.cluster_size();
+    if (h.version == 2) {
+        h.incompatible = h.compatible = h.autoclear = 0;
+        h.refcount_order = 4;
+        h.header_length = kHeaderV2Length;
+    } else {
+        h.incompatible = be64(b + 72);
+        h.compatible = be64(b + 80);
+        h.autoclear = be64(b + 88);
+        h.refcount_order = be32(b + 96);
+        h.header_length = be32(b + 100);
+        if (h.header_length < kHeaderV3Length) return make_error(EINVAL, "qcow2 header too short");
+    }
+    if (h.header_length > cs) return make_error(EINVAL, "qcow2 header exceeds cluster size");
+
+    // The whole first cluster holds everything else the header refers to.
+    std::vector<uint8_t> head(cs);
+    {
+        auto r = read_padded(file, 0, head.data(), cs);
+        if (!r) return Err(r.error().prepended("Could not read qcow2 header: "));
+    }
+    if (h.header_length > kHeaderLengthWithCompression)
+        h.unknown_header_fields.assign(head.begin() + kHeaderLengthWithCompression, head.begin() + h.header_length);
+    if (h.backing_file_offset > cs) return make_error(EINVAL, "Invalid backing file offset");
+    uint64_t ext_end = h.backing_file_offset ? h.backing_file_offset : cs;
+
+    h.compression_type = h.header_length > 104 ? b[104] : kCompressionZlib;
+    if (h.compression_type != kCompressionZlib && h.compression_type != kCompressionZstd)
+        return make_error(ENOTSUP, "qcow2: unknown compression type: " + std::to_string(h.compression_type));
+    if (h.compression_type == kCompressionZlib && (h.incompatible & kIncompatCompression))
+        return make_error(EINVAL, "qcow2: Compression type incompatible feature bit must not be set");
+    if (h.compression_type != kCompressionZlib && !(h.incompatible & kIncompatCompression))
+        return make_error(EINVAL, "qcow2: Compression type incompatible feature bit must be set");
+
+    if (h.incompatible & ~kIncompatMask) {
+        (void)parse_extensions(h, head, h.header_length, ext_end, true);
+        return make_error(ENOTSUP,
+                          "Unsupported qcow2 feature(s): " + feature_list(h.feature_table, h.incompatible & ~kIncompatMask));
+    }
+    if ((h.incompatible & kIncompatCorrupt) && read_write)
+        return make_error(EACCES, "qcow2: Image is corrupt; cannot be opened read/write");
+    // Subclusters: 32 per cluster; each must be at least 512 bytes.
+    if (h.extended_l2() && cs / 32 < 512)
+        return make_error(EINVAL, "Unsupported subcluster size: " + std::to_string(cs / 32));
+    if (h.refcount_order > 6)
+        return make_error(EINVAL, "Reference count entry width too large; may not exceed 64 bits");
+    if (h.refcount_table_clusters == 0) return make_error(EINVAL, "Image does not contain a reference count table");
+    QIMG_TRY(validate_table(h.refcount_table_offset, h.refcount_table_clusters, cs, kMaxRefcountTableBytes, cs,
+                            "Reference count table"));
+    QIMG_TRY(validate_table(h.snapshots_offset, h.nb_snapshots, kSnapshotHeaderSize,
+                            kSnapshotHeaderSize * kMaxSnapshots, cs, "Snapshot table"));
+    QIMG_TRY(validate_table(h.l1_table_offset, h.l1_size, 8, kMaxL1Bytes, cs, "Active L1 table"));
+    const uint32_t l2_bits = h.cluster_bits - (h.extended_l2() ? 4 : 3);
+    const uint32_t shift = h.cluster_bits + l2_bits;
+    if (h.size > uint64_t(INT64_MAX) - (uint64_t{1} << shift)) return make_error(EFBIG, "Image is too big");
+    uint64_t l1_needed = (h.size + (uint64_t{1} << shift) - 1) >> shift;
+    if (l1_needed > INT_MAX) return make_error(EFBIG, "Image is too big");
+    if (h.l1_size < l1_needed) return make_error(EINVAL, "L1 table is too small");
+
+    QIMG_TRY(parse_extensions(h, head, h.header_length, ext_end, false));
+    if (h.has_data_file() && !h.data_file) return make_error(EINVAL, "'data-file' is required for this image");
+    if (!h.has_data_file() && h.data_file_raw()) return make_error(EINVAL, "data-file-raw requires a data file");
+    if (h.crypt_method != 0) {
+        // Encrypted images need the crypto layer, which qimg does not have.
+        return make_error(ENOTSUP, h.crypt_method == 1 ? "qcow2: AES-encrypted images are not supported"
+                                                       : "qcow2: LUKS-encrypted images are not supported");
+    }
+    if (h.backing_file_offset != 0) {
+        uint32_t len = h.backing_file_size;
+        if (len > std::min<uint64_t>(kMaxBackingNameLength, cs - h.backing_file_offset))
+            return make_error(EINVAL, "Backing file name too long");
+        h.backing_file.assign(reinterpret_cast<const char *>(&head[h.backing_file_offset]), len);
+        h.backing_file.resize(strnlen(h.backing_file.c_str(), len));
+    }
+    return h;
+}
+
+Result<std::vector<uint8_t>> serialize_header(Header &h) {
+    const uint64_t cs = h.cluster_size();
+    std::vector<uint8_t> out(cs, 0);
+    uint8_t *b = out.data();
+    if (h.version >= 3) h.header_length = std::max<uint32_t>(kHeaderLengthWithCompression,
+                                                              kHeaderLengthWithCompression + h.unknown_header_fields.size());
+    else h.header_length = kHeaderV2Length;
+    size_t off = h.header_length;
+    auto need = [&](uint64_t n) -> bool { return off + n <= cs; };
+    auto put_ext = [&](uint32_t magic, const void *data, uint32_t len) -> bool {
+        if (!need(8 + round_up8(len))) return false;
+        put_be32(b + off, magic);
+        put_be32(b + off + 4, len);
+        if (len) std::memcpy(b + off + 8, data, len);
+        off += 8 + round_up8(len);
+        return true;
+    };
+    const Error too_big = make_error(ENOSPC, "Could not update qcow2 header: No space left on device");
+    if (!h.backing_format.empty() && !put_ext(kExtBackingFormat, h.backing_format.data(), h.backing_format.size()))
+        return too_big;
+    if (h.data_file && !put_ext(kExtDataFile, h.data_file->data(), h.data_file->size())) return too_big;
+    if (h.version >= 3 && cs > 4096) {
+        // QEMU's own feature name table (qcow2_update_header), fixed order;
+        // left out for clusters of 4 KiB and less to leave room for names.
+        static const struct { uint8_t type, bit; const char *name; } kFeatures[] = {
+            {0, 0, "dirty bit"}, {0, 1, "corrupt bit"}, {0, 2, "external data file"},
+            {0, 3, "compression type"}, {0, 4, "extended L2 entries"}, {1, 0, "lazy refcounts"},
+            {2, 0, "bitmaps"}, {2, 1, "raw external data"},
+        };
+        std::vector<uint8_t> t(48 * std::size(kFeatures), 0);
+        for (size_t i = 0; i < std::size(kFeatures); i++) {
+            t[i * 48] = kFeatures[i].type;
+            t[i * 48 + 1] = kFeatures[i].bit;
+            std::memcpy(&t[i * 48 + 2], kFeatures[i].name, std::strlen(kFeatures[i].name));
+        }
+        if (!put_ext(kExtFeatureTable, t.data(), t.size())) return too_big;
+    }
+    if (h.bitmaps) {
+        uint8_t e[24] = {};
+        put_be32(e, h.bitmaps->nb_bitmaps);
+        put_be64(e + 8, h.bitmaps->directory_size);
+        put_be64(e + 16, h.bitmaps->directory_offset);
+        if (!put_ext(kExtBitmaps, e, sizeof e)) return too_big;
+    }
+    for (const UnknownExtension &u : h.unknown_extensions)
+        if (!put_ext(u.magic, u.data.data(), u.data.size())) return too_big;
+    if (!need(8)) return too_big;
+    off += 8;  // end marker (zeroes)
+    if (!h.backing_file.empty()) {
+        if (!need(h.backing_file.size())) return too_big;
+        std::memcpy(b + off, h.backing_file.data(), h.backing_file.size());
+        h.backing_file_offset = off;
+        h.backing_file_size = h.backing_file.size();
+    } else {
+        h.backing_file_offset = 0;
+        h.backing_file_size = 0;
+    }
+
+    put_be32(b, kMagic);
+    put_be32(b + 4, h.version);
+    put_be64(b + 8, h.backing_file_offset);
+    put_be32(b + 16, h.backing_file_size);
+    put_be32(b + 20, h.cluster_bits);
+    put_be64(b + 24, h.size);
+    put_be32(b + 32, h.crypt_method);
+    put_be32(b + 36, h.l1_size);
+    put_be64(b + 40, h.l1_table_offset);
+    put_be64(b + 48, h.refcount_table_offset);
+    put_be32(b + 56, h.refcount_table_clusters);
+    put_be32(b + 60, h.nb_snapshots);
+    put_be64(b + 64, h.snapshots_offset);
+    if (h.version >= 3) {
+        put_be64(b + 72, h.incompatible);
+        put_be64(b + 80, h.compatible);
+        put_be64(b + 88, h.autoclear);
+        put_be32(b + 96, h.refcount_order);
+        put_be32(b + 100, h.header_length);
+        b[104] = h.compression_type;
+        if (!h.unknown_header_fields.empty())
+            std::memcpy(b + kHeaderLengthWithCompression, h.unknown_header_fields.data(), h.unknown_header_fields.size());
+    }
+    return out;
+}
+
+Result<std::vector<BitmapInfo>> read_bitmap_directory(BlockNode &file, const Header &h) {
+    std::vector<BitmapInfo> out;
+    if (!h.bitmaps) return out;
+    const uint64_t size = h.bitmaps->directory_size;
+    if (size == 0) return make_error(EINVAL, "Can't load bitmap list: bitmap directory is empty");
+    std::vector<uint8_t> dir(size);
+    QIMG_TRY(read_padded(file, h.bitmaps->directory_offset, dir.data(), size));
+    uint64_t off = 0;
+    for (uint32_t i = 0; i < h.bitmaps->nb_bitmaps; i++) {
+        if (size - off < 24) return make_error(EINVAL, "Bitmap directory is corrupted");
+        const uint8_t *e = &dir[off];
+        uint16_t name_size = be16(e + 18);
+        uint32_t extra = be32(e + 20);
+        uint64_t entry_len = round_up8(24 + uint64_t(extra) + name_size);
+        if (entry_len > size - off) return make_error(EINVAL, "Bitmap directory is corrupted");
+        BitmapInfo bi;
+        bi.flags = be32(e + 12);
+        bi.granularity_bits = e[17];
+        if (bi.granularity_bits > 31) return make_error(EINVAL, "Bitmap directory is corrupted");
+        bi.name.assign(reinterpret_cast<const char *>(e + 24 + extra), name_size);
+        out.push_back(std::move(bi));
+        off += entry_len;
+    }
+    return out;
+}
+
+}  // namespace qimg::qcow2

@@ -1,0 +1,119 @@
+// qcow2 on-disk header: the fixed fields, the header extensions (backing
+// format, feature name table, bitmaps, external data file, unknown ones kept
+// verbatim) and the backing file name. Parsing validates every field the
+// way QEMU's qcow2_do_open does, with QEMU's messages; serialisation writes
+// the whole first cluster as QEMU's qcow2_update_header lays it out.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "block/node.h"
+
+namespace qimg::qcow2 {
+
+// qcow2.txt: "Header"
+inline constexpr uint32_t kMagic = 0x514649fb;
+inline constexpr uint32_t kMinClusterBits = 9, kMaxClusterBits = 21;
+inline constexpr uint32_t kHeaderV2Length = 72, kHeaderV3Length = 104, kHeaderLengthWithCompression = 112;
+
+inline constexpr uint64_t kIncompatDirty = 1u << 0;
+inline constexpr uint64_t kIncompatCorrupt = 1u << 1;
+inline constexpr uint64_t kIncompatDataFile = 1u << 2;
+inline constexpr uint64_t kIncompatCompression = 1u << 3;
+inline constexpr uint64_t kIncompatExtL2 = 1u << 4;
+inline constexpr uint64_t kIncompatMask = 0x1f;
+inline constexpr uint64_t kCompatLazyRefcounts = 1u << 0;
+inline constexpr uint64_t kAutoclearBitmaps = 1u << 0;
+inline constexpr uint64_t kAutoclearDataFileRaw = 1u << 1;
+inline constexpr uint64_t kAutoclearMask = 0x3;
+
+inline constexpr uint8_t kCompressionZlib = 0, kCompressionZstd = 1;
+
+// Header extension magics (qcow2.txt: "Header extensions").
+inline constexpr uint32_t kExtEnd = 0;
+inline constexpr uint32_t kExtBackingFormat = 0xe2792aca;
+inline constexpr uint32_t kExtFeatureTable = 0x6803f857;
+inline constexpr uint32_t kExtBitmaps = 0x23852875;
+inline constexpr uint32_t kExtCrypto = 0x0537be77;
+inline constexpr uint32_t kExtDataFile = 0x44415441;
+
+// Limits QEMU applies (block/qcow2.h).
+inline constexpr uint64_t kMaxRefcountTableBytes = 8ull << 20;
+inline constexpr uint64_t kMaxL1Bytes = 32ull << 20;
+inline constexpr uint64_t kMaxSnapshots = 65536;
+inline constexpr uint64_t kSnapshotHeaderSize = 40;
+inline constexpr uint32_t kMaxBackingNameLength = 1023;
+inline constexpr uint32_t kMaxBitmaps = 65535;
+inline constexpr uint64_t kMaxBitmapDirectorySize = 1024ull * kMaxBitmaps;
+
+struct FeatureName {
+    uint8_t type = 0, bit = 0;
+    std::string name;
+};
+
+struct BitmapsExtension {
+    uint32_t nb_bitmaps = 0;
+    uint64_t directory_size = 0, directory_offset = 0;
+};
+
+struct UnknownExtension {
+    uint32_t magic = 0;
+    std::vector<uint8_t> data;
+};
+
+struct Header {
+    uint32_t version = 3;
+    uint64_t backing_file_offset = 0;
+    uint32_t backing_file_size = 0;
+    uint32_t cluster_bits = 16;
+    uint64_t size = 0;
+    uint32_t crypt_method = 0;
+    uint32_t l1_size = 0;
+    uint64_t l1_table_offset = 0;
+    uint64_t refcount_table_offset = 0;
+    uint32_t refcount_table_clusters = 0;
+    uint32_t nb_snapshots = 0;
+    uint64_t snapshots_offset = 0;
+    uint64_t incompatible = 0, compatible = 0, autoclear = 0;
+    uint32_t refcount_order = 4;
+    uint32_t header_length = kHeaderLengthWithCompression;
+    uint8_t compression_type = kCompressionZlib;
+    std::vector<uint8_t> unknown_header_fields;  // bytes past the known header
+
+    // Extensions and strings.
+    std::string backing_file;
+    std::string backing_format;
+    std::optional<std::string> data_file;
+    std::optional<BitmapsExtension> bitmaps;
+    std::vector<FeatureName> feature_table;
+    std::vector<UnknownExtension> unknown_extensions;
+
+    uint64_t cluster_size() const { return uint64_t{1} << cluster_bits; }
+    bool extended_l2() const { return incompatible & kIncompatExtL2; }
+    bool has_data_file() const { return incompatible & kIncompatDataFile; }
+    bool data_file_raw() const { return autoclear & kAutoclearDataFileRaw; }
+    uint32_t refcount_bits() const { return 1u << refcount_order; }
+};
+
+// Reads and validates the header of `file` (QEMU's qcow2_do_open checks and
+// messages). `read_write` refuses corrupt images as QEMU does.
+Result<Header> read_header(BlockNode &file, bool read_write);
+
+// The first cluster as QEMU's qcow2_update_header writes it: header fields,
+// backing format, data file name, feature name table, bitmaps extension,
+// unknown extensions, end marker, backing file name. Sets
+// backing_file_offset/size and header_length. Error if it does not fit.
+Result<std::vector<uint8_t>> serialize_header(Header &h);
+
+// One bitmap directory entry, for format-specific info.
+struct BitmapInfo {
+    std::string name;
+    uint32_t flags = 0;
+    uint32_t granularity_bits = 0;
+};
+Result<std::vector<BitmapInfo>> read_bitmap_directory(BlockNode &file, const Header &h);
+
+}  // namespace qimg::qcow2

@@ -1,0 +1,117 @@
+// The qcow2 node: open/read/write/status over the header, cluster mapping
+// and refcount units of this directory. Shared by qcow2.cpp (the driver)
+// and create.cpp (which formats an image through a node).
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "block/driver.h"
+#include "format/qcow2/header.h"
+#include "format/qcow2/l1l2.h"
+#include "format/qcow2/refcount.h"
+
+namespace qimg::qcow2 {
+
+class Qcow2Node final : public BlockNode {
+public:
+    static Result<std::shared_ptr<Qcow2Node>> open(OpenRequest &req);
+    Qcow2Node(NodePtr file, Header h);
+    ~Qcow2Node() override;
+
+    std::string_view driver_name() const override { return "qcow2"; }
+    uint64_t length() const override;
+    Result<void> read(uint64_t off, void *buf, size_t len) override;
+    Result<void> write(uint64_t off, const void *buf, size_t len) override;
+    Result<void> write_zeroes(uint64_t off, uint64_t len, unsigned flags) override;
+    Result<void> discard(uint64_t off, uint64_t len) override;
+    Result<void> flush() override;
+    Result<void> truncate(uint64_t new_size, Prealloc prealloc, bool exact) override;
+    Result<BlockStatus> block_status(uint64_t off, uint64_t len) override;
+    Result<uint64_t> allocated_size() override;
+    uint32_t cluster_size() const override { return uint32_t(cs_); }
+    bool is_dirty() const override;
+    nlohmann::ordered_json specific_info() const override;
+    // Writes one whole cluster (or the shorter last one) compressed.
+    Result<void> write_compressed(uint64_t off, const void *buf, size_t len);
+
+    // Records a backing file name and format in the header (create, rebase).
+    Result<void> set_backing_file(const std::string &name, const std::string &fmt);
+    // Flushes all metadata and clears the lazy-refcounts dirty bit.
+    Result<void> close();
+    // create: takes clusters 0-2 (header, refcount table, refcount block).
+    Result<void> allocate_initial_clusters();
+    const Header &header() const { return h_; }
+    BlockNode *data_file() const { return data_file_.get(); }
+
+private:
+    struct Mapping {
+        SubclusterType type = SubclusterType::Unallocated;
+        uint64_t bytes = 0;
+        uint64_t host = 0;      // host offset of the first byte (when it has one)
+        uint64_t l2_entry = 0;  // raw entry of the first cluster (compressed descriptor)
+    };
+    struct Slot {
+        std::shared_ptr<L2Table> table;
+        uint64_t l2_offset = 0;
+        uint64_t index = 0;  // entry index in the table
+    };
+
+    Result<void> init();
+    Result<Mapping> map_locked(uint64_t off, uint64_t len);
+    Result<std::optional<std::shared_ptr<L2Table>>> load_l2_locked(uint64_t l1_index);
+    Result<Slot> l2_slot_for_write(uint64_t off);
+    Result<void> read_compressed(uint64_t l2_entry, uint64_t in_cluster, uint8_t *buf, size_t len);
+    Result<void> read_unallocated(uint64_t off, uint8_t *buf, size_t len);
+    Result<void> read_range_unlocked(uint64_t off, uint8_t *buf, size_t len);
+    Result<void> write_cluster_locked(uint64_t off, const uint8_t *buf, size_t len);
+    Result<void> prepare_write_locked();
+    Result<void> grow_l1_locked(uint64_t min_size);
+    Result<void> write_header_locked();
+    Result<void> flush_metadata_locked();
+    Result<void> free_later(uint64_t l2_entry);
+    Result<void> zero_or_discard_cluster_locked(uint64_t off, bool zero, bool unmap);
+    Result<void> zero_subclusters_locked(uint64_t off, uint64_t len);
+    Result<void> check_metadata_overlap(uint64_t host, uint64_t len) const;
+    Result<void> preallocate_locked(uint64_t from, uint64_t to, Prealloc p);
+    Result<uint64_t> alloc_compressed_bytes_locked(uint64_t size);
+    bool detect_metadata_preallocation_locked();
+    uint64_t entry_host(uint64_t entry) const { return entry & kL2OffsetMask; }
+
+    mutable std::mutex mu_;  // guards everything below (metadata)
+    Header h_;
+    NodePtr data_file_;
+    uint64_t cs_ = 0;
+    uint32_t cbits_ = 0, l2_bits_ = 0;
+    uint64_t l2_entries_ = 0;
+    unsigned words_ = 1;  // 64-bit words per L2 entry (2 with extended L2)
+    uint64_t sc_size_ = 0;
+    unsigned subclusters_ = 1;
+    uint32_t csize_shift_ = 0;
+    uint64_t csize_mask_ = 0;
+    std::vector<uint64_t> l1_;
+    std::unique_ptr<Refcounts> rc_;
+    std::unique_ptr<L2Cache> l2_;
+    std::vector<std::pair<uint64_t, uint64_t>> pending_frees_;  // (offset, length) after L2 write-back
+    bool first_write_done_ = false;
+    bool lazy_dirty_set_ = false;
+    uint64_t free_byte_offset_ = 0;  // compressed-cluster packing
+    std::optional<bool> metadata_prealloc_;
+    bool closed_ = false;
+
+    std::mutex zcache_mu_;  // one decompressed cluster, for small sequential reads
+    uint64_t zcache_entry_ = 0;
+    std::vector<uint8_t> zcache_;
+};
+
+Result<NodePtr> qcow2_open(OpenRequest &req);
+
+}  // namespace qimg::qcow2
+
+namespace qimg::qcow2 {
+// create.cpp
+Result<void> qcow2_create(CreateRequest &req);
+std::vector<CreateOption> qcow2_create_options();
+std::vector<std::string> qcow2_formatting_order();
+}  // namespace qimg::qcow2

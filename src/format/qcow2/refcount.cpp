@@ -1,0 +1,287 @@
+// qcow2 refcount table and blocks (see refcount.h).
+// qcow2.txt: "Host cluster management".
+#include "format/qcow2/refcount.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include "format/qcow2/header.h"
+#include "util/endian.h"
+
+namespace qimg::qcow2 {
+namespace {
+constexpr size_t kMaxCachedBlocksBytes = 32u << 20;
+}
+
+Refcounts::Refcounts(BlockNode &file, uint32_t cluster_bits, uint32_t refcount_order, HeaderWriter hw)
+    : file_(file), cluster_bits_(cluster_bits), order_(refcount_order), write_header_(std::move(hw)) {
+    cluster_size_ = uint64_t{1} << cluster_bits;
+    entries_per_block_ = (cluster_size_ * 8) >> refcount_order;
+    uint32_t bits = 1u << refcount_order;
+    max_ = bits == 64 ? UINT64_MAX : (uint64_t{1} << bits) - 1;
+}
+
+Result<void> Refcounts::load(uint64_t table_offset, uint32_t table_clusters) {
+    table_offset_ = table_offset;
+    table_clusters_ = table_clusters;
+    uint64_t n = uint64_t(table_clusters) * cluster_size_ / 8;
+    std::vector<uint8_t> raw(n * 8);
+    QIMG_TRY(read_padded(file_, table_offset, raw.data(), raw.size()));
+    table_.resize(n);
+    for (uint64_t i = 0; i < n; i++) table_[i] = be64(&raw[i * 8]);
+    end_cluster_ = (file_.length() + cluster_size_ - 1) >> cluster_bits_;
+    return ok();
+}
+
+uint64_t Refcounts::read_entry(const Block &b, uint64_t i) const {
+    const uint8_t *d = b.data.data();
+    switch (order_) {
+    case 0: return (d[i / 8] >> (i % 8)) & 1;
+    case 1: return (d[i / 4] >> (2 * (i % 4))) & 3;
+    case 2: return (d[i / 2] >> (4 * (i % 2))) & 15;
+    case 3: return d[i];
+    case 4: return be16(d + 2 * i);
+    case 5: return be32(d + 4 * i);
+    default: return be64(d + 8 * i);
+    }
+}
+
+void Refcounts::write_entry(Block &b, uint64_t i, uint64_t v) {
+    uint8_t *d = b.data.data();
+    switch (order_) {
+    case 0: d[i / 8] = uint8_t((d[i / 8] & ~(1u << (i % 8))) | (v << (i % 8))); break;
+    case 1: d[i / 4] = uint8_t((d[i / 4] & ~(3u << (2 * (i % 4)))) | (v << (2 * (i % 4)))); break;
+    case 2: d[i / 2] = uint8_t((d[i / 2] & ~(15u << (4 * (i % 2)))) | (v << (4 * (i % 2)))); break;
+    case 3: d[i] = uint8_t(v); break;
+    case 4: put_be16(d + 2 * i, uint16_t(v)); break;
+    case 5: put_be32(d + 4 * i, uint32_t(v)); break;
+    default: put_be64(d + 8 * i, v); break;
+    }
+}
+
+Result<void> Refcounts::evict_if_needed() {
+    if (cache_.size() * cluster_size_ <= kMaxCachedBlocksBytes || cache_.size() < 4) return ok();
+    QIMG_TRY(write_back());
+    // Drop the least recently used half.
+    std::vector<std::pair<uint64_t, uint64_t>> by_tick;
+    for (auto &[off, b] : cache_) by_tick.emplace_back(b.tick, off);
+    std::sort(by_tick.begin(), by_tick.end());
+    for (size_t i = 0; i < by_tick.size() / 2; i++) cache_.erase(by_tick[i].second);
+    return ok();
+}
+
+Result<Refcounts::Block *> Refcounts::load_block(uint64_t block_offset) {
+    auto it = cache_.find(block_offset);
+    if (it == cache_.end()) {
+        QIMG_TRY(evict_if_needed());
+        Block b;
+        b.data.resize(cluster_size_);
+        QIMG_TRY(read_padded(file_, block_offset, b.data.data(), cluster_size_));
+        it = cache_.emplace(block_offset, std::move(b)).first;
+    }
+    it->second.tick = ++tick_;
+    return &it->second;
+}
+
+Result<uint64_t> Refcounts::get(uint64_t cluster_index) {
+    uint64_t ti = cluster_index / entries_per_block_;
+    if (ti >= table_.size()) return uint64_t{0};
+    uint64_t bo = table_[ti] & 0xfffffffffffffe00ull;
+    if (bo == 0) return uint64_t{0};
+    if (bo & (cluster_size_ - 1)) {
+        char m[128];
+        std::snprintf(m, sizeof m, "Refblock offset %#" PRIx64 " unaligned (reftable index: %#" PRIx64 ")", bo, ti);
+        return make_error(EIO, m);
+    }
+    QIMG_ASSIGN(Block * b, load_block(bo));
+    return read_entry(*b, cluster_index % entries_per_block_);
+}
+
+Result<void> Refcounts::write_table_entry(uint64_t index) {
+    uint8_t e[8];
+    put_be64(e, table_[index]);
+    return file_.write(table_offset_ + index * 8, e, 8);
+}
+
+// Makes sure a refcount block covers `cluster_index`, allocating one (and
+// growing the table) as QEMU's alloc_refcount_block does: the new block goes
+// to the first free cluster and describes itself when it falls in its own range.
+Result<void> Refcounts::ensure_block(uint64_t cluster_index) {
+    uint64_t ti = cluster_index / entries_per_block_;
+    if (ti < table_.size() && (table_[ti] & 0xfffffffffffffe00ull)) return ok();
+    if (ti >= table_.size()) {
+        QIMG_TRY(grow_table(ti + 1));
+        if (table_[ti] & 0xfffffffffffffe00ull) return ok();  // the growth area covered it
+    }
+    QIMG_ASSIGN(uint64_t nb, find_free(1));
+    Block b;
+    b.data.assign(cluster_size_, 0);
+    b.dirty = true;
+    b.tick = ++tick_;
+    if (nb / entries_per_block_ == ti) {
+        write_entry(b, nb % entries_per_block_, 1);
+    } else {
+        QIMG_TRY(ensure_block(nb));
+        QIMG_TRY(set(nb, 1));
+    }
+    end_cluster_ = std::max(end_cluster_, nb + 1);
+    uint64_t bo = nb << cluster_bits_;
+    // The block must be on disk before the table points at it.
+    QIMG_TRY(write_back());
+    QIMG_TRY(file_.write(bo, b.data.data(), cluster_size_));
+    QIMG_TRY(file_.flush());
+    b.dirty = false;
+    cache_[bo] = std::move(b);
+    table_[ti] = bo;
+    QIMG_TRY(write_table_entry(ti));
+    return ok();
+}
+
+// Moves the refcount table to a larger area at the end of the image, with
+// new refcount blocks for that area placed just before it.
+Result<void> Refcounts::grow_table(uint64_t min_entries) {
+    const uint64_t per_cluster = cluster_size_ / 8;
+    uint64_t old_entries = table_.size();
+    uint64_t want = std::max<uint64_t>(min_entries, old_entries + (old_entries + 1) / 2);
+    uint64_t start = std::max(end_cluster_, (file_.length() + cluster_size_ - 1) >> cluster_bits_);
+    uint64_t table_clusters = 0, nblocks = 0;
+    for (;;) {
+        table_clusters = (want + per_cluster - 1) / per_cluster;
+        uint64_t blocks = 0;
+        for (;;) {
+            uint64_t end = start + blocks + table_clusters;
+            uint64_t first = start / entries_per_block_, last = (end - 1) / entries_per_block_;
+            uint64_t count = 0;
+            for (uint64_t bi = first; bi <= last; bi++)
+                if (bi >= old_entries || !(table_[bi] & 0xfffffffffffffe00ull)) count++;
+            if (count == blocks) break;
+            blocks = count;
+        }
+        nblocks = blocks;
+        uint64_t last_block = (start + nblocks + table_clusters - 1) / entries_per_block_;
+        if (last_block < want) break;
+        want = last_block + 1;
+    }
+    if (table_clusters * cluster_size_ > kMaxRefcountTableBytes)
+        return make_error(EFBIG, "Refcount table too large");
+    want = table_clusters * per_cluster;
+
+    QIMG_TRY(write_back());
+    std::vector<uint64_t> nt = table_;
+    nt.resize(want, 0);
+    const uint64_t area_end = start + nblocks + table_clusters;
+    // New refcount blocks, each covering part of the area.
+    uint64_t next_block = start;
+    std::vector<std::pair<uint64_t, Block>> fresh;
+    for (uint64_t bi = start / entries_per_block_; bi <= (area_end - 1) / entries_per_block_; bi++) {
+        if (bi < old_entries && (table_[bi] & 0xfffffffffffffe00ull)) continue;
+        Block b;
+        b.data.assign(cluster_size_, 0);
+        for (uint64_t c = std::max(start, bi * entries_per_block_); c < std::min(area_end, (bi + 1) * entries_per_block_); c++)
+            write_entry(b, c % entries_per_block_, 1);
+        nt[bi] = next_block << cluster_bits_;
+        fresh.emplace_back(next_block << cluster_bits_, std::move(b));
+        next_block++;
+    }
+    const uint64_t table_off = (start + nblocks) << cluster_bits_;
+    for (auto &[off, b] : fresh) QIMG_TRY(file_.write(off, b.data.data(), cluster_size_));
+    std::vector<uint8_t> raw(table_clusters * cluster_size_, 0);
+    for (uint64_t i = 0; i < want; i++) put_be64(&raw[i * 8], nt[i]);
+    QIMG_TRY(file_.write(table_off, raw.data(), raw.size()));
+    QIMG_TRY(file_.flush());
+    QIMG_TRY(write_header_(table_off, uint32_t(table_clusters)));
+
+    uint64_t old_off = table_offset_;
+    uint32_t old_clusters = table_clusters_;
+    table_ = std::move(nt);
+    table_offset_ = table_off;
+    table_clusters_ = uint32_t(table_clusters);
+    for (auto &[off, b] : fresh) cache_[off] = std::move(b);
+    end_cluster_ = std::max(end_cluster_, area_end);
+    // Area clusters inside pre-existing blocks, then the old table.
+    for (uint64_t c = start; c < area_end; c++) {
+        uint64_t bi = c / entries_per_block_;
+        if (bi < old_entries && (table_[bi] & 0xfffffffffffffe00ull) &&
+            std::none_of(fresh.begin(), fresh.end(), [&](auto &f) { return f.first == table_[bi]; }))
+            QIMG_TRY(set(c, 1));
+    }
+    QIMG_TRY(update(old_off, uint64_t(old_clusters) << cluster_bits_, -1));
+    return ok();
+}
+
+Result<void> Refcounts::set(uint64_t cluster_index, uint64_t value) {
+    QIMG_TRY(ensure_block(cluster_index));
+    uint64_t bo = table_[cluster_index / entries_per_block_] & 0xfffffffffffffe00ull;
+    if (bo & (cluster_size_ - 1)) return make_error(EIO, "Refblock offset unaligned");
+    QIMG_ASSIGN(Block * b, load_block(bo));
+    write_entry(*b, cluster_index % entries_per_block_, value);
+    b->dirty = true;
+    if (value == 0 && cluster_index < free_index_) free_index_ = cluster_index;
+    if (value != 0) end_cluster_ = std::max(end_cluster_, cluster_index + 1);
+    return ok();
+}
+
+Result<void> Refcounts::update(uint64_t offset, uint64_t length, int64_t delta) {
+    if (length == 0) return ok();
+    uint64_t first = offset >> cluster_bits_, last = (offset + length - 1) >> cluster_bits_;
+    for (uint64_t c = first; c <= last; c++) {
+        QIMG_ASSIGN(uint64_t cur, get(c));
+        uint64_t nv;
+        if (delta < 0) {
+            if (cur < uint64_t(-delta)) return make_error(EINVAL, "refcount underflow");
+            nv = cur - uint64_t(-delta);
+        } else {
+            if (max_ - cur < uint64_t(delta)) return make_error(ERANGE, "refcount overflow");
+            nv = cur + uint64_t(delta);
+        }
+        QIMG_TRY(set(c, nv));
+    }
+    return ok();
+}
+
+Result<uint64_t> Refcounts::find_free(uint64_t n) {
+    uint64_t start = free_index_, run = 0;
+    for (uint64_t c = free_index_;; c++) {
+        if (c >= (uint64_t{1} << (56 - cluster_bits_))) return make_error(EFBIG, "No space left in the image");
+        QIMG_ASSIGN(uint64_t r, get(c));
+        if (r != 0) {
+            run = 0;
+            start = c + 1;
+            continue;
+        }
+        if (run == 0) start = c;
+        if (++run == n) break;
+    }
+    // Like QEMU, keep the scan position only when the first free cluster was taken.
+    if (start == free_index_) free_index_ = start + n;
+    return start;
+}
+
+Result<uint64_t> Refcounts::alloc_clusters(uint64_t n) {
+    for (;;) {
+        QIMG_ASSIGN(uint64_t c, find_free(n));
+        // Allocating refcount blocks may take the clusters just found: retry then.
+        bool moved = false;
+        for (uint64_t i = c; i < c + n; i++) {
+            QIMG_TRY(ensure_block(i));
+            QIMG_ASSIGN(uint64_t r, get(i));
+            if (r != 0) { moved = true; break; }
+        }
+        if (moved) continue;
+        for (uint64_t i = c; i < c + n; i++) QIMG_TRY(set(i, 1));
+        return c << cluster_bits_;
+    }
+}
+
+Result<void> Refcounts::write_back() {
+    for (auto &[off, b] : cache_) {
+        if (!b.dirty) continue;
+        QIMG_TRY(file_.write(off, b.data.data(), cluster_size_));
+        b.dirty = false;
+    }
+    return ok();
+}
+
+}  // namespace qimg::qcow2

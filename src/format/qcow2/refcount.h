@@ -1,0 +1,71 @@
+// qcow2 reference counts: the refcount table, a bounded write-back cache of
+// refcount blocks (widths 1-64 bits), cluster allocation (first fit, as
+// QEMU's alloc_clusters_noref), refcount block allocation and refcount table
+// growth. Not thread-safe: the node's metadata mutex guards it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <vector>
+
+#include "block/node.h"
+
+namespace qimg::qcow2 {
+
+class Refcounts {
+public:
+    // `write_reftable_header` stores a new refcount table location in the
+    // image header (offset, clusters) and makes it durable.
+    using HeaderWriter = std::function<Result<void>(uint64_t offset, uint32_t clusters)>;
+
+    Refcounts(BlockNode &file, uint32_t cluster_bits, uint32_t refcount_order, HeaderWriter hw);
+
+    // Reads the refcount table (size already validated by read_header).
+    Result<void> load(uint64_t table_offset, uint32_t table_clusters);
+
+    Result<uint64_t> get(uint64_t cluster_index);
+    // Adds `delta` to the refcount of every cluster touching [offset, offset+length).
+    Result<void> update(uint64_t offset, uint64_t length, int64_t delta);
+    // Allocates `n` contiguous clusters (refcount 1), returns the host offset.
+    Result<uint64_t> alloc_clusters(uint64_t n);
+    // Writes dirty refcount blocks (no sync).
+    Result<void> write_back();
+    bool dirty() const { return dirty_count_ != 0; }
+
+    uint64_t table_offset() const { return table_offset_; }
+    uint32_t table_clusters() const { return table_clusters_; }
+    const std::vector<uint64_t> &table() const { return table_; }
+    // One past the highest cluster index known to be in use (for placement).
+    uint64_t end_cluster() const { return end_cluster_; }
+    uint64_t max_refcount() const { return max_; }
+
+private:
+    struct Block {
+        std::vector<uint8_t> data;
+        bool dirty = false;
+        uint64_t tick = 0;
+    };
+    Result<Block *> load_block(uint64_t block_offset);
+    Result<void> evict_if_needed();
+    uint64_t read_entry(const Block &b, uint64_t i) const;
+    void write_entry(Block &b, uint64_t i, uint64_t v);
+    Result<void> set(uint64_t cluster_index, uint64_t value);
+    Result<uint64_t> find_free(uint64_t n);
+    Result<void> ensure_block(uint64_t cluster_index);
+    Result<void> grow_table(uint64_t min_entries);
+    Result<void> write_table_entry(uint64_t index);
+
+    BlockNode &file_;
+    uint32_t cluster_bits_, order_;
+    uint64_t cluster_size_, entries_per_block_, max_;
+    HeaderWriter write_header_;
+    std::vector<uint64_t> table_;
+    uint64_t table_offset_ = 0;
+    uint32_t table_clusters_ = 0;
+    std::map<uint64_t, Block> cache_;
+    uint64_t tick_ = 0, dirty_count_ = 0;
+    uint64_t free_index_ = 0, end_cluster_ = 0;
+};
+
+}  // namespace qimg::qcow2
