@@ -99,6 +99,9 @@ struct Driver {
     // measurement".
     std::function<Result<MeasureInfo>(MeasureRequest &)> measure;
     bool supports_backing = false;
+    // Options `qemu-img amend -o` accepts (BlockNode::amend); empty: the
+    // format "does not support option amendment".
+    std::vector<CreateOption> amend_options;
     // Option names printed on the "Formatting ..." line, in qemu-img's order.
     std::vector<std::string> formatting_order;
 };

@@ -57,6 +57,37 @@ Result<CheckReport> BlockNode::check(CheckRepair) {
     return make_error(ENOTSUP, "This image format does not support checks");
 }
 
+Result<std::vector<SnapshotInfo>> BlockNode::snapshot_list() {
+    return make_error(ENOTSUP, "Operation not supported");
+}
+
+Result<void> BlockNode::snapshot_create(const SnapshotInfo &) {
+    return make_error(ENOTSUP, "Operation not supported");
+}
+
+Result<void> BlockNode::snapshot_goto(const std::string &) {
+    return make_error(ENOTSUP, "Block driver does not support snapshots");
+}
+
+Result<void> BlockNode::snapshot_delete(const std::string &, const std::string &) {
+    return make_error(ENOTSUP, "Block format '" + std::string(driver_name()) +
+                                   "' used by device '' does not support internal snapshot deletion");
+}
+
+Result<void> BlockNode::bitmap_action(const BitmapAction &a) {
+    if (a.kind == BitmapAction::Kind::Add)
+        return make_error(ENOTSUP, "Can't store persistent bitmaps to " + a.node_name + ": Operation not supported");
+    return make_error(ENOENT, "Dirty bitmap '" + a.name + "' not found");
+}
+
+Result<void> BlockNode::change_backing_file(const std::string &, const std::string &) {
+    return make_error(ENOTSUP, "Operation not supported");
+}
+
+Result<void> BlockNode::amend(const std::map<std::string, std::string> &, bool) {
+    return make_error(ENOTSUP, "Operation not supported");
+}
+
 Result<void> read_padded(BlockNode &node, uint64_t off, void *buf, size_t len) {
     uint64_t end = node.length();
     uint8_t *p = static_cast<uint8_t *>(buf);

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,6 +68,27 @@ struct CheckReport {
 };
 enum class CheckRepair { None, Leaks, All };
 
+// An internal snapshot, as `qemu-img snapshot -l` and `info` list it
+// (QEMU's QEMUSnapshotInfo).
+struct SnapshotInfo {
+    std::string id, name;
+    uint64_t vm_state_size = 0;
+    uint32_t date_sec = 0, date_nsec = 0;
+    uint64_t vm_clock_nsec = 0;
+    uint64_t icount = UINT64_MAX;  // UINT64_MAX: not recorded
+};
+
+// One `qemu-img bitmap` action on a persistent dirty bitmap.
+struct BitmapAction {
+    enum class Kind { Add, Remove, Clear, Enable, Disable, Merge };
+    Kind kind = Kind::Add;
+    std::string name;            // the bitmap acted on
+    uint64_t granularity = 0;    // Add: 0 = the driver's default
+    BlockNode *src = nullptr;    // Merge: node holding the source bitmap
+    std::string src_name;        // Merge: source bitmap name
+    std::string node_name;       // QEMU's node name, for messages ("#block123")
+};
+
 class BlockNode {
 public:
     virtual ~BlockNode() = default;
@@ -113,6 +135,32 @@ public:
     virtual nlohmann::ordered_json specific_info() const { return nullptr; }
     // Consistency check / repair. Default: ENOTSUP ("does not support checks").
     virtual Result<CheckReport> check(CheckRepair repair);
+    // Whether the driver answers QEMU's bdrv_get_info() (cluster size, dirty
+    // flag); info prints "dirty-flag" only then. Formats without it override.
+    virtual bool has_driver_info() const { return true; }
+    virtual bool encrypted() const { return false; }
+
+    // --- internal snapshots (qemu-img snapshot) -------------------------
+    // Default: ENOTSUP, which `snapshot -l` and `info` treat as "none".
+    virtual Result<std::vector<SnapshotInfo>> snapshot_list();
+    // Defaults give qemu-img's answers for formats without snapshots.
+    virtual Result<void> snapshot_create(const SnapshotInfo &sn);
+    virtual Result<void> snapshot_goto(const std::string &name);
+    virtual Result<void> snapshot_delete(const std::string &id, const std::string &name);
+
+    // --- persistent dirty bitmaps (qemu-img bitmap) ---------------------
+    // Default: the format stores no bitmaps ("Can't store persistent
+    // bitmaps", "Dirty bitmap 'x' not found").
+    virtual Result<void> bitmap_action(const BitmapAction &a);
+
+    // --- metadata changes -----------------------------------------------
+    // Records a new backing file name and format in the image header (empty
+    // name: none). Default: ENOTSUP.
+    virtual Result<void> change_backing_file(const std::string &name, const std::string &format);
+    // Changes format options in place (qemu-img amend); options are the
+    // validated `-o` values by name. Only called when the driver record
+    // lists amend options.
+    virtual Result<void> amend(const std::map<std::string, std::string> &options, bool force);
 
     // --- graph ----------------------------------------------------------
     BlockNode *file() const { return file_.get(); }
