@@ -46,7 +46,7 @@ public:
             if (!s2) return status_failed(o_.name2);
             bool alloc1 = s1->flags & kStatusAllocated, alloc2 = s2->flags & kStatusAllocated;
             uint64_t chunk = std::min(s1->bytes, s2->bytes);
-            if (o_.strict && (s1->flags & kStatusMask) != (s2->flags & kStatusMask)) {
+            if (o_.strict && strict_flags(*s1, offset, size1) != strict_flags(*s2, offset, size2)) {
                 o_.out("Strict mode: Offset " + std::to_string(offset) + " block status mismatch!\n");
                 return 1;
             }
@@ -93,6 +93,14 @@ public:
     }
 
 private:
+    // The status word qemu-img compares in strict mode. QEMU's end of file
+    // is the sector-rounded size, not the byte length the node reports.
+    static uint32_t strict_flags(const ChainStatus &s, uint64_t offset, uint64_t size) {
+        uint32_t f = s.flags & kStatusMask & ~kStatusEof;
+        if (offset + s.bytes >= size) f |= kStatusEof;
+        return f;
+    }
+
     void progress(uint64_t chunk, uint64_t base) {
         if (o_.on_progress) o_.on_progress((static_cast<float>(chunk) / static_cast<float>(base)) * 100);
     }
