@@ -44,7 +44,9 @@ public:
     ~FileNode() override { ::close(fd_); }
 
     std::string_view driver_name() const override { return is_block_ ? "host_device" : "file"; }
-    uint64_t length() const override { return length_.load(); }
+    // Like QEMU, which counts images in 512-byte sectors, a file's length is
+    // rounded up to a sector; the tail past the real end reads as zeroes.
+    uint64_t length() const override { return (length_.load() + 511) / 512 * 512; }
     uint32_t request_alignment() const override { return cache_.direct ? kDirectAlign : 1; }
 
     Result<void> read(uint64_t off, void *buf, size_t len) override {
@@ -105,7 +107,7 @@ public:
             return ok();
         }
         // QEMU's handle_aiocb_truncate: its checks, order and messages.
-        uint64_t old = length();
+        uint64_t old = length_.load();
         if (new_size > static_cast<uint64_t>(INT64_MAX)) return errno_error(EINVAL, "Could not resize file");
         if (old > new_size && prealloc != Prealloc::Off)
             return make_error(ENOTSUP, "Cannot use preallocation for shrinking files");
@@ -257,7 +259,7 @@ private:
         std::memcpy(b.p + (off - start), buf, len);
         QIMG_TRY(raw_write(start, b.p, end - start));
         // The aligned write may have extended the file past the real end.
-        uint64_t want = std::max(length(), off + len);
+        uint64_t want = std::max(length_.load(), off + len);
         if (!is_block_ && end > want && ftruncate(fd_, static_cast<off_t>(want)) != 0)
             return errno_error(errno, "Failed to resize the file");
         return ok();
