@@ -65,7 +65,7 @@ Result<std::map<std::string, std::string>> parse_against(const std::string &opti
     QIMG_ASSIGN(OptList kv, parse_opts(options));
     std::map<std::string, std::string> out;
     for (const auto &[k, v] : kv) {
-        auto it = std::find_if(list.begin(), list.end(), [&](const CreateOption &o) { return o.name == k; });
+        auto it = std::find_if(list.begin(), list.end(), [&key = k](const CreateOption &o) { return o.name == key; });
         if (it == list.end()) return make_error(EINVAL, "Invalid parameter '" + k + "'");
         switch (it->type) {
         case CreateOption::Type::Bool: QIMG_TRY(parse_bool_opt(k, v)); break;
