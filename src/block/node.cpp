@@ -28,6 +28,18 @@ Result<void> BlockNode::write_zeroes(uint64_t off, uint64_t len, unsigned flags)
     return ok();
 }
 
+Result<void> BlockNode::write_compressed(uint64_t, const void *, size_t) {
+    return make_error(ENOTSUP, "Compression is not supported for this drive");
+}
+
+Result<std::vector<uint8_t>> BlockNode::compress_cluster(const void *, size_t, const CompressOptions &) const {
+    return make_error(ENOTSUP, "Compression is not supported for this drive");
+}
+
+Result<void> BlockNode::write_compressed_data(uint64_t off, std::span<const uint8_t>, const void *raw, size_t len) {
+    return write_compressed(off, raw, len);
+}
+
 Result<void> BlockNode::discard(uint64_t, uint64_t) { return ok(); }  // a hint: ignoring it is correct
 
 Result<void> BlockNode::flush() {

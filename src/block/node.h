@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,13 @@ struct BlockStatus {
     uint64_t bytes = 0;             // length of the extent, starting at the queried offset
     uint64_t host_offset = 0;       // valid with kStatusOffsetValid
     BlockNode *host_node = nullptr; // node that host_offset addresses
+};
+
+// How compress_cluster() compresses (qimg-only choices; the defaults give
+// QEMU's output byte for byte).
+struct CompressOptions {
+    int level = -1;     // codec level; -1: QEMU's (zlib 6, zstd 3)
+    bool fast = false;  // fastest deflate: ISA-L igzip when built with it, else zlib level 1
 };
 
 enum class Prealloc { Off, Metadata, Falloc, Full };
@@ -109,6 +117,24 @@ public:
     virtual Result<void> write(uint64_t off, const void *buf, size_t len);
     virtual Result<void> write_zeroes(uint64_t off, uint64_t len, unsigned flags);
     virtual Result<void> discard(uint64_t off, uint64_t len);
+    // Writes whole clusters compressed (qemu-img convert -c): `off` aligned to
+    // compressed_cluster_size(), `len` a multiple of it except at the end of
+    // the image. Formats that cannot compress answer ENOTSUP.
+    virtual Result<void> write_compressed(uint64_t off, const void *buf, size_t len);
+    // The unit write_compressed() works in; 0 when the format cannot compress.
+    virtual uint32_t compressed_cluster_size() const { return 0; }
+    // The same write split in two for a parallel engine: compress_cluster()
+    // is pure CPU and thread-safe (any number of threads at once; `len` at
+    // most compressed_cluster_size()); an empty result means "store this
+    // cluster uncompressed". write_compressed_data() then allocates and
+    // writes `data` for the cluster at `off` (serialised inside the driver;
+    // callers that want QEMU's packed layout call it in offset order), or
+    // `raw`/`len` as a normal write when `data` is empty. Defaults: ENOTSUP,
+    // and write_compressed(off, raw, len).
+    virtual Result<std::vector<uint8_t>> compress_cluster(const void *buf, size_t len,
+                                                          const CompressOptions &opts) const;
+    virtual Result<void> write_compressed_data(uint64_t off, std::span<const uint8_t> data, const void *raw,
+                                               size_t len);
     virtual Result<void> flush();
     // Grows or shrinks the virtual size. `exact` is false when the driver may
     // round up (as QEMU's truncate with exact=false).
