@@ -213,7 +213,7 @@ Result<void> Qcow2Node::read_compressed(uint64_t entry, uint64_t in_cluster, uin
         QIMG_TRY(read_padded(*data_file_, coff, in.data(), csize));
         zcache_.resize(cs_);
         zcache_entry_ = 0;
-        QIMG_TRY(decompress_cluster(h_.compression_type, in, zcache_));
+        QIMG_TRY(qcow2::decompress_cluster(h_.compression_type, in, zcache_));
         zcache_entry_ = entry;
     }
     std::memcpy(buf, zcache_.data() + in_cluster, len);
@@ -874,7 +874,7 @@ Result<void> Qcow2Node::write_compressed(uint64_t off, const void *buf, size_t l
     std::vector<uint8_t> in(cs_, 0);
     std::memcpy(in.data(), buf, len);
     std::vector<uint8_t> out(cs_ - 1);
-    QIMG_ASSIGN(size_t clen, compress_cluster(h_.compression_type, in, out));
+    QIMG_ASSIGN(size_t clen, qcow2::compress_cluster(h_.compression_type, in, out));
     if (clen == 0) return write(off, buf, len);  // incompressible: a normal cluster
     std::lock_guard g(mu_);
     QIMG_TRY(prepare_write_locked());
