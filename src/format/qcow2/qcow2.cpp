@@ -868,20 +868,54 @@ Result<uint64_t> Qcow2Node::alloc_compressed_bytes_locked(uint64_t size) {
 }
 
 Result<void> Qcow2Node::write_compressed(uint64_t off, const void *buf, size_t len) {
+    if (len == 0) {
+        // QEMU's end-of-compressed-writes signal: the image file ends on a
+        // sector boundary, as qemu-img convert -c leaves it.
+        uint64_t flen = file_->length();
+        if (flen % 512) return file_->truncate((flen + 511) / 512 * 512, Prealloc::Off, true);
+        return ok();
+    }
     if (off & (cs_ - 1)) return make_error(EINVAL, "Compressed writes must be cluster aligned");
-    if (len != cs_ && off + len != length()) return make_error(EINVAL, "Compressed writes must cover whole clusters");
-    if (h_.has_data_file()) return make_error(ENOTSUP, "Compression is not supported with external data files");
+    const uint8_t *p = static_cast<const uint8_t *>(buf);
+    while (len > 0) {
+        size_t n = size_t(std::min<uint64_t>(len, cs_));
+        QIMG_TRY(write_compressed_cluster(off, p, n));
+        off += n;
+        p += n;
+        len -= n;
+    }
+    return ok();
+}
+
+Result<void> Qcow2Node::write_compressed_cluster(uint64_t off, const uint8_t *buf, size_t len) {
+    QIMG_ASSIGN(std::vector<uint8_t> data, compress_cluster(buf, len, CompressOptions{}));
+    return write_compressed_data(off, data, buf, len);
+}
+
+Result<std::vector<uint8_t>> Qcow2Node::compress_cluster(const void *buf, size_t len,
+                                                         const CompressOptions &opts) const {
+    if (len > cs_) return make_error(EINVAL, "Compressed writes must cover whole clusters");
     std::vector<uint8_t> in(cs_, 0);
     std::memcpy(in.data(), buf, len);
     std::vector<uint8_t> out(cs_ - 1);
-    QIMG_ASSIGN(size_t clen, qcow2::compress_cluster(h_.compression_type, in, out));
-    if (clen == 0) return write(off, buf, len);  // incompressible: a normal cluster
+    QIMG_ASSIGN(size_t clen, qcow2::compress_cluster(h_.compression_type, in, out, opts.level, opts.fast));
+    out.resize(clen);  // 0: incompressible, store normally
+    return out;
+}
+
+Result<void> Qcow2Node::write_compressed_data(uint64_t off, std::span<const uint8_t> data, const void *raw,
+                                              size_t len) {
+    if (off & (cs_ - 1)) return make_error(EINVAL, "Compressed writes must be cluster aligned");
+    if (len != cs_ && off + len != length()) return make_error(EINVAL, "Compressed writes must cover whole clusters");
+    if (h_.has_data_file()) return make_error(ENOTSUP, "Compression is not supported with external data files");
+    if (data.empty()) return write(off, raw, len);  // incompressible: a normal cluster
+    size_t clen = data.size();
     std::lock_guard g(mu_);
     QIMG_TRY(prepare_write_locked());
     QIMG_ASSIGN(Slot s, l2_slot_for_write(off));
     uint64_t old = (*s.table)[s.index * words_];
     QIMG_ASSIGN(uint64_t host, alloc_compressed_bytes_locked(clen));
-    QIMG_TRY(file_->write(host, out.data(), clen));
+    QIMG_TRY(file_->write(host, data.data(), clen));
     uint64_t nsec_extra = (host + clen - 1) / 512 - host / 512;
     QIMG_ASSIGN(Slot s2, l2_slot_for_write(off));
     (*s2.table)[s2.index * words_] = host | (nsec_extra << csize_shift_) | kOflagCompressed;

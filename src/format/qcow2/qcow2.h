@@ -33,8 +33,16 @@ public:
     uint32_t cluster_size() const override { return uint32_t(cs_); }
     bool is_dirty() const override;
     nlohmann::ordered_json specific_info() const override;
-    // Writes one whole cluster (or the shorter last one) compressed.
-    Result<void> write_compressed(uint64_t off, const void *buf, size_t len);
+    // Writes whole clusters (the last one may be shorter) compressed; an
+    // incompressible cluster is stored normally, as QEMU does.
+    Result<void> write_compressed(uint64_t off, const void *buf, size_t len) override;
+    uint32_t compressed_cluster_size() const override { return h_.has_data_file() ? 0 : uint32_t(cs_); }
+    // write_compressed() in two steps for parallel engines (see node.h):
+    // compression touches no state; the allocation and L2 update take mu_.
+    Result<std::vector<uint8_t>> compress_cluster(const void *buf, size_t len,
+                                                  const CompressOptions &opts) const override;
+    Result<void> write_compressed_data(uint64_t off, std::span<const uint8_t> data, const void *raw,
+                                       size_t len) override;
 
     // Records a backing file name and format in the header (create, rebase).
     Result<void> set_backing_file(const std::string &name, const std::string &fmt);
@@ -76,6 +84,7 @@ private:
     Result<void> check_metadata_overlap(uint64_t host, uint64_t len) const;
     Result<void> preallocate_locked(uint64_t from, uint64_t to, Prealloc p);
     Result<uint64_t> alloc_compressed_bytes_locked(uint64_t size);
+    Result<void> write_compressed_cluster(uint64_t off, const uint8_t *buf, size_t len);
     bool detect_metadata_preallocation_locked();
     uint64_t entry_host(uint64_t entry) const { return entry & kL2OffsetMask; }
 
