@@ -869,11 +869,10 @@ Result<uint64_t> Qcow2Node::alloc_compressed_bytes_locked(uint64_t size) {
 
 Result<void> Qcow2Node::write_compressed(uint64_t off, const void *buf, size_t len) {
     if (len == 0) {
-        // QEMU's end-of-compressed-writes signal: the image file ends on a
-        // sector boundary, as qemu-img convert -c leaves it.
-        uint64_t flen = file_->length();
-        if (flen % 512) return file_->truncate((flen + 511) / 512 * 512, Prealloc::Off, true);
-        return ok();
+        // QEMU's end-of-compressed-writes signal: truncating the file to its
+        // length in whole sectors (file lengths are sector-rounded) leaves it
+        // ending on a sector boundary, as qemu-img convert -c does.
+        return file_->truncate(file_->length(), Prealloc::Off, false);
     }
     if (off & (cs_ - 1)) return make_error(EINVAL, "Compressed writes must be cluster aligned");
     const uint8_t *p = static_cast<const uint8_t *>(buf);
