@@ -888,7 +888,7 @@ Result<void> Qcow2Node::write_compressed(uint64_t off, const void *buf, size_t l
 
 Result<void> Qcow2Node::write_compressed_cluster(uint64_t off, const uint8_t *buf, size_t len) {
     QIMG_ASSIGN(std::vector<uint8_t> data, compress_cluster(buf, len, CompressOptions{}));
-    return write_compressed_data(off, data, buf, len);
+    return store_compressed(off, data, buf, len, true);
 }
 
 Result<std::vector<uint8_t>> Qcow2Node::compress_cluster(const void *buf, size_t len,
@@ -904,6 +904,13 @@ Result<std::vector<uint8_t>> Qcow2Node::compress_cluster(const void *buf, size_t
 
 Result<void> Qcow2Node::write_compressed_data(uint64_t off, std::span<const uint8_t> data, const void *raw,
                                               size_t len) {
+    // The engine's path (convert -c): QEMU's rules, so that -n into an
+    // allocated cluster fails as in qemu-img.
+    return store_compressed(off, data, raw, len, false);
+}
+
+Result<void> Qcow2Node::store_compressed(uint64_t off, std::span<const uint8_t> data, const void *raw, size_t len,
+                                         bool may_overwrite) {
     if (off & (cs_ - 1)) return make_error(EINVAL, "Compressed writes must be cluster aligned");
     if (len != cs_ && off + len != length()) return make_error(EINVAL, "Compressed writes must cover whole clusters");
     if (h_.has_data_file()) return make_error(ENOTSUP, "Compression is not supported with external data files");
@@ -913,6 +920,8 @@ Result<void> Qcow2Node::write_compressed_data(uint64_t off, std::span<const uint
     QIMG_TRY(prepare_write_locked());
     QIMG_ASSIGN(Slot s, l2_slot_for_write(off));
     uint64_t old = (*s.table)[s.index * words_];
+    // As QEMU: compression cannot overwrite an allocated cluster.
+    if (!may_overwrite && (old & kL2OffsetMask)) return make_error(EIO, "Compressed cluster already allocated");
     QIMG_ASSIGN(uint64_t host, alloc_compressed_bytes_locked(clen));
     QIMG_TRY(file_->write(host, data.data(), clen));
     uint64_t nsec_extra = (host + clen - 1) / 512 - host / 512;

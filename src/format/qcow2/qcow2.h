@@ -85,6 +85,10 @@ private:
     Result<void> preallocate_locked(uint64_t from, uint64_t to, Prealloc p);
     Result<uint64_t> alloc_compressed_bytes_locked(uint64_t size);
     Result<void> write_compressed_cluster(uint64_t off, const uint8_t *buf, size_t len);
+    // Stores one compressed cluster (or `raw` when `data` is empty); QEMU
+    // refuses to overwrite an allocated cluster, write_compressed() allows it.
+    Result<void> store_compressed(uint64_t off, std::span<const uint8_t> data, const void *raw, size_t len,
+                                  bool may_overwrite);
     bool detect_metadata_preallocation_locked();
     uint64_t entry_host(uint64_t entry) const { return entry & kL2OffsetMask; }
 
