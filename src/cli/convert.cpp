@@ -30,6 +30,7 @@ enum {
     kOptTargetIsZero,
     kOptBitmaps,
     kOptSkipBroken,
+    kOptCompressLevel,  // qimg-only
 };
 
 struct ConvertArgs {
@@ -41,6 +42,7 @@ struct ConvertArgs {
     bool tgt_image_opts = false, salvage = false, target_is_zero = false;
     bool bitmaps = false, skip_broken = false, explicit_min_sparse = false;
     int64_t min_sparse = 8, rate_limit = 0;
+    CompressOptions compress;  // --compress-level (qimg-only)
     long coroutines = 8;
 };
 
@@ -79,6 +81,7 @@ int parse_args(int argc, char **argv, ConvertArgs &a) {
         {"target-is-zero", no_argument, nullptr, kOptTargetIsZero},
         {"bitmaps", no_argument, nullptr, kOptBitmaps},
         {"skip-broken-bitmaps", no_argument, nullptr, kOptSkipBroken},
+        {"compress-level", required_argument, nullptr, kOptCompressLevel},
         {nullptr, 0, nullptr, 0},
     };
     int c;
@@ -167,6 +170,20 @@ int parse_args(int argc, char **argv, ConvertArgs &a) {
         case kOptTargetIsZero: a.target_is_zero = true; break;
         case kOptBitmaps: a.bitmaps = true; break;
         case kOptSkipBroken: a.skip_broken = true; break;
+        case kOptCompressLevel: {
+            // qimg-only: "fast" (ISA-L deflate when built with it) or a
+            // codec level (zlib 1..9, zstd 1..19); default QEMU's output.
+            long lvl = 0;
+            if (std::strcmp(optarg, "fast") == 0) {
+                a.compress.fast = true;
+            } else if (parse_long(optarg, lvl) && lvl >= 1 && lvl <= 19) {
+                a.compress.level = static_cast<int>(lvl);
+            } else {
+                error_reportf("Invalid compression level '{}': use 'fast' or a number from 1 to 19", optarg);
+                return 1;
+            }
+            break;
+        }
         }
     }
     if (!a.has_out_fmt && !a.tgt_image_opts) {
@@ -315,7 +332,7 @@ private:
         ta.quiet = a_.quiet;
         NodePtr target = open_image(opener_, out_filename_, ta);
         if (!target) return 1;
-        if (a_.compressed && !can_compress(target->driver_name())) {
+        if (a_.compressed && (!can_compress(target->driver_name()) || !target->compressed_cluster_size())) {
             error_report("Compression not supported for this file format");
             return 1;
         }
@@ -335,6 +352,11 @@ private:
         o.salvage = a_.salvage;
         o.quiet = a_.quiet;
         o.rate_limit = static_cast<uint64_t>(a_.rate_limit);
+        if (a_.compressed) {
+            o.compressed = true;
+            o.cluster_sectors = target->compressed_cluster_size() / engine::kSectorSize;
+            o.compress = a_.compress;
+        }
         o.on_progress = [](float p) { progress::print(p, 0); };
         o.on_warning = [](const std::string &w) { warn_report(w); };
         std::vector<BlockNode *> srcs;

@@ -121,7 +121,11 @@ static const char kHelpBody[] =
 static const char kHelpTail[] =
     "\n"
     "qimg is a re-implementation of qemu-img; report its bugs to the qimg project,\n"
-    "not to QEMU.\n";
+    "not to QEMU.\n"
+    "\n"
+    "qimg-only options to convert subcommand:\n"
+    "  '--compress-level=LEVEL' with -c: 'fast' (ISA-L deflate when available) or\n"
+    "       a zlib (1-9) / zstd (1-19) level; default: qemu-img's output\n";
 
 void print_help() {
     std::fputs(version_text().c_str(), stdout);

@@ -41,6 +41,12 @@ struct CopyOptions {
     bool quiet = false;           // no salvage warnings
     uint64_t rate_limit = 0;      // -r: bytes per second written, 0 = unlimited
     uint64_t buf_sectors = kDefaultBufSectors;
+    // -c: whole clusters of `cluster_sectors` are compressed by the worker
+    // threads (BlockNode::compress_cluster) and written with
+    // write_compressed_data(); all-zero clusters are not written.
+    bool compressed = false;
+    uint64_t cluster_sectors = 0;
+    CompressOptions compress;
     // Called from the dispatching thread only, with qemu-img's percentage.
     std::function<void(float)> on_progress;
     // "<text>" for warn_report (salvage).
