@@ -40,6 +40,10 @@ Result<void> BlockNode::write_compressed_data(uint64_t off, std::span<const uint
     return write_compressed(off, raw, len);
 }
 
+void BlockNode::cache_advice(CacheAdvice a) {
+    if (file_) file_->cache_advice(a);
+}
+
 Result<void> BlockNode::discard(uint64_t, uint64_t) { return ok(); }  // a hint: ignoring it is correct
 
 Result<void> BlockNode::flush() {

@@ -149,6 +149,14 @@ public:
     // it is a hint for efficient request sizes.
     virtual uint32_t request_alignment() const { return 1; }
 
+    // Page-cache advice for bulk streaming copies (convert), which neither
+    // re-read what they wrote nor what they read: StartWriteback begins
+    // writing back dirty pages, WaitWriteback waits for writeback begun
+    // earlier, DropClean drops clean cached pages. Whole-file, best effort.
+    // Host-file protocols act on it; the default passes it to file().
+    enum class CacheAdvice { StartWriteback, WaitWriteback, DropClean };
+    virtual void cache_advice(CacheAdvice a);
+
     // --- metadata -------------------------------------------------------
     // Bytes allocated on the host for this node and its file children
     // ("disk size"); nullopt-like error when unknown.

@@ -49,6 +49,17 @@ public:
     uint64_t length() const override { return (length_.load() + 511) / 512 * 512; }
     uint32_t request_alignment() const override { return cache_.direct ? kDirectAlign : 1; }
 
+    // Bulk-copy page-cache advice (node.h): the mechanism lives here, with
+    // the fd; the policy (when, how often) in the copy engine.
+    void cache_advice(CacheAdvice a) override {
+        if (cache_.direct) return;  // nothing cached
+        switch (a) {
+        case CacheAdvice::StartWriteback: (void)sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE); break;
+        case CacheAdvice::WaitWriteback: (void)sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE); break;
+        case CacheAdvice::DropClean: (void)posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED); break;
+        }
+    }
+
     Result<void> read(uint64_t off, void *buf, size_t len) override {
         if (cache_.direct && !aligned(off, buf, len)) return bounce_read(off, buf, len);
         return raw_read(off, static_cast<uint8_t *>(buf), len);
