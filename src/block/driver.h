@@ -7,11 +7,13 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "block/node.h"
+#include "block/perm.h"
 #include "util/json_filename.h"
 
 namespace qimg {
@@ -30,6 +32,20 @@ struct OpenFlags {
     bool no_backing = false;      // do not open the backing chain
     bool force_share = false;     // -U
     CacheMode cache;
+    // How the command uses the image, as qemu-img's BDRV_O_* open flags; they
+    // decide the permissions (block/perm.h) and so QEMU's image locks.
+    bool no_io = false;           // BDRV_O_NO_IO: metadata only (info)
+    bool resize = false;          // BDRV_O_RESIZE: the size may change (resize)
+    bool no_share = false;        // BDRV_O_NO_SHARE: others may not write (convert source)
+    // Permissions the node's users take on it. Set by the opener for every
+    // node it opens (format drivers pass their own request's flags on to
+    // open_backing/open_protocol); unset at a root, where they follow from
+    // the flags above.
+    std::optional<Perms> perms;
+    // Which backing level below this node is opened read-write (1: the
+    // immediate backing file, 2: its backing file...; 0: none), as
+    // `qemu-img commit` needs for its base.
+    int rw_backing_level = 0;
 };
 
 class BlockOpener;
@@ -99,6 +115,11 @@ struct Driver {
     // measurement".
     std::function<Result<MeasureInfo>(MeasureRequest &)> measure;
     bool supports_backing = false;
+    // The permissions the format takes on its protocol child (QEMU's
+    // bdrv_child_perm) given its own users' `parent` permissions and its
+    // options; nullptr: the child holds metadata and data (QEMU's
+    // BDRV_CHILD_IMAGE role), as for qcow2.
+    std::function<Perms(const OptionMap &opts, Perms parent, const OpenFlags &flags)> file_child_perms;
     // Options `qemu-img amend -o` accepts (BlockNode::amend); empty: the
     // format "does not support option amendment".
     std::vector<CreateOption> amend_options;

@@ -104,6 +104,10 @@ Result<void> BlockNode::amend(const std::map<std::string, std::string> &, bool) 
     return make_error(ENOTSUP, "Operation not supported");
 }
 
+Result<void> BlockNode::make_empty() {
+    return make_error(ENOTSUP, "Driver " + std::string(driver_name()) + " does not support emptying");
+}
+
 Result<void> read_padded(BlockNode &node, uint64_t off, void *buf, size_t len) {
     uint64_t end = node.length();
     uint8_t *p = static_cast<uint8_t *>(buf);

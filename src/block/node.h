@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "block/perm.h"
 #include "util/result.h"
 
 namespace qimg {
@@ -195,6 +196,17 @@ public:
     // validated `-o` values by name. Only called when the driver record
     // lists amend options.
     virtual Result<void> amend(const std::map<std::string, std::string> &options, bool force);
+    // Drops every cluster this layer allocates, so that all reads fall
+    // through to the backing file (QEMU's bdrv_make_empty, done by `qemu-img
+    // commit` without -d). Default: ENOTSUP.
+    virtual Result<void> make_empty();
+
+    // --- permissions and locking ------------------------------------------
+    // Takes the permissions `p` (block/perm.h) on this node, in place of any
+    // taken before. Protocol nodes turn them into locks other processes see
+    // (the file protocol into QEMU's lock bytes) and fail when another user
+    // conflicts; the default accepts anything.
+    virtual Result<void> set_perm(Perms p) { (void)p; return ok(); }
 
     // --- graph ----------------------------------------------------------
     BlockNode *file() const { return file_.get(); }

@@ -48,6 +48,22 @@ Result<void> reject_leftovers(const OptionMap &left, const Driver &d) {
     return make_error(EINVAL, "Block format '" + d.name + "' does not support the option '" + k + "'");
 }
 
+// The permissions a root node takes: given by the flags' owner, else what
+// blk_new_open() asks for with these flags.
+Perms node_perms(const OpenFlags &f) {
+    Perms p = f.perms ? *f.perms : root_perms(f.read_write, f.no_io, f.resize, f.no_share);
+    if (f.force_share) p.shared = kPermAll;
+    return p;
+}
+
+// The permissions a format node takes on its protocol child.
+Perms file_perms(const Driver &d, const OptionMap &opts, Perms parent, const OpenFlags &f) {
+    Perms p = d.file_child_perms ? d.file_child_perms(opts, parent, f)
+                                 : child_perms(kRoleImage, parent, f.read_write, f.no_io);
+    if (f.force_share) p.shared = kPermAll;  // -U shares everything on every node (force-share=on)
+    return p;
+}
+
 }  // namespace
 
 std::string combine_backing_path(const std::string &image, const std::string &backing) {
@@ -58,7 +74,8 @@ std::string combine_backing_path(const std::string &image, const std::string &ba
     return image.substr(0, slash + 1) + backing;
 }
 
-Result<NodePtr> BlockOpener::open_protocol(const std::string &filename, const OptionMap &in, const OpenFlags &flags) {
+Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, const OptionMap &in,
+                                                const OpenFlags &flags) {
     OptionMap opts = in;
     if (!filename.empty() && !opts.count("filename")) opts["filename"] = filename;
     std::string drv_name;
@@ -91,6 +108,16 @@ Result<NodePtr> BlockOpener::open_protocol(const std::string &filename, const Op
     return node;
 }
 
+Result<NodePtr> BlockOpener::open_protocol(const std::string &filename, const OptionMap &in, const OpenFlags &flags) {
+    QIMG_ASSIGN(NodePtr node, open_protocol_node(filename, in, flags));
+    // With perms set, the caller is a format node opening an extra child (a
+    // qcow2 data file): it holds guest data. Without, the node is a root.
+    Perms p = flags.perms ? child_perms(kRoleData, *flags.perms, flags.read_write, flags.no_io) : node_perms(flags);
+    if (flags.force_share) p.shared = kPermAll;
+    QIMG_TRY(node->set_perm(p));
+    return node;
+}
+
 Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenOptions &o) {
     OptionMap opts;
     std::string display = filename;
@@ -115,7 +142,9 @@ Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenO
     } else if (is_json_filename(filename)) {
         auto f = opts.find("file.filename");
         bool simple = f != opts.end() && std::all_of(opts.begin(), opts.end(), [](const auto &kv) {
-                          return kv.first == "driver" || kv.first == "file.driver" || kv.first == "file.filename";
+                          // locking does not change what the image is (QEMU: not a strong option).
+                          return kv.first == "driver" || kv.first == "file.driver" || kv.first == "file.filename" ||
+                                 kv.first == "file.locking";
                       });
         if (simple) display = f->second;
     }
@@ -147,14 +176,17 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
                     ++it;
                 }
             }
-            QIMG_ASSIGN(NodePtr n, open_protocol({}, popts, o.flags));
+            QIMG_ASSIGN(NodePtr n, open_protocol_node({}, popts, o.flags));
+            QIMG_TRY(n->set_perm(node_perms(o.flags)));
             n->set_filename(display);
             return n;
         }
     }
 
     OptionMap file_opts = extract_prefix(opts, "file");
-    QIMG_ASSIGN(NodePtr file, open_protocol({}, file_opts, o.flags));
+    // Unlocked until the format is known (QEMU probes before it attaches
+    // the file to its format node).
+    QIMG_ASSIGN(NodePtr file, open_protocol_node({}, file_opts, o.flags));
 
     bool probed = false;
     if (!fd) {
@@ -186,10 +218,13 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
     }
 
     if (depth == 0) chain_names_.push_back(file_identity(file->filename()));
+    const Perms perms = node_perms(o.flags);
+    QIMG_TRY(file->set_perm(file_perms(*fd, opts, perms, o.flags)));
     OpenRequest req;
     req.filename = display;
     req.options = std::move(opts);
     req.flags = o.flags;
+    req.flags.perms = perms;
     req.file = file;
     req.opener = this;
     if (probed) req.options["x-probed"] = "on";
@@ -215,7 +250,17 @@ Result<NodePtr> BlockOpener::open_backing(BlockNode &child, const std::string &n
     OpenOptions o;
     o.format = format;
     o.flags = flags;
-    o.flags.read_write = false;
+    // `flags` are the child's: its permissions decide the backing file's
+    // (QEMU's bdrv_default_perms_for_cow). The level named by
+    // rw_backing_level is opened read-write, as commit does with its base.
+    const Perms parent = node_perms(flags);
+    const bool rw = flags.rw_backing_level == 1;
+    Perms p = child_perms(kRoleCow, parent, false, flags.no_io);
+    if (rw) p.perm |= kPermConsistentRead | kPermWrite;
+    if (flags.force_share) p.shared = kPermAll;
+    o.flags.read_write = rw;
+    o.flags.perms = p;
+    o.flags.rw_backing_level = flags.rw_backing_level > 0 ? flags.rw_backing_level - 1 : 0;
     o.warn_probed_raw = false;
     OptionMap opts;
     if (is_json_filename(full)) {
@@ -224,7 +269,9 @@ Result<NodePtr> BlockOpener::open_backing(BlockNode &child, const std::string &n
         opts["file.filename"] = full;
     }
     if (!format.empty()) opts["driver"] = format;
-    return open_options(std::move(opts), full, o, depth_);
+    auto r = open_options(std::move(opts), full, o, depth_);
+    if (!r) return Err(r.error().prepended("Could not open backing file: "));  // QEMU's bdrv_open_backing_file
+    return r;
 }
 
 Result<void> BlockOpener::create_protocol(const std::string &filename, uint64_t size, Prealloc prealloc) {

@@ -28,7 +28,9 @@ public:
     // Opens a backing file for `child` (name as recorded, format may be empty).
     Result<NodePtr> open_backing(BlockNode &child, const std::string &name, const std::string &format,
                                  const OpenFlags &flags);
-    // Opens only the protocol node for a filename (e.g. for create).
+    // Opens only the protocol node for a filename (e.g. for create), taking
+    // the permissions of a root opened with `flags` (or, when flags.perms is
+    // set, those of a format node's data child).
     Result<NodePtr> open_protocol(const std::string &filename, const OptionMap &opts, const OpenFlags &flags);
     // Creates the protocol-level file (create/truncate it to `size`).
     Result<void> create_protocol(const std::string &filename, uint64_t size, Prealloc prealloc);
@@ -39,6 +41,8 @@ public:
 
     int depth_limit = 64;   // deeper chains are refused as loops/abuse
 private:
+    // open_protocol without taking permissions.
+    Result<NodePtr> open_protocol_node(const std::string &filename, const OptionMap &opts, const OpenFlags &flags);
     Result<NodePtr> open_options(OptionMap opts, const std::string &display_name, const OpenOptions &o, int depth);
     int depth_ = 0;
     std::vector<std::string> chain_names_;  // for loop detection

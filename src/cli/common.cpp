@@ -75,6 +75,10 @@ NodePtr open_image(BlockOpener &opener, const std::string &filename, const Image
     o.flags.read_write = a.writable;
     o.flags.force_share = a.force_share;
     o.flags.no_backing = a.no_backing;
+    o.flags.no_io = a.no_io;
+    o.flags.resize = a.resize;
+    o.flags.no_share = a.no_share;
+    o.flags.rw_backing_level = a.rw_backing_level;
     auto cache = parse_cache_mode(a.cache);
     if (!cache) {
         error_reportf("Invalid cache option: {}", a.cache);

@@ -67,6 +67,12 @@ struct ImageOpenArgs {
     bool no_backing = false;
     std::string cache = "writeback";  // -t / -T mode name
     bool quiet = false;
+    // qemu-img's BDRV_O_NO_IO / BDRV_O_RESIZE / BDRV_O_NO_SHARE: they decide
+    // the permissions taken and so the image locks (see OpenFlags).
+    bool no_io = false;
+    bool resize = false;
+    bool no_share = false;
+    int rw_backing_level = 0;  // OpenFlags::rw_backing_level
 };
 NodePtr open_image(BlockOpener &opener, const std::string &filename, const ImageOpenArgs &a);
 

@@ -33,6 +33,7 @@ bool collect_chain(const std::string &top, std::string fmt, bool image_opts, boo
         a.image_opts = image_opts;
         a.force_share = force_share;
         a.no_backing = true;
+        a.no_io = true;  // qemu-img info opens with BDRV_O_NO_IO: no "consistent read" lock
         NodePtr node = open_image(opener, filename, a);
         if (!node) return false;
         auto info = collect_image_info(*node);

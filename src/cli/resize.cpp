@@ -115,6 +115,7 @@ int cmd_resize(int argc, char **argv) {
     a.format = fmt ? fmt : "";
     a.image_opts = image_opts;
     a.writable = true;
+    a.resize = true;  // BDRV_O_RESIZE: the "resize" permission (lock byte 103)
     a.quiet = quiet;
     NodePtr blk = open_image(opener, filename, a);
     if (!blk) return 1;

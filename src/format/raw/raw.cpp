@@ -170,6 +170,15 @@ const Driver *make_raw_driver() {
         d.open = raw_open;
         d.create = raw_create;
         d.measure = raw_measure;
+        // QEMU's raw_child_perm: without a window raw is a filter; either
+        // way it writes or resizes the file only when its users do.
+        d.file_child_perms = [](const OptionMap &opts, Perms parent, const OpenFlags &f) {
+            bool window = opts.count("offset") || opts.count("size");
+            Perms p = child_perms(window ? kRoleData : kRoleFiltered, parent, f.read_write, f.no_io);
+            p.perm = static_cast<uint8_t>((p.perm & ~(kPermWrite | kPermResize)) |
+                                          (parent.perm & (kPermWrite | kPermResize)));
+            return p;
+        };
         d.create_options = {{"size", CreateOption::Type::Size, "Virtual disk size", ""}};
         d.formatting_order = {"size", "preallocation"};
         return d;

@@ -3,8 +3,12 @@
 // write-zeroes/discard/preallocation, and O_DIRECT (cache=none) with bounce
 // buffers for unaligned requests.
 //
+// Image locking: QEMU's lock bytes (lock.h), taken when the opener sets the
+// node's permissions (set_perm), released when the fd is closed.
+//
 // Concurrency: pread/pwrite on one fd are thread-safe; the cached length is
-// atomic; unaligned O_DIRECT writes (read-modify-write) take rmw_mutex_.
+// atomic; unaligned O_DIRECT writes (read-modify-write) take rmw_mutex_;
+// set_perm is called only while the graph is built, from one thread.
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -20,6 +24,7 @@
 
 #include "block/driver.h"
 #include "block/open.h"
+#include "protocol/file/lock.h"
 
 namespace qimg {
 namespace {
@@ -39,8 +44,8 @@ struct AlignedBuffer {
 
 class FileNode final : public BlockNode {
 public:
-    FileNode(int fd, bool is_block, CacheMode cache, uint64_t len)
-        : fd_(fd), is_block_(is_block), cache_(cache), length_(len) {}
+    FileNode(int fd, bool is_block, CacheMode cache, uint64_t len, bool use_lock = false)
+        : fd_(fd), is_block_(is_block), cache_(cache), length_(len), use_lock_(use_lock) {}
     ~FileNode() override { ::close(fd_); }
 
     std::string_view driver_name() const override { return is_block_ ? "host_device" : "file"; }
@@ -154,6 +159,11 @@ public:
         }
         length_.store(new_size);
         return ok();
+    }
+
+    Result<void> set_perm(Perms p) override {
+        if (!use_lock_) return ok();
+        return lock_.set_perm(fd_, p, filename());
     }
 
     Result<BlockStatus> block_status(uint64_t off, uint64_t len) override {
@@ -302,13 +312,23 @@ private:
     CacheMode cache_;
     std::atomic<uint64_t> length_;
     std::mutex rmw_mutex_;
+    bool use_lock_;
+    filelock::LockState lock_;
 };
 
 Result<NodePtr> file_open(OpenRequest &req) {
     auto it = req.options.find("filename");
     if (it == req.options.end() || it->second.empty())
         return make_error(EINVAL, "The 'file' block driver requires a file name");
-    const std::string &path = it->second;
+    const std::string path = it->second;
+    // locking=on|off|auto, as QEMU's file driver (auto: when OFD locks exist).
+    bool use_lock = filelock::have_ofd_locks();
+    if (auto l = req.options.find("locking"); l != req.options.end()) {
+        QIMG_ASSIGN(filelock::Mode mode, filelock::parse_mode(l->second));
+        if (mode == filelock::Mode::Off) use_lock = false;
+        if (mode == filelock::Mode::On) use_lock = true;  // qimg needs OFD locks; no POSIX-lock fallback
+        req.options.erase(l);
+    }
     int flags = O_CLOEXEC | (req.flags.read_write ? O_RDWR : O_RDONLY);
     if (req.flags.cache.direct) flags |= O_DIRECT;
     int fd = ::open(path.c_str(), flags);
@@ -327,9 +347,11 @@ Result<NodePtr> file_open(OpenRequest &req) {
         ::close(fd);
         return make_error(EINVAL, "'file' driver requires '" + path + "' to be a regular file");
     }
-    auto node = std::make_shared<FileNode>(fd, is_block, req.flags.cache, len);
+    auto node = std::make_shared<FileNode>(fd, is_block, req.flags.cache, len, use_lock);
     node->set_filename(path);
     node->set_read_only(!req.flags.read_write);
+    // Locks are taken when the opener sets the node's permissions: like
+    // QEMU, a file opened for probing holds none.
     return NodePtr(node);
 }
 
@@ -357,8 +379,12 @@ Result<void> file_create(CreateRequest &req) {
         ::close(fd);
         return ok();  // block devices are used as they are
     }
-    FileNode node(fd, false, CacheMode{}, 0);
+    FileNode node(fd, false, CacheMode{}, 0, filelock::have_ofd_locks());
     node.set_read_only(false);
+    node.set_filename(path);
+    // QEMU's raw_co_create: write and resize, sharing all but resize, so that
+    // an image in use elsewhere is refused before it is emptied.
+    QIMG_TRY(node.set_perm(Perms{kPermWrite | kPermResize, kPermAll & ~kPermResize}));
     if (ftruncate(fd, 0) != 0) return errno_error(errno, "Could not resize file");
     if (size > static_cast<uint64_t>(INT64_MAX)) return errno_error(EINVAL, "Could not resize file");
     if (prealloc == Prealloc::Metadata)
