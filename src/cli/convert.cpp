@@ -352,6 +352,8 @@ private:
         o.salvage = a_.salvage;
         o.quiet = a_.quiet;
         o.rate_limit = static_cast<uint64_t>(a_.rate_limit);
+        // Benchmark knob (bench/README.md): write-behind interval in MiB, 0 = off.
+        if (const char *wb = std::getenv("QIMG_WRITE_BEHIND_MIB")) o.write_behind = std::strtoull(wb, nullptr, 10) << 20;
         if (a_.compressed) {
             o.compressed = true;
             o.cluster_sectors = target->compressed_cluster_size() / engine::kSectorSize;

@@ -6,6 +6,16 @@
 // write cursor writes it and every ready successor, so no worker ever sleeps
 // while holding a buffer it could be reading into.
 //
+// Write-behind (CopyOptions::write_behind): a convert streams through data
+// it never reads again, so left alone it fills the page cache with dirty
+// target pages (and clean source pages) until the kernel throttles it in
+// bursts. Every 64 MiB the worker that crosses the mark waits for the
+// writeback it started last time, drops clean pages of the target and the
+// sources, and starts writeback of what is dirty now: at most ~2 x 64 MiB
+// stays dirty and writeback overlaps copying. The policy is here because only
+// the engine knows the access is a one-pass stream; the mechanism
+// (sync_file_range, posix_fadvise) is the protocol's (cache_advice()).
+//
 // Compressed targets (-c): requests are single clusters, as in qemu-img;
 // the worker that read a cluster also compresses it (so compression runs on
 // every core), and only the allocation and write of the compressed bytes is
@@ -13,6 +23,7 @@
 #include "engine/copy.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -113,6 +124,11 @@ public:
         for (auto &p : parts_) total_ += p.sectors;
     }
     int64_t total() const { return total_; }
+    std::vector<BlockNode *> nodes() const {
+        std::vector<BlockNode *> v;
+        for (auto &p : parts_) v.push_back(p.node);
+        return v;
+    }
     Kind kind() const { return kind_; }
     void reset() { next_status_ = 0; }
 
@@ -372,7 +388,26 @@ private:
 
     void write_checked(const Request &r) {
         auto wr = write_request(r);
-        if (!wr) fail(wr.error(), "writing", r.sector);
+        if (!wr) {
+            fail(wr.error(), "writing", r.sector);
+            return;
+        }
+        if (o_.write_behind && r.kind == Kind::Data) {
+            uint64_t bytes = static_cast<uint64_t>(r.n) * kSectorSize;
+            uint64_t before = since_kick_.fetch_add(bytes);
+            if (before + bytes >= o_.write_behind) write_behind();
+        }
+    }
+
+    void write_behind() {
+        std::unique_lock lk(wb_mu_, std::try_to_lock);
+        if (!lk.owns_lock()) return;  // another worker is at it
+        since_kick_ = 0;
+        target_.cache_advice(BlockNode::CacheAdvice::WaitWriteback);
+        target_.cache_advice(BlockNode::CacheAdvice::DropClean);
+        target_.cache_advice(BlockNode::CacheAdvice::StartWriteback);
+        for (BlockNode *s : planner_.nodes())
+            for (BlockNode *n = s; n; n = n->backing()) n->cache_advice(BlockNode::CacheAdvice::DropClean);
     }
 
     // qemu-img's convert_co_write().
@@ -452,6 +487,8 @@ private:
     bool closing_ = false;
     std::atomic<bool> failed_{false};
     Error error_;
+    std::mutex wb_mu_;
+    std::atomic<uint64_t> since_kick_{0};
 };
 
 }  // namespace

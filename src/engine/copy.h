@@ -47,6 +47,10 @@ struct CopyOptions {
     bool compressed = false;
     uint64_t cluster_sectors = 0;
     CompressOptions compress;
+    // Bounded page cache: after every `write_behind` bytes copied, wait for
+    // the writeback started last time, drop the target's and the sources'
+    // clean cached pages and start writing back the new dirty ones (0: off).
+    uint64_t write_behind = 64ull << 20;
     // Called from the dispatching thread only, with qemu-img's percentage.
     std::function<void(float)> on_progress;
     // "<text>" for warn_report (salvage).
