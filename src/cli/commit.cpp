@@ -38,25 +38,62 @@ BlockNode *find_backing_image(BlockNode &top, const std::string &name) {
     return nullptr;
 }
 
+// The innermost reason of an open error: "Could not open 'x': Could not
+// open backing file: Failed to get ..." -> "Failed to get ...".
+std::string strip_open_prefixes(std::string msg) {
+    for (;;) {
+        if (msg.rfind("Could not open backing file: ", 0) == 0) {
+            msg.erase(0, 29);
+        } else if (msg.rfind("Could not open '", 0) == 0) {
+            size_t end = msg.find("': ");
+            if (end == std::string::npos) return msg;
+            msg.erase(0, end + 3);
+        } else {
+            return msg;
+        }
+    }
+}
+
+// The ranges allocated between `top` and `base` (what commit copies), in
+// order, at most `chunk` bytes each.
+struct Extent {
+    uint64_t off, len;
+    bool zero;
+};
+Result<std::vector<Extent>> commit_extents(BlockNode &top, BlockNode &base, uint64_t chunk) {
+    std::vector<Extent> out;
+    uint64_t size = top.length();
+    for (uint64_t off = 0; off < size;) {
+        QIMG_ASSIGN(ChainStatus s, chain_status(top, &base, off, std::min(chunk, size - off)));
+        if (s.bytes == 0) break;
+        if (s.flags & kStatusAllocated) out.push_back({off, s.bytes, (s.flags & kStatusZero) != 0});
+        off += s.bytes;
+    }
+    return out;
+}
+
 // Copies every range allocated between `top` and `base` into `base`.
+// Progress counts the bytes to copy, as QEMU's commit (mirror) job does, so
+// an image with little data goes from 0% to 100% at once.
 Result<void> commit_data(BlockNode &top, BlockNode &base) {
     uint64_t size = top.length();
     if (base.length() < size) QIMG_TRY(base.truncate(size, Prealloc::Off, false));
     constexpr uint64_t kChunk = 2 << 20;
+    QIMG_ASSIGN(std::vector<Extent> extents, commit_extents(top, base, kChunk));
+    uint64_t total = 0, done = 0;
+    for (const Extent &e : extents) total += e.len;
     std::vector<uint8_t> buf(kChunk);
-    for (uint64_t off = 0; off < size;) {
-        QIMG_ASSIGN(ChainStatus s, chain_status(top, &base, off, std::min(kChunk, size - off)));
-        uint64_t n = s.bytes;
-        if (s.flags & kStatusAllocated) {
-            if (s.flags & kStatusZero) {
-                QIMG_TRY(base.write_zeroes(off, n, 0));
-            } else {
-                QIMG_TRY(top.read(off, buf.data(), n));
-                QIMG_TRY(base.write(off, buf.data(), n));
-            }
+    for (const Extent &e : extents) {
+        if (e.zero) {
+            // QEMU's active commit is a mirror job with unmap on: zeroes
+            // may deallocate the base's clusters / punch holes.
+            QIMG_TRY(base.write_zeroes(e.off, e.len, kZeroMayUnmap));
+        } else {
+            QIMG_TRY(top.read(e.off, buf.data(), e.len));
+            QIMG_TRY(base.write(e.off, buf.data(), e.len));
         }
-        off += n;
-        progress::print(static_cast<float>(off) * 100.f / static_cast<float>(size), 0);
+        done += e.len;
+        progress::print(static_cast<float>(done) * 100.f / static_cast<float>(total), 0);
     }
     return base.flush();
 }
@@ -150,11 +187,38 @@ int cmd_commit(int argc, char **argv) {
         base_node = node->backing();
         if (!base_node) return fail("Image does not have a backing file");
     }
+    // The base is written: like QEMU's commit job, which reopens it
+    // read-write, open the chain again with that level read-write (and its
+    // write permission and lock). A failure there is the reopen's, reported
+    // without the open's "Could not open ...: " prefixes.
+    if (base_node->read_only()) {
+        int level = 0;
+        for (BlockNode *p = node.get(); p != base_node; p = p->backing()) ++level;
+        node.reset();
+        BlockOpener rw_opener;
+        OpenOptions o;
+        o.format = a.format;
+        o.image_opts = a.image_opts;
+        o.flags.read_write = true;
+        o.flags.rw_backing_level = level;
+        o.flags.cache = *parse_cache_mode(cache);
+        o.warn_probed_raw = false;  // already printed by the first open
+        auto reopened = rw_opener.open_image(filename, o);
+        if (!reopened) return fail(strip_open_prefixes(reopened.error().message));
+        node = *reopened;
+        base_node = node.get();
+        for (int i = 0; i < level && base_node; ++i) base_node = base_node->backing();
+        if (!base_node) return fail("Image does not have a backing file");
+        opener = std::move(rw_opener);
+    }
     auto r = commit_data(*node, *base_node);
     if (!r) return fail(r.error().message);
-    // Emptying the committed image needs BlockNode support (qcow2's
-    // make_empty); without it QEMU leaves the data in place, as here.
-    (void)drop;
+    // Without -d the committed image is emptied; a format that cannot
+    // (ENOTSUP) keeps its data, which QEMU accepts silently too.
+    if (!drop) {
+        auto e = node->make_empty();
+        if (!e && e.error().code != ENOTSUP) return fail(e.error().message);
+    }
     progress::print(100.f, 0);
     progress::end();
     qprintf(quiet, "Image committed.\n");
