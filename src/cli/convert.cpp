@@ -1,12 +1,15 @@
 // qemu-img convert: option parsing and validation in qemu-img's order and
 // wording, source opening, target creation (cli/convert_target.h), and the
 // copy itself in engine/copy.h.
+#include <fcntl.h>
 #include <getopt.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -31,6 +34,8 @@ enum {
     kOptBitmaps,
     kOptSkipBroken,
     kOptCompressLevel,  // qimg-only
+    kOptProgressFd,     // qimg-only
+    kOptProgressFile,   // qimg-only
 };
 
 struct ConvertArgs {
@@ -43,6 +48,7 @@ struct ConvertArgs {
     bool bitmaps = false, skip_broken = false, explicit_min_sparse = false;
     int64_t min_sparse = 8, rate_limit = 0;
     CompressOptions compress;  // --compress-level (qimg-only)
+    std::unique_ptr<progress::JsonStream> json_progress;  // --progress-fd/-file (qimg-only)
     long coroutines = 8;
 };
 
@@ -82,6 +88,8 @@ int parse_args(int argc, char **argv, ConvertArgs &a) {
         {"bitmaps", no_argument, nullptr, kOptBitmaps},
         {"skip-broken-bitmaps", no_argument, nullptr, kOptSkipBroken},
         {"compress-level", required_argument, nullptr, kOptCompressLevel},
+        {"progress-fd", required_argument, nullptr, kOptProgressFd},
+        {"progress-file", required_argument, nullptr, kOptProgressFile},
         {nullptr, 0, nullptr, 0},
     };
     int c;
@@ -170,6 +178,24 @@ int parse_args(int argc, char **argv, ConvertArgs &a) {
         case kOptTargetIsZero: a.target_is_zero = true; break;
         case kOptBitmaps: a.bitmaps = true; break;
         case kOptSkipBroken: a.skip_broken = true; break;
+        case kOptProgressFd: {
+            long fd = -1;
+            if (!parse_long(optarg, fd) || fd < 0 || fd > INT32_MAX || fcntl(static_cast<int>(fd), F_GETFD) < 0) {
+                error_reportf("Invalid progress fd '{}'", optarg);
+                return 1;
+            }
+            a.json_progress = std::make_unique<progress::JsonStream>(static_cast<int>(fd), true);
+            break;
+        }
+        case kOptProgressFile: {
+            int fd = ::open(optarg, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            if (fd < 0) {
+                error_reportf("Could not open progress file '{}': {}", optarg, std::strerror(errno));
+                return 1;
+            }
+            a.json_progress = std::make_unique<progress::JsonStream>(fd, false);
+            break;
+        }
         case kOptCompressLevel: {
             // qimg-only: "fast" (ISA-L deflate when built with it) or a
             // codec level (zlib 1..9, zstd 1..19); default QEMU's output.
@@ -223,6 +249,7 @@ public:
 
     int main() {
         int rc = body();
+        if (a_.json_progress) a_.json_progress->finish(rc == 0);
         if (rc == 0) progress::print(100, 0);
         progress::end();
         return rc;
@@ -361,6 +388,8 @@ private:
         }
         o.on_progress = [](float p) { progress::print(p, 0); };
         o.on_warning = [](const std::string &w) { warn_report(w); };
+        if (auto *js = a_.json_progress.get())
+            o.on_bytes = [js](uint64_t done, uint64_t total) { js->update("copy", done, total, done == 0 || done == total); };
         std::vector<BlockNode *> srcs;
         for (auto &s : sources_) srcs.push_back(s.get());
         auto r = engine::copy_images(srcs, *target, o);

@@ -125,7 +125,9 @@ static const char kHelpTail[] =
     "\n"
     "qimg-only options to convert subcommand:\n"
     "  '--compress-level=LEVEL' with -c: 'fast' (ISA-L deflate when available) or\n"
-    "       a zlib (1-9) / zstd (1-19) level; default: qemu-img's output\n";
+    "       a zlib (1-9) / zstd (1-19) level; default: qemu-img's output\n"
+    "  '--progress-fd=N', '--progress-file=PATH' progress as JSON lines\n"
+    "       {\"phase\":...,\"bytes_done\":...,\"bytes_total\":...,\"rate\":...}\n";
 
 void print_help() {
     std::fputs(version_text().c_str(), stdout);

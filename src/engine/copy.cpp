@@ -237,6 +237,7 @@ struct Request {
     int64_t sector = 0, n = 0;
     Kind kind = Kind::Data;
     uint8_t *buf = nullptr;
+    bool counted = false;        // part of the planned work (progress)
     std::vector<uint8_t> cdata;  // -c: the compressed cluster (empty: store as is)
 };
 
@@ -286,6 +287,8 @@ private:
             s += n;
         }
         planner_.reset();
+        total_bytes_ = static_cast<uint64_t>(allocated) * kSectorSize;
+        if (o_.on_bytes) o_.on_bytes(0, total_bytes_);
         int64_t done = 0;
         auto start = std::chrono::steady_clock::now();
         uint64_t bytes_sent = 0;
@@ -304,7 +307,7 @@ private:
                 if (o_.rate_limit) throttle(start, bytes_sent += static_cast<uint64_t>(n) * kSectorSize);
             }
             std::unique_lock lk(mu_);
-            Request r{s, n, kind, free_bufs_.back()};
+            Request r{s, n, kind, free_bufs_.back(), kind == Kind::Data || (!o_.min_sparse && kind == Kind::Zero)};
             free_bufs_.pop_back();
             queue_.push_back(r);
             cv_work_.notify_one();
@@ -392,6 +395,8 @@ private:
             fail(wr.error(), "writing", r.sector);
             return;
         }
+        if (o_.on_bytes && r.counted)
+            o_.on_bytes(done_bytes_ += static_cast<uint64_t>(r.n) * kSectorSize, total_bytes_);
         if (o_.write_behind && r.kind == Kind::Data) {
             uint64_t bytes = static_cast<uint64_t>(r.n) * kSectorSize;
             uint64_t before = since_kick_.fetch_add(bytes);
@@ -489,6 +494,8 @@ private:
     Error error_;
     std::mutex wb_mu_;
     std::atomic<uint64_t> since_kick_{0};
+    uint64_t total_bytes_ = 0;
+    std::atomic<uint64_t> done_bytes_{0};
 };
 
 }  // namespace

@@ -53,6 +53,10 @@ struct CopyOptions {
     uint64_t write_behind = 64ull << 20;
     // Called from the dispatching thread only, with qemu-img's percentage.
     std::function<void(float)> on_progress;
+    // Bytes of the planned work (data; zeroes too with -S 0) completed, and
+    // their total; called from the worker threads after each write (and once
+    // with 0 before the copy), concurrently: the callee serialises.
+    std::function<void(uint64_t done, uint64_t total)> on_bytes;
     // "<text>" for warn_report (salvage).
     std::function<void(const std::string &)> on_warning;
 };

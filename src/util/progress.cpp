@@ -3,6 +3,10 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
 
 #include <cstdio>
 #include <cstring>
@@ -65,5 +69,48 @@ void print(float delta, int max) {
 void end() {
     if (g_state.enabled) std::printf("\n");
 }
+
+}  // namespace qimg::progress
+
+// --- JsonStream --------------------------------------------------------------
+
+namespace qimg::progress {
+namespace {
+
+long long now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+void write_all(int fd, const std::string &s) {
+    size_t off = 0;
+    while (off < s.size()) {
+        ssize_t n = ::write(fd, s.data() + off, s.size() - off);
+        if (n <= 0) return;  // a closed reader must not fail the convert
+        off += static_cast<size_t>(n);
+    }
+}
+
+}  // namespace
+
+JsonStream::~JsonStream() {
+    if (!borrow_ && fd_ >= 0) ::close(fd_);
+}
+
+void JsonStream::update(const char *phase, unsigned long long done, unsigned long long total, bool force) {
+    std::lock_guard lk(mu_);
+    long long t = now_ns();
+    if (start_ns_ < 0) start_ns_ = t;
+    last_done_ = done;
+    last_total_ = total;
+    if (!force && last_ns_ >= 0 && t - last_ns_ < 100'000'000) return;
+    last_ns_ = t;
+    double secs = static_cast<double>(t - start_ns_) / 1e9;
+    unsigned long long rate = secs > 0 ? static_cast<unsigned long long>(static_cast<double>(done) / secs) : 0;
+    write_all(fd_, "{\"phase\":\"" + std::string(phase) + "\",\"bytes_done\":" + std::to_string(done) +
+                       ",\"bytes_total\":" + std::to_string(total) + ",\"rate\":" + std::to_string(rate) + "}\n");
+}
+
+void JsonStream::finish(bool ok) { update(ok ? "done" : "error", last_done_, last_total_, true); }
 
 }  // namespace qimg::progress
