@@ -19,6 +19,7 @@
 // tables that dropped them are on disk. An interruption leaks clusters at
 // worst.
 #include "format/qcow2/qcow2.h"
+#include "format/qcow2/measure.h"
 
 #include <algorithm>
 #include <cinttypes>
@@ -957,6 +958,7 @@ const Driver *make_qcow2_driver() {
         d.probe = qcow2_probe;
         d.open = qcow2_open;
         d.create = qcow2_create;
+        d.measure = measure;
         d.create_options = qcow2_create_options();
         d.supports_backing = true;
         d.formatting_order = qcow2_formatting_order();
