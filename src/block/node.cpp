@@ -40,6 +40,14 @@ Result<void> BlockNode::write_compressed_data(uint64_t off, std::span<const uint
     return write_compressed(off, raw, len);
 }
 
+Result<void> BlockNode::copy_range_from(uint64_t, BlockNode &, uint64_t, uint64_t) {
+    return make_error(ENOTSUP, "Copy offloading is not supported");
+}
+
+Result<void> BlockNode::copy_range_to(BlockNode &, uint64_t, uint64_t, uint64_t) {
+    return make_error(ENOTSUP, "Copy offloading is not supported");
+}
+
 void BlockNode::cache_advice(CacheAdvice a) {
     if (file_) file_->cache_advice(a);
 }
@@ -83,6 +91,11 @@ Result<void> BlockNode::snapshot_create(const SnapshotInfo &) {
 
 Result<void> BlockNode::snapshot_goto(const std::string &) {
     return make_error(ENOTSUP, "Block driver does not support snapshots");
+}
+
+Result<void> BlockNode::snapshot_load_tmp(const std::string *, const std::string *) {
+    return make_error(ENOTSUP, "Block format '" + std::string(driver_name()) +
+                                   "' used by device '' does not support temporarily loading internal snapshots");
 }
 
 Result<void> BlockNode::snapshot_delete(const std::string &, const std::string &) {

@@ -158,6 +158,15 @@ public:
     enum class CacheAdvice { StartWriteback, WaitWriteback, DropClean };
     virtual void cache_advice(CacheAdvice a);
 
+    // Offloaded copy (convert -C, QEMU's copy_range): copies [off, off+len)
+    // of this node to `dst` at `dst_off` without passing the data through
+    // user space. copy_range_from() is the source side, copy_range_to() the
+    // destination side; each layer maps its offsets and hands over to its
+    // child until two host files meet (copy_file_range). Default: ENOTSUP,
+    // and the caller falls back to reading and writing.
+    virtual Result<void> copy_range_from(uint64_t off, BlockNode &dst, uint64_t dst_off, uint64_t len);
+    virtual Result<void> copy_range_to(BlockNode &src, uint64_t src_off, uint64_t off, uint64_t len);
+
     // --- metadata -------------------------------------------------------
     // Bytes allocated on the host for this node and its file children
     // ("disk size"); nullopt-like error when unknown.
@@ -182,6 +191,10 @@ public:
     virtual Result<void> snapshot_create(const SnapshotInfo &sn);
     virtual Result<void> snapshot_goto(const std::string &name);
     virtual Result<void> snapshot_delete(const std::string &id, const std::string &name);
+    // QEMU's bdrv_snapshot_load_tmp (convert -l, measure -l): a read-only
+    // node reads the snapshot with this ID and/or name (null: not compared)
+    // from now on. Default: qemu-img's "does not support" error.
+    virtual Result<void> snapshot_load_tmp(const std::string *id, const std::string *name);
 
     // --- persistent dirty bitmaps (qemu-img bitmap) ---------------------
     // Default: the format stores no bitmaps ("Can't store persistent

@@ -53,6 +53,19 @@ public:
         return file_->discard(offset_ + off, len);
     }
 
+    Result<void> copy_range_from(uint64_t off, BlockNode &dst, uint64_t dst_off, uint64_t len) override {
+        QIMG_TRY(check_range(off, len));
+        return file_->copy_range_from(offset_ + off, dst, dst_off, len);
+    }
+
+    Result<void> copy_range_to(BlockNode &src, uint64_t src_off, uint64_t off, uint64_t len) override {
+        QIMG_TRY(check_range(off, len));
+        // Block 0 of a probed image needs its content checked: the caller's
+        // fallback (read + write) does that.
+        if (probed_ && off < kProbeSector) return make_error(ENOTSUP, "Copy offloading is not supported");
+        return file_->copy_range_to(src, src_off, offset_ + off, len);
+    }
+
     Result<void> truncate(uint64_t new_size, Prealloc prealloc, bool exact) override {
         // A size option fixes the window; an offset only shifts it.
         if (has_size_) return make_error(ENOTSUP, "Cannot resize fixed-size raw disks");

@@ -54,6 +54,30 @@ public:
     uint64_t length() const override { return (length_.load() + 511) / 512 * 512; }
     uint32_t request_alignment() const override { return cache_.direct ? kDirectAlign : 1; }
 
+    Result<void> copy_range_from(uint64_t off, BlockNode &dst, uint64_t dst_off, uint64_t len) override {
+        return dst.copy_range_to(*this, off, dst_off, len);
+    }
+
+    // copy_file_range(2) between two host files. Whatever keeps the kernel
+    // from copying (other filesystems on old kernels, devices, O_DIRECT, a
+    // source shorter than the range) is ENOTSUP: the caller copies itself.
+    Result<void> copy_range_to(BlockNode &src, uint64_t src_off, uint64_t off, uint64_t len) override {
+        auto *in = dynamic_cast<FileNode *>(&src);
+        if (!in || read_only_ || cache_.direct || in->cache_.direct)
+            return make_error(ENOTSUP, "Copy offloading is not supported");
+        loff_t ioff = static_cast<loff_t>(src_off), ooff = static_cast<loff_t>(off);
+        uint64_t left = len;
+        while (left > 0) {
+            ssize_t n = copy_file_range(in->fd_, &ioff, fd_, &ooff, left, 0);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) return make_error(ENOTSUP, std::string("copy_file_range: ") + std::strerror(errno));
+            if (n == 0) return make_error(ENOTSUP, "copy_file_range: short source");
+            left -= static_cast<uint64_t>(n);
+        }
+        grow_to(off + len);
+        return finish_write();
+    }
+
     // Bulk-copy page-cache advice (node.h): the mechanism lives here, with
     // the fd; the policy (when, how often) in the copy engine.
     void cache_advice(CacheAdvice a) override {
