@@ -105,7 +105,7 @@ bool allocated_sectors_min(const uint8_t *buf, int64_t n, int64_t *pnum, int64_t
 
 namespace {
 
-enum class Kind { Data, Zero, Backing };
+enum class Kind { Data, Zero, Backing, Done };  // Done: already copied (offload)
 
 // Largest request qemu's block layer accepts (BDRV_REQUEST_MAX_SECTORS).
 constexpr int64_t kRequestMaxSectors = 0x7fffffff >> 9;
@@ -194,6 +194,23 @@ public:
             }
         }
         return n;
+    }
+
+    // -C: copies sectors [sector, sector+n) of the concatenation to the same
+    // place in `target` with the nodes' offloaded copy.
+    Result<void> copy_range(int64_t sector, int64_t n, BlockNode &target) const {
+        while (n > 0) {
+            size_t idx;
+            int64_t part_base;
+            select(sector, idx, part_base);
+            int64_t m = std::min(n, parts_[idx].sectors - (sector - part_base));
+            uint64_t off = static_cast<uint64_t>(sector - part_base) * kSectorSize;
+            QIMG_TRY(parts_[idx].node->copy_range_from(off, target, static_cast<uint64_t>(sector) * kSectorSize,
+                                                       static_cast<uint64_t>(m) * kSectorSize));
+            sector += m;
+            n -= m;
+        }
+        return ok();
     }
 
     // Reads sectors [sector, sector+n) of the concatenation into buf.
@@ -340,6 +357,12 @@ private:
 
     void process(Request r) {
         if (!failed_.load()) {
+            if (r.kind == Kind::Data && o_.copy_offload && !offload_off_.load()) {
+                // qemu-img: the first failure turns offloading off for good
+                // and the request is copied the ordinary way.
+                if (planner_.copy_range(r.sector, r.n, target_)) r.kind = Kind::Done;
+                else offload_off_ = true;
+            }
             if (r.kind == Kind::Data) {
                 auto rr = planner_.read(r.sector, r.n, r.buf);
                 if (!rr) fail(rr.error(), "reading", r.sector);
@@ -397,7 +420,7 @@ private:
         }
         if (o_.on_bytes && r.counted)
             o_.on_bytes(done_bytes_ += static_cast<uint64_t>(r.n) * kSectorSize, total_bytes_);
-        if (o_.write_behind && r.kind == Kind::Data) {
+        if (o_.write_behind && (r.kind == Kind::Data || r.kind == Kind::Done)) {
             uint64_t bytes = static_cast<uint64_t>(r.n) * kSectorSize;
             uint64_t before = since_kick_.fetch_add(bytes);
             if (before + bytes >= o_.write_behind) write_behind();
@@ -422,7 +445,9 @@ private:
         while (left > 0) {
             int64_t n = left;
             bool as_data = false;
-            if (r.kind == Kind::Backing) {
+            if (r.kind == Kind::Done) {
+                break;
+            } else if (r.kind == Kind::Backing) {
                 // Unallocated in the source: leave it to the target's backing file.
             } else if (r.kind == Kind::Data && o_.compressed) {
                 return target_.write_compressed_data(static_cast<uint64_t>(sector) * kSectorSize, r.cdata, buf,
@@ -494,6 +519,7 @@ private:
     Error error_;
     std::mutex wb_mu_;
     std::atomic<uint64_t> since_kick_{0};
+    std::atomic<bool> offload_off_{false};
     uint64_t total_bytes_ = 0;
     std::atomic<uint64_t> done_bytes_{0};
 };
