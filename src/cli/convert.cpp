@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,7 @@ enum {
 
 struct ConvertArgs {
     std::string fmt, out_fmt, out_baseimg, backing_fmt, options, snapshot_name;
+    std::optional<std::string> sn_id, sn_name;  // -l snapshot.id=...,snapshot.name=...
     std::string cache = "unsafe", src_cache = "writeback";
     bool has_out_fmt = false, has_options = false, has_sn_opts = false;
     bool compressed = false, copy_range = false, progress = false, quiet = false;
@@ -129,6 +131,7 @@ int parse_args(int argc, char **argv, ConvertArgs &a) {
                             bad = true;
                             break;
                         }
+                        (k == "snapshot.id" ? a.sn_id : a.sn_name) = v;
                     }
                 }
                 if (bad) {
@@ -275,11 +278,20 @@ private:
                 error_report("No support for concatenating multiple snapshot");
                 return 1;
             }
-            // No format here loads internal snapshots yet (qcow2 will).
-            error_reportf("Failed to load snapshot: Block format '{}' used by device '' does not support "
-                          "temporarily loading internal snapshots",
-                          sources_[0]->driver_name());
-            return 1;
+            // QEMU's bdrv_snapshot_load_tmp(_by_id_or_name).
+            BlockNode &src = *sources_[0];
+            Result<void> r = ok();
+            if (a_.has_sn_opts) {
+                r = src.snapshot_load_tmp(a_.sn_id ? &*a_.sn_id : nullptr, a_.sn_name ? &*a_.sn_name : nullptr);
+            } else {
+                r = src.snapshot_load_tmp(&a_.snapshot_name, nullptr);
+                if (!r && (r.error().code == ENOENT || r.error().code == EINVAL))
+                    r = src.snapshot_load_tmp(nullptr, &a_.snapshot_name);
+            }
+            if (!r) {
+                error_reportf("Failed to load snapshot: {}", r.error().message);
+                return 1;
+            }
         }
         TargetPlan plan;
         if (!a_.skip_create) {

@@ -118,6 +118,7 @@ int cmd_snapshot(int argc, char **argv) {
     case Action::Create: {
         SnapshotInfo sn;
         sn.name = name.substr(0, 255);  // QEMUSnapshotInfo.name is char[256]
+        sn.icount = 0;                  // qemu-img zeroes the whole QEMUSnapshotInfo
         struct timeval tv;
         gettimeofday(&tv, nullptr);
         sn.date_sec = static_cast<uint32_t>(tv.tv_sec);

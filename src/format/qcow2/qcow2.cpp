@@ -103,6 +103,7 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     node->set_filename(req.filename);
     node->set_read_only(!rw);
     QIMG_TRY(node->init());
+    QIMG_TRY(node->load_snapshots());
     const Header &hh = node->h_;
     if (hh.has_data_file()) {
         OptionMap o;
@@ -473,6 +474,11 @@ Result<void> Qcow2Node::check_metadata_overlap(uint64_t host, uint64_t len) cons
     if (overlaps(0, cs_) || overlaps(h_.l1_table_offset, uint64_t(l1_.size()) * 8) ||
         overlaps(h_.refcount_table_offset, uint64_t(h_.refcount_table_clusters) * cs_))
         return make_error(EIO, "Preventing invalid write on metadata (overlaps with qcow2 metadata)");
+    if (overlaps(h_.snapshots_offset, snapshots_size_))
+        return make_error(EIO, "Preventing invalid write on metadata (overlaps with snapshot table)");
+    for (const Snapshot &sn : snapshots_)
+        if (overlaps(sn.l1_table_offset, uint64_t(sn.l1_size) * 8))
+            return make_error(EIO, "Preventing invalid write on metadata (overlaps with inactive L1 table)");
     return ok();
 }
 
@@ -484,8 +490,12 @@ Result<Qcow2Node::Slot> Qcow2Node::l2_slot_for_write(uint64_t off) {
     s.index = (off >> cbits_) & (l2_entries_ - 1);
     uint64_t l1e = l1_[l1_index];
     uint64_t l2_off = l1e & kL1OffsetMask;
-    if (l2_off && !(l1e & kOflagCopied))
-        return make_error(ENOTSUP, "Writing to a shared L2 table (internal snapshots) is not supported");
+    if (l2_off && !(l1e & kOflagCopied)) {
+        // Shared with a snapshot: write to a copy (snapshot.cpp).
+        QIMG_TRY(cow_l2_locked(l1_index));
+        l1e = l1_[l1_index];
+        l2_off = l1e & kL1OffsetMask;
+    }
     if (l2_off == 0) {
         QIMG_ASSIGN(uint64_t n, rc_->alloc_clusters(1));
         auto t = std::make_shared<L2Table>(cs_ / 8, 0);
@@ -803,6 +813,7 @@ Result<void> Qcow2Node::truncate(uint64_t new_size, Prealloc prealloc, bool exac
     std::lock_guard g(mu_);
     if (read_only_) return make_error(EROFS, "Cannot write to a read-only image");
     if (new_size % 512) return make_error(EINVAL, "The new size must be a multiple of 512");
+    if (!snapshots_.empty() && h_.version < 3) return make_error(ENOTSUP, "Can't resize a v2 image which has snapshots");
     QIMG_TRY(prepare_write_locked());
     uint64_t old = h_.size;
     if (new_size < old) {

@@ -11,6 +11,7 @@
 #include "format/qcow2/header.h"
 #include "format/qcow2/l1l2.h"
 #include "format/qcow2/refcount.h"
+#include "format/qcow2/snapshot.h"
 
 namespace qimg::qcow2 {
 
@@ -53,6 +54,16 @@ public:
     const Header &header() const { return h_; }
     BlockNode *data_file() const { return data_file_.get(); }
 
+    // Internal snapshots (snapshot.cpp).
+    Result<std::vector<SnapshotInfo>> snapshot_list() override;
+    Result<void> snapshot_create(const SnapshotInfo &sn) override;
+    Result<void> snapshot_goto(const std::string &id_or_name) override;
+    Result<void> snapshot_delete(const std::string &id, const std::string &name) override;
+    // Read-only nodes: reads see the snapshot's L1 table from now on (QEMU's
+    // bdrv_snapshot_load_tmp; null = not compared).
+    Result<void> snapshot_load_tmp(const std::string *id, const std::string *name) override;
+    const std::vector<Snapshot> &snapshots() const { return snapshots_; }
+
 private:
     struct Mapping {
         SubclusterType type = SubclusterType::Unallocated;
@@ -91,6 +102,14 @@ private:
                                   bool may_overwrite);
     bool detect_metadata_preallocation_locked();
     uint64_t entry_host(uint64_t entry) const { return entry & kL2OffsetMask; }
+    // snapshot.cpp
+    Result<void> load_snapshots();
+    Result<std::vector<uint64_t>> read_l1_locked(uint64_t offset, uint32_t entries, uint64_t min_entries);
+    Result<void> write_active_l1_locked();
+    Result<void> update_snapshot_refcount_locked(std::vector<uint64_t> &l1, int addend, bool active);
+    Result<void> write_snapshots_locked(std::vector<Snapshot> list);
+    Result<void> cow_l2_locked(uint64_t l1_index);
+    void forget_freed_state_locked();
 
     mutable std::mutex mu_;  // guards everything below (metadata)
     Header h_;
@@ -112,6 +131,8 @@ private:
     uint64_t free_byte_offset_ = 0;  // compressed-cluster packing
     std::optional<bool> metadata_prealloc_;
     bool closed_ = false;
+    std::vector<Snapshot> snapshots_;
+    uint64_t snapshots_size_ = 0;  // bytes of the snapshot table on disk
 
     std::mutex zcache_mu_;  // one decompressed cluster, for small sequential reads
     uint64_t zcache_entry_ = 0;

@@ -1,0 +1,486 @@
+// qcow2 internal snapshots (see snapshot.h): the snapshot table, and the
+// Qcow2Node operations that create, apply, delete and temporarily load
+// snapshots, plus the copy-on-write of L2 tables shared with snapshots.
+//
+// Refcounts: a snapshot holds one reference on every L2 table and data
+// cluster its L1 table reaches (as QEMU's qcow2_update_snapshot_refcount
+// counts them); an active L2 entry or L1 entry carries OFLAG_COPIED exactly
+// when its cluster's refcount is 1.
+//
+// Crash safety, as QEMU orders it: create writes the snapshot's L1 copy and
+// raises the refcounts (made durable) before the header points at the new
+// table; apply raises the snapshot's refcounts before the active L1 table
+// is overwritten and lowers the old ones after; delete unpublishes the
+// snapshot before lowering its refcounts. An interruption leaks clusters at
+// worst.
+#include "format/qcow2/snapshot.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+
+#include "format/qcow2/header.h"
+#include "format/qcow2/qcow2.h"
+#include "util/endian.h"
+
+namespace qimg::qcow2 {
+namespace {
+
+// Reads a byte stream of the image through a window, so that a table of
+// many small entries costs few reads.
+constexpr uint64_t kMaxRequestEnd = uint64_t(INT64_MAX) & ~((uint64_t{1} << 30) - 1);
+
+class Cursor {
+public:
+    explicit Cursor(BlockNode &f) : file_(f) {}
+    Result<void> read(uint64_t off, void *dst, size_t len) {
+        uint8_t *d = static_cast<uint8_t *>(dst);
+        // QEMU's request limit (BDRV_MAX_LENGTH): beyond it reads fail.
+        if (off > kMaxRequestEnd || len > kMaxRequestEnd - off)
+            return errno_error(EIO, "Failed to read snapshot table");
+        while (len > 0) {
+            if (off < win_off_ || off >= win_off_ + win_.size()) {
+                win_off_ = off;
+                win_.resize(std::min<uint64_t>(64 * 1024, kMaxRequestEnd - off));
+                auto r = read_padded(file_, off, win_.data(), win_.size());
+                if (!r) {
+                    win_.clear();
+                    return errno_error(r.error().code, "Failed to read snapshot table");
+                }
+            }
+            size_t n = std::min<uint64_t>(len, win_off_ + win_.size() - off);
+            std::memcpy(d, win_.data() + (off - win_off_), n);
+            d += n;
+            off += n;
+            len -= n;
+        }
+        return ok();
+    }
+
+private:
+    BlockNode &file_;
+    std::vector<uint8_t> win_;
+    uint64_t win_off_ = 0;
+};
+
+uint64_t round8(uint64_t v) { return (v + 7) & ~uint64_t{7}; }
+
+std::string hex(uint64_t v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%#" PRIx64, v);
+    return b;
+}
+
+}  // namespace
+
+Result<SnapshotTable> read_snapshot_table(BlockNode &file, const Header &h, uint64_t disk_size) {
+    SnapshotTable t;
+    if (h.nb_snapshots == 0) return t;
+    Cursor c(file);
+    uint64_t offset = h.snapshots_offset, table_length = 0;
+    t.list.reserve(std::min<uint32_t>(h.nb_snapshots, 1024));
+    for (uint32_t i = 0; i < h.nb_snapshots; i++) {
+        table_length = round8(table_length);
+        offset = round8(offset);
+        uint8_t b[40];
+        QIMG_TRY(c.read(offset, b, sizeof b));
+        offset += sizeof b;
+        Snapshot sn;
+        sn.l1_table_offset = be64(b);
+        sn.l1_size = be32(b + 8);
+        uint16_t id_size = be16(b + 12), name_size = be16(b + 14);
+        sn.date_sec = be32(b + 16);
+        sn.date_nsec = be32(b + 20);
+        sn.vm_clock_nsec = be64(b + 24);
+        sn.vm_state_size = be32(b + 32);
+        sn.extra_data_size = be32(b + 36);
+        if (sn.extra_data_size > kMaxSnapshotExtraData)
+            return make_error(EFBIG, "Too much extra metadata in snapshot table entry " + std::to_string(i) +
+                                         "\nYou can force-remove this extra metadata with qemu-img check -r all");
+        uint8_t extra[kSnapshotExtraSize] = {};
+        uint32_t known = std::min(kSnapshotExtraSize, sn.extra_data_size);
+        QIMG_TRY(c.read(offset, extra, known));
+        offset += known;
+        if (sn.extra_data_size >= 8) sn.vm_state_size = be64(extra);
+        sn.disk_size = sn.extra_data_size >= 16 ? be64(extra + 8) : disk_size;
+        sn.icount = sn.extra_data_size >= 24 ? be64(extra + 16) : UINT64_MAX;
+        if (sn.extra_data_size > kSnapshotExtraSize) {
+            sn.unknown_extra.resize(sn.extra_data_size - kSnapshotExtraSize);
+            QIMG_TRY(c.read(offset, sn.unknown_extra.data(), sn.unknown_extra.size()));
+            offset += sn.unknown_extra.size();
+        }
+        sn.id.resize(id_size);
+        QIMG_TRY(c.read(offset, sn.id.data(), id_size));
+        offset += id_size;
+        sn.name.resize(name_size);
+        QIMG_TRY(c.read(offset, sn.name.data(), name_size));
+        offset += name_size;
+        // C strings in QEMU: an embedded NUL ends them.
+        sn.id.resize(std::strlen(sn.id.c_str()));
+        sn.name.resize(std::strlen(sn.name.c_str()));
+        table_length += 40 + sn.extra_data_size + id_size + name_size;
+        if (table_length > kMaxSnapshotsSize || offset - h.snapshots_offset > uint64_t(INT_MAX))
+            return make_error(EFBIG, "Snapshot table is too big\nYou can force-remove all " +
+                                         std::to_string(h.nb_snapshots - i) +
+                                         " overhanging snapshots with qemu-img check -r all");
+        t.list.push_back(std::move(sn));
+    }
+    t.size = offset - h.snapshots_offset;
+    return t;
+}
+
+Result<std::vector<uint8_t>> serialize_snapshot_table(const std::vector<Snapshot> &list) {
+    uint64_t size = 0;
+    for (const Snapshot &sn : list) {
+        size = round8(size) + 40 + std::max<uint64_t>(kSnapshotExtraSize, sn.extra_data_size) + sn.id.size() +
+               sn.name.size();
+        if (size > kMaxSnapshotsSize) return make_error(EFBIG, "Snapshot table is too big");
+    }
+    std::vector<uint8_t> out(size, 0);
+    uint64_t off = 0;
+    for (const Snapshot &sn : list) {
+        off = round8(off);
+        uint8_t *b = out.data() + off;
+        put_be64(b, sn.l1_table_offset);
+        put_be32(b + 8, sn.l1_size);
+        put_be16(b + 12, uint16_t(sn.id.size()));
+        put_be16(b + 14, uint16_t(sn.name.size()));
+        put_be32(b + 16, sn.date_sec);
+        put_be32(b + 20, sn.date_nsec);
+        put_be64(b + 24, sn.vm_clock_nsec);
+        // Too big for 32 bits: older readers see a disk-only snapshot.
+        put_be32(b + 32, sn.vm_state_size <= 0xffffffffu ? uint32_t(sn.vm_state_size) : 0);
+        put_be32(b + 36, std::max(kSnapshotExtraSize, sn.extra_data_size));
+        off += 40;
+        put_be64(out.data() + off, sn.vm_state_size);
+        put_be64(out.data() + off + 8, sn.disk_size);
+        put_be64(out.data() + off + 16, sn.icount);
+        off += kSnapshotExtraSize;
+        if (sn.extra_data_size > kSnapshotExtraSize) {
+            std::memcpy(out.data() + off, sn.unknown_extra.data(), sn.unknown_extra.size());
+            off += sn.unknown_extra.size();
+        }
+        std::memcpy(out.data() + off, sn.id.data(), sn.id.size());
+        off += sn.id.size();
+        std::memcpy(out.data() + off, sn.name.data(), sn.name.size());
+        off += sn.name.size();
+    }
+    return out;
+}
+
+Result<void> validate_snapshot_l1(const Snapshot &sn, uint64_t cluster_size) {
+    if (sn.l1_size > kMaxL1Bytes / 8) return make_error(EFBIG, "Snapshot L1 table too large");
+    if (uint64_t(INT64_MAX) - uint64_t(sn.l1_size) * 8 < sn.l1_table_offset ||
+        (sn.l1_table_offset & (cluster_size - 1)) != 0)
+        return make_error(EINVAL, "Snapshot L1 table offset invalid");
+    return ok();
+}
+
+std::string new_snapshot_id(const std::vector<Snapshot> &list) {
+    unsigned long max = 0;
+    for (const Snapshot &sn : list) max = std::max(max, std::strtoul(sn.id.c_str(), nullptr, 10));
+    return std::to_string(max + 1);
+}
+
+int find_snapshot(const std::vector<Snapshot> &list, const std::string *id, const std::string *name) {
+    if (!id && !name) return -1;
+    for (size_t i = 0; i < list.size(); i++) {
+        if (id && list[i].id != *id) continue;
+        if (name && list[i].name != *name) continue;
+        return int(i);
+    }
+    return -1;
+}
+
+int find_snapshot_by_id_or_name(const std::vector<Snapshot> &list, const std::string &s) {
+    int i = find_snapshot(list, &s, nullptr);
+    return i >= 0 ? i : find_snapshot(list, nullptr, &s);
+}
+
+// --- Qcow2Node --------------------------------------------------------------
+
+Result<void> Qcow2Node::load_snapshots() {
+    QIMG_ASSIGN(SnapshotTable t, read_snapshot_table(*file_, h_, h_.size));
+    snapshots_ = std::move(t.list);
+    snapshots_size_ = t.size;
+    return ok();
+}
+
+Result<std::vector<SnapshotInfo>> Qcow2Node::snapshot_list() {
+    std::lock_guard g(mu_);
+    if (h_.has_data_file()) return make_error(ENOTSUP, "Operation not supported");
+    std::vector<SnapshotInfo> out;
+    for (const Snapshot &sn : snapshots_) {
+        SnapshotInfo i;
+        i.id = sn.id.substr(0, 127);    // QEMUSnapshotInfo.id_str is char[128]
+        i.name = sn.name.substr(0, 255);  // and name char[256]
+        i.vm_state_size = sn.vm_state_size;
+        i.date_sec = sn.date_sec;
+        i.date_nsec = sn.date_nsec;
+        i.vm_clock_nsec = sn.vm_clock_nsec;
+        i.icount = sn.icount;
+        out.push_back(std::move(i));
+    }
+    return out;
+}
+
+// Reads a snapshot's L1 table (validated by the caller), zero-padded to `min_entries`.
+Result<std::vector<uint64_t>> Qcow2Node::read_l1_locked(uint64_t offset, uint32_t entries, uint64_t min_entries) {
+    std::vector<uint64_t> l1(std::max<uint64_t>(entries, min_entries), 0);
+    if (entries) {
+        std::vector<uint8_t> raw(uint64_t(entries) * 8);
+        QIMG_TRY(read_padded(*file_, offset, raw.data(), raw.size()));
+        for (uint64_t i = 0; i < entries; i++) l1[i] = be64(&raw[i * 8]);
+    }
+    return l1;
+}
+
+Result<void> Qcow2Node::write_active_l1_locked() {
+    std::vector<uint8_t> raw(l1_.size() * 8);
+    for (size_t i = 0; i < l1_.size(); i++) put_be64(&raw[i * 8], l1_[i]);
+    if (!raw.empty()) QIMG_TRY(file_->write(h_.l1_table_offset, raw.data(), raw.size()));
+    return file_->flush();
+}
+
+// QEMU's qcow2_update_snapshot_refcount: adds `addend` (-1, 0, +1) to the
+// refcount of every L2 table and data cluster `l1` reaches. With `active`
+// (l1 is l1_), OFLAG_COPIED of the L2 and L1 entries is set to match the
+// refcounts afterwards and the L1 table is written. Other L1 tables' flags
+// are left alone: nothing reads them. Metadata must be flushed before.
+Result<void> Qcow2Node::update_snapshot_refcount_locked(std::vector<uint64_t> &l1, int addend, bool active) {
+    bool l1_modified = false;
+    const uint64_t per_table = l2_entries_;
+    for (size_t i = 0; i < l1.size(); i++) {
+        uint64_t l2_off = l1[i] & kL1OffsetMask;
+        if (!l2_off) continue;
+        if (l2_off & (cs_ - 1))
+            return make_error(EIO, "L2 table offset " + hex(l2_off) + " unaligned (L1 index: " + hex(i) + ")");
+        QIMG_ASSIGN(std::shared_ptr<L2Table> tp, l2_->get(l2_off));
+        std::shared_ptr<L2Table> keep = tp;  // stays valid if the cache evicts it
+        L2Table &t = *tp;
+        bool dirty = false;
+        for (uint64_t j = 0; j < per_table; j++) {
+            uint64_t old = t[j * words_];
+            uint64_t e = old & ~kOflagCopied;
+            uint64_t refcount = 0;
+            if (e & kOflagCompressed) {
+                if (addend != 0) {
+                    uint64_t coff = e & ((uint64_t{1} << csize_shift_) - 1);
+                    uint64_t nsec = ((e >> csize_shift_) & csize_mask_) + 1;
+                    uint64_t csize = nsec * 512 - (coff & 511);
+                    QIMG_TRY(rc_->update(coff, csize, addend));
+                }
+                refcount = 2;  // compressed clusters are never rewritten in place
+            } else if (entry_host(e) != 0) {
+                uint64_t host = entry_host(e);
+                if (host & (cs_ - 1))
+                    return make_error(EIO, "Cluster allocation offset " + hex(host) + " unaligned (L2 offset: " +
+                                               hex(l2_off) + ", L2 index: " + hex(j) + ")");
+                if (addend != 0) QIMG_TRY(rc_->update(host, cs_, addend));
+                QIMG_ASSIGN(refcount, rc_->get(host >> cbits_));
+            }
+            if (refcount == 1) e |= kOflagCopied;
+            if (active && e != old) {
+                t[j * words_] = e;
+                dirty = true;
+            }
+        }
+        if (dirty) l2_->mark_dirty(l2_off);
+        if (addend != 0) QIMG_TRY(rc_->update(l2_off, cs_, addend));
+        QIMG_ASSIGN(uint64_t rc, rc_->get(l2_off >> cbits_));
+        if (rc == 0) l2_->drop(l2_off);  // freed: nothing may write it back
+        uint64_t ne = rc == 1 ? (l2_off | kOflagCopied) : l2_off;
+        if (ne != l1[i]) {
+            l1[i] = ne;
+            l1_modified = true;
+        }
+    }
+    QIMG_TRY(flush_metadata_locked());
+    QIMG_TRY(file_->flush());
+    if (active && l1_modified) QIMG_TRY(write_active_l1_locked());
+    return ok();
+}
+
+// Publishes `list` as the snapshot table: the new table is written and
+// durable before the header points at it; the old one is freed after.
+Result<void> Qcow2Node::write_snapshots_locked(std::vector<Snapshot> list) {
+    QIMG_ASSIGN(std::vector<uint8_t> raw, serialize_snapshot_table(list));
+    uint64_t new_off = 0;
+    if (!raw.empty()) {
+        QIMG_ASSIGN(new_off, rc_->alloc_clusters((raw.size() + cs_ - 1) / cs_));
+        QIMG_TRY(flush_metadata_locked());
+        QIMG_TRY(file_->flush());
+        QIMG_TRY(file_->write(new_off, raw.data(), raw.size()));
+    }
+    QIMG_TRY(file_->flush());
+    uint8_t b[12];
+    put_be32(b, uint32_t(list.size()));
+    put_be64(b + 4, new_off);
+    QIMG_TRY(file_->write(60, b, sizeof b));
+    QIMG_TRY(file_->flush());
+    uint64_t old_off = h_.snapshots_offset, old_size = snapshots_size_;
+    h_.nb_snapshots = uint32_t(list.size());
+    h_.snapshots_offset = new_off;
+    snapshots_ = std::move(list);
+    snapshots_size_ = raw.size();
+    if (old_off && old_size) QIMG_TRY(rc_->update(old_off, old_size, -1));
+    return ok();
+}
+
+// Cached state that may describe clusters a snapshot operation freed.
+void Qcow2Node::forget_freed_state_locked() {
+    free_byte_offset_ = 0;
+    metadata_prealloc_.reset();
+    std::lock_guard z(zcache_mu_);
+    zcache_.clear();
+    zcache_entry_ = 0;
+}
+
+Result<void> Qcow2Node::snapshot_create(const SnapshotInfo &info) {
+    std::lock_guard g(mu_);
+    if (snapshots_.size() >= kMaxSnapshots) return make_error(EFBIG, "Too many snapshots");
+    if (h_.has_data_file()) return make_error(ENOTSUP, "Operation not supported");
+    QIMG_TRY(prepare_write_locked());
+    QIMG_TRY(flush_metadata_locked());
+
+    Snapshot sn;
+    sn.id = new_snapshot_id(snapshots_);
+    sn.name = info.name;
+    sn.disk_size = h_.size;
+    sn.vm_state_size = info.vm_state_size;
+    sn.date_sec = info.date_sec;
+    sn.date_nsec = info.date_nsec;
+    sn.vm_clock_nsec = info.vm_clock_nsec;
+    sn.icount = info.icount;
+    sn.extra_data_size = kSnapshotExtraSize;
+
+    // The snapshot's own copy of the active L1 table.
+    sn.l1_size = uint32_t(l1_.size());
+    if (!l1_.empty()) {
+        uint64_t bytes = l1_.size() * 8;
+        QIMG_ASSIGN(sn.l1_table_offset, rc_->alloc_clusters((bytes + cs_ - 1) / cs_));
+        std::vector<uint8_t> raw(bytes);
+        for (size_t i = 0; i < l1_.size(); i++) put_be64(&raw[i * 8], l1_[i]);
+        QIMG_TRY(file_->write(sn.l1_table_offset, raw.data(), raw.size()));
+    }
+    // One more reference on everything the active table reaches, durable
+    // before the snapshot table names the copy.
+    QIMG_TRY(update_snapshot_refcount_locked(l1_, +1, true));
+
+    std::vector<Snapshot> list = snapshots_;
+    list.push_back(std::move(sn));
+    QIMG_TRY(write_snapshots_locked(std::move(list)));
+    QIMG_TRY(flush_metadata_locked());
+    return ok();
+}
+
+Result<void> Qcow2Node::snapshot_goto(const std::string &id) {
+    const auto load_failed = [](int code) { return errno_error(code, "Failed to load snapshot"); };
+    Snapshot sn;
+    {
+        std::lock_guard g(mu_);
+        if (h_.has_data_file()) return load_failed(ENOTSUP);
+        int idx = find_snapshot_by_id_or_name(snapshots_, id);
+        if (idx < 0) return load_failed(ENOENT);
+        sn = snapshots_[size_t(idx)];
+        auto v = validate_snapshot_l1(sn, cs_);
+        if (!v) return Err(v.error().prepended("Failed to load snapshot: "));
+        QIMG_TRY(prepare_write_locked());
+    }
+    if (sn.disk_size != length()) {
+        auto r = truncate(sn.disk_size, Prealloc::Off, true);
+        if (!r) return Err(r.error().prepended("Failed to load snapshot: "));
+    }
+    std::lock_guard g(mu_);
+    QIMG_TRY(flush_metadata_locked());
+    QIMG_TRY(grow_l1_locked(sn.l1_size));
+    QIMG_ASSIGN(std::vector<uint64_t> sn_l1, read_l1_locked(sn.l1_table_offset, sn.l1_size, l1_.size()));
+    {
+        std::vector<uint64_t> tmp = sn_l1;
+        tmp.resize(sn.l1_size);
+        QIMG_TRY(update_snapshot_refcount_locked(tmp, +1, false));
+    }
+    // The active table now names the snapshot's clusters (all referenced twice).
+    std::vector<uint64_t> old = l1_;
+    l1_ = sn_l1;
+    QIMG_TRY(write_active_l1_locked());
+    QIMG_TRY(update_snapshot_refcount_locked(old, -1, false));
+    QIMG_TRY(update_snapshot_refcount_locked(l1_, 0, true));
+    forget_freed_state_locked();
+    return ok();
+}
+
+Result<void> Qcow2Node::snapshot_delete(const std::string &id, const std::string &name) {
+    std::lock_guard g(mu_);
+    if (h_.has_data_file()) return make_error(ENOTSUP, "Operation not supported");
+    int idx = find_snapshot(snapshots_, id.empty() ? nullptr : &id, name.empty() ? nullptr : &name);
+    if (idx < 0) return make_error(ENOENT, "Can't find the snapshot");
+    Snapshot sn = snapshots_[size_t(idx)];
+    QIMG_TRY(validate_snapshot_l1(sn, cs_));
+    QIMG_TRY(prepare_write_locked());
+    QIMG_TRY(flush_metadata_locked());
+    std::vector<Snapshot> list = snapshots_;
+    list.erase(list.begin() + idx);
+    {
+        auto r = write_snapshots_locked(std::move(list));
+        if (!r) return Err(errno_error(r.error().code, "Failed to remove snapshot from snapshot list"));
+    }
+    // Unpublished: from here on a failure only leaks clusters.
+    auto r = read_l1_locked(sn.l1_table_offset, sn.l1_size, 0);
+    if (r) {
+        auto u = update_snapshot_refcount_locked(*r, -1, false);
+        if (!u) r = Err(u.error());
+    }
+    if (!r) return Err(errno_error(r.error().code, "Failed to free the cluster and L1 table"));
+    if (sn.l1_size) QIMG_TRY(rc_->update(sn.l1_table_offset, uint64_t(sn.l1_size) * 8, -1));
+    {
+        auto u = update_snapshot_refcount_locked(l1_, 0, true);
+        if (!u) return Err(errno_error(u.error().code, "Failed to update snapshot status in disk"));
+    }
+    QIMG_TRY(flush_metadata_locked());
+    forget_freed_state_locked();
+    return ok();
+}
+
+Result<void> Qcow2Node::snapshot_load_tmp(const std::string *id, const std::string *name) {
+    std::lock_guard g(mu_);
+    if (!id && !name) return make_error(EINVAL, "snapshot_id and name are both NULL");
+    if (!read_only_) return make_error(EINVAL, "Device is not readonly");
+    int idx = find_snapshot(snapshots_, id, name);
+    if (idx < 0) return make_error(ENOENT, "Can't find snapshot");
+    const Snapshot &sn = snapshots_[size_t(idx)];
+    QIMG_TRY(validate_snapshot_l1(sn, cs_));
+    auto l1 = read_l1_locked(sn.l1_table_offset, sn.l1_size, 0);
+    if (!l1) return make_error(l1.error().code, "Failed to read l1 table for snapshot");
+    l1_ = std::move(*l1);
+    h_.l1_size = sn.l1_size;
+    h_.l1_table_offset = sn.l1_table_offset;
+    return ok();
+}
+
+// An L2 table shared with a snapshot (no OFLAG_COPIED in its L1 entry) is
+// copied before it changes: the copy is on disk before the L1 entry points
+// at it, and the old table loses our reference once that entry is durable.
+Result<void> Qcow2Node::cow_l2_locked(uint64_t l1_index) {
+    uint64_t old_off = l1_[l1_index] & kL1OffsetMask;
+    if (old_off & (cs_ - 1))
+        return make_error(EIO, "L2 table offset " + hex(old_off) + " unaligned (L1 index: " + hex(l1_index) + ")");
+    QIMG_ASSIGN(std::shared_ptr<L2Table> old, l2_->get(old_off));
+    auto copy = std::make_shared<L2Table>(*old);
+    QIMG_ASSIGN(uint64_t n, rc_->alloc_clusters(1));
+    QIMG_TRY(rc_->write_back());
+    QIMG_TRY(file_->flush());
+    QIMG_TRY(l2_->write_table(n, *copy));
+    QIMG_TRY(file_->flush());
+    l1_[l1_index] = n | kOflagCopied;
+    uint8_t e[8];
+    put_be64(e, l1_[l1_index]);
+    QIMG_TRY(file_->write(h_.l1_table_offset + l1_index * 8, e, 8));
+    l2_->put_new(n, copy);
+    pending_frees_.emplace_back(old_off, cs_);  // after the next flush makes the L1 entry durable
+    return ok();
+}
+
+}  // namespace qimg::qcow2
