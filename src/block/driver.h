@@ -37,6 +37,7 @@ struct OpenFlags {
     bool no_io = false;           // BDRV_O_NO_IO: metadata only (info)
     bool resize = false;          // BDRV_O_RESIZE: the size may change (resize)
     bool no_share = false;        // BDRV_O_NO_SHARE: others may not write (convert source)
+    bool check = false;           // BDRV_O_CHECK: opened by qemu-img check (no repair on open)
     // Permissions the node's users take on it. Set by the opener for every
     // node it opens (format drivers pass their own request's flags on to
     // open_backing/open_protocol); unset at a root, where they follow from

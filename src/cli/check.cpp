@@ -90,6 +90,7 @@ int cmd_check(int argc, char **argv) {
     a.force_share = force_share;
     a.cache = cache;
     a.quiet = quiet;
+    a.check = true;
     NodePtr node = open_image(opener, filename, a);
     if (!node) return 1;
 

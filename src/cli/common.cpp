@@ -78,6 +78,7 @@ NodePtr open_image(BlockOpener &opener, const std::string &filename, const Image
     o.flags.no_io = a.no_io;
     o.flags.resize = a.resize;
     o.flags.no_share = a.no_share;
+    o.flags.check = a.check;
     o.flags.rw_backing_level = a.rw_backing_level;
     auto cache = parse_cache_mode(a.cache);
     if (!cache) {

@@ -72,6 +72,7 @@ struct ImageOpenArgs {
     bool no_io = false;
     bool resize = false;
     bool no_share = false;
+    bool check = false;        // OpenFlags::check (qemu-img check)
     int rw_backing_level = 0;  // OpenFlags::rw_backing_level
 };
 NodePtr open_image(BlockOpener &opener, const std::string &filename, const ImageOpenArgs &a);

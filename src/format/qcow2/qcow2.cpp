@@ -96,9 +96,8 @@ Result<void> Qcow2Node::init() {
 
 Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     const bool rw = req.flags.read_write;
-    QIMG_ASSIGN(Header h, read_header(*req.file, rw));
-    if (rw && (h.incompatible & kIncompatDirty))
-        return make_error(ENOTSUP, "Could not repair dirty image: Operation not supported");
+    // qemu-img check (BDRV_O_CHECK) may open corrupt images read-write to repair them.
+    QIMG_ASSIGN(Header h, read_header(*req.file, rw && !req.flags.check));
     auto node = std::make_shared<Qcow2Node>(req.file, std::move(h));
     node->set_filename(req.filename);
     node->set_read_only(!rw);
@@ -113,6 +112,7 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     } else {
         node->data_file_ = node->file_;
     }
+    if (rw && !req.flags.check && (hh.incompatible & kIncompatDirty)) QIMG_TRY(node->repair_dirty());
     if (!hh.backing_file.empty()) {
         std::string full = combine_backing_path(req.filename, hh.backing_file);
         node->set_backing_names(hh.backing_file, hh.backing_format, full);
@@ -424,7 +424,9 @@ Result<void> Qcow2Node::close() {
     QIMG_TRY(flush_metadata_locked());
     QIMG_TRY(file_->flush());
     if (data_file_ && data_file_ != file_) QIMG_TRY(data_file_->flush());
-    if (lazy_dirty_set_) {
+    // As QEMU's qcow2_inactivate, closing a read-write node marks it clean
+    // (this includes a dirty image that check -r could not repair).
+    if (lazy_dirty_set_ || (h_.incompatible & kIncompatDirty)) {
         h_.incompatible &= ~kIncompatDirty;
         QIMG_TRY(write_header_locked());
     }

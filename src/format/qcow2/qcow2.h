@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "block/driver.h"
+#include "format/qcow2/check.h"
 #include "format/qcow2/header.h"
 #include "format/qcow2/l1l2.h"
 #include "format/qcow2/refcount.h"
@@ -54,6 +55,11 @@ public:
     const Header &header() const { return h_; }
     BlockNode *data_file() const { return data_file_.get(); }
 
+    // qemu-img check and repair (check.cpp).
+    Result<CheckReport> check(CheckRepair repair) override;
+    // Repairs a dirty lazy-refcounts image (read-write open), clears the bit.
+    Result<void> repair_dirty();
+
     // Internal snapshots (snapshot.cpp).
     Result<std::vector<SnapshotInfo>> snapshot_list() override;
     Result<void> snapshot_create(const SnapshotInfo &sn) override;
@@ -65,6 +71,10 @@ public:
     const std::vector<Snapshot> &snapshots() const { return snapshots_; }
 
 private:
+    friend class Checker;  // check.cpp
+    // Reloads the refcount table from h_ (after check rebuilt it).
+    Result<void> reset_refcounts();
+
     struct Mapping {
         SubclusterType type = SubclusterType::Unallocated;
         uint64_t bytes = 0;
