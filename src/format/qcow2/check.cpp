@@ -340,7 +340,14 @@ Result<void> Checker::check_bitmaps(Res &res) {
             okdir = false;
             break;
         }
-        tabs.push_back({be64(e), be32(e + 8)});
+        // QEMU's check_dir_entry limit (BME_MAX_TABLE_SIZE); tables larger
+        // than the file cannot be valid either and are not read into memory.
+        uint32_t tsize = be32(e + 8);
+        if (tsize > 0x8000000u || uint64_t(tsize) * 8 > file_.length()) {
+            okdir = false;
+            break;
+        }
+        tabs.push_back({be64(e), tsize});
         off += len;
     }
     if (!okdir) {
