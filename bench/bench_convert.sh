@@ -9,8 +9,10 @@
 #   RUNS=3                 runs per tool and operation
 #   BENCH_TMP=/var/tmp     where the scratch dir goes (needs ~3x SIZE_GIB free)
 #   SEED=20240501          image content seed
-#   OPS="raw-raw raw-raw-m16W raw-qcow2 qcow2-raw"   operations to run (qcow2
-#                          ones only if qimg can create a qcow2 the real tool accepts)
+#   OPS="raw-raw raw-raw-m16W raw-qcow2 qcow2-raw qcow2-qcow2 raw-qcow2-c
+#        raw-qcow2-czstd raw-qcow2-cfast"   operations to run (qcow2 ones only
+#                          if qimg can create a qcow2 the real tool accepts)
+#   TASKSET=0              run both tools under `taskset -c $TASKSET` (e.g. one core)
 #   KEEP_SOURCE=1          keep the generated source image for the next run
 set -euo pipefail
 
@@ -22,13 +24,15 @@ SIZE_GIB=${SIZE_GIB:-4}
 RUNS=${RUNS:-3}
 BENCH_TMP=${BENCH_TMP:-/var/tmp}
 SEED=${SEED:-20240501}
-OPS=${OPS:-raw-raw raw-raw-m16W raw-qcow2 qcow2-raw}
+ALL_OPS="raw-raw raw-raw-m16W raw-qcow2 qcow2-raw qcow2-qcow2 raw-qcow2-c raw-qcow2-czstd raw-qcow2-cfast"
+OPS=${OPS:-$ALL_OPS}
+TASKSET=${TASKSET:-}
 KEEP_SOURCE=${KEEP_SOURCE:-0}
 
 die() { echo "bench_convert.sh: $*" >&2; exit 1; }
 note() { echo "# $*"; }
 
-KNOWN_OPS="raw-raw raw-raw-m16W raw-qcow2 qcow2-raw"
+KNOWN_OPS=$ALL_OPS
 for op in $OPS; do
     [[ " $KNOWN_OPS " == *" $op "* ]] || die "unknown operation $op (known: $KNOWN_OPS)"
 done
@@ -109,6 +113,11 @@ op_spec() {
         raw-raw-m16W) echo "$SRC raw raw -m 16 -W" ;;
         raw-qcow2)    echo "$SRC raw qcow2" ;;
         qcow2-raw)    echo "$SRC_QCOW2 qcow2 raw" ;;
+        qcow2-qcow2)  echo "$SRC_QCOW2 qcow2 qcow2" ;;
+        raw-qcow2-c)  echo "$SRC raw qcow2 -c" ;;
+        raw-qcow2-czstd) echo "$SRC raw qcow2 -c -o compression_type=zstd" ;;
+        # qemu-img has no faster deflate: it runs plain -c as the baseline.
+        raw-qcow2-cfast) echo "$SRC raw qcow2 -c" ;;
         *) die "unknown operation $1 (known: $KNOWN_OPS)" ;;
     esac
 }
@@ -121,15 +130,20 @@ run_one() {
     local op=$1 name=$2 tool=$3 run=$4
     local src src_fmt out_fmt extra out timing status
     read -r src src_fmt out_fmt extra <<<"$(op_spec "$op")"
+    # qimg-only arguments of an operation.
+    [[ $op == raw-qcow2-cfast && $tool == "$QIMG" ]] && extra="$extra --compress-level=fast"
+    local pin=()
+    [[ -n $TASKSET ]] && pin=(taskset -c "$TASKSET")
     out=$WORK/out.$out_fmt
     rm -f "$out"
     drop_caches
     timing=$WORK/time.txt
     # shellcheck disable=SC2086  # extra is a word list on purpose
-    if /usr/bin/time -f '%e %U %S %M' -o "$timing" \
+    if "${pin[@]}" /usr/bin/time -f '%e %U %S %M' -o "$timing" \
             "$tool" convert -f "$src_fmt" -O "$out_fmt" $extra "$src" "$out" \
             >"$WORK/convert.log" 2>&1; then
-        if "$QEMU_IMG" compare -q -f "$src_fmt" -F "$out_fmt" "$src" "$out" 2>"$WORK/compare.log"; then
+        if "$QEMU_IMG" compare -q -f "$src_fmt" -F "$out_fmt" "$src" "$out" 2>"$WORK/compare.log" &&
+            { [[ $out_fmt != qcow2 ]] || "$QEMU_IMG" check -q "$out" >"$WORK/compare.log" 2>&1; }; then
             status=ok
         else
             status=mismatch
@@ -159,6 +173,7 @@ note "qimg: $QIMG"
 note "qemu-img: $("$QEMU_IMG" --version | head -n 1)"
 # Other work on the machine swamps the differences being measured: show it.
 note "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (want ~0: run on an idle machine)"
+[[ -n $TASKSET ]] && note "both tools pinned: taskset -c $TASKSET"
 note "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $BENCH_TMP on $(df -PT "$BENCH_TMP" | awk 'NR == 2 { print $2 }')"
 for op in $OPS; do
     op_spec "$op" >/dev/null

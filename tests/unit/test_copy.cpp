@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <algorithm>
 #include <mutex>
+#include <set>
+#include <thread>
 #include <vector>
 
 #include "engine/copy.h"
@@ -138,6 +141,73 @@ TEST(Copy, WriteErrorIsReportedWithItsOffset) {
     auto r = copy_images({&a}, t, o);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().message.rfind("error while writing at byte 0: ", 0), 0u) << r.error().message;
+}
+
+
+// A target that "compresses" by run-length marking: it records which
+// threads compressed and the order of compressed writes.
+class CompressingNode final : public BlockNode {
+public:
+    explicit CompressingNode(size_t size) : data_(size) { read_only_ = false; }
+    std::string_view driver_name() const override { return "cmem"; }
+    uint64_t length() const override { return data_.size(); }
+    uint32_t compressed_cluster_size() const override { return 4096; }
+    Result<void> read(uint64_t off, void *buf, size_t len) override {
+        std::memcpy(buf, data_.data() + off, len);
+        return ok();
+    }
+    Result<std::vector<uint8_t>> compress_cluster(const void *buf, size_t len,
+                                                  const CompressOptions &) const override {
+        std::lock_guard lk(mu_);
+        threads.insert(std::this_thread::get_id());
+        const uint8_t *p = static_cast<const uint8_t *>(buf);
+        return std::vector<uint8_t>(p, p + len);  // "compressed" = a copy
+    }
+    Result<void> write_compressed_data(uint64_t off, std::span<const uint8_t> d, const void *, size_t len) override {
+        std::lock_guard lk(mu_);
+        if (d.size() != len) return make_error(EIO, "bad length");
+        std::memcpy(data_.data() + off, d.data(), len);
+        order.push_back(off);
+        return ok();
+    }
+    Result<void> write_compressed(uint64_t, const void *, size_t len) override {
+        if (len == 0) ++eof_signals;
+        return ok();
+    }
+    std::vector<uint8_t> data_;
+    std::vector<uint64_t> order;
+    mutable std::set<std::thread::id> threads;
+    int eof_signals = 0;
+
+private:
+    mutable std::mutex mu_;
+};
+
+TEST(Copy, CompressedWritesWholeClustersInOrderAndSkipsZeroClusters) {
+    MemNode a(1 << 20);
+    auto p = pattern(a.data_.size(), 5);
+    a.data_ = p;
+    std::memset(a.data_.data() + 65536, 0, 65536);  // a zero block (status says zero)
+    std::memset(a.data_.data() + 200 * 1024, 0, 4096);  // a zero cluster inside data
+    CompressingNode t(a.data_.size());
+    CopyOptions o;
+    o.compressed = true;
+    o.cluster_sectors = 4096 / kSectorSize;
+    o.target_is_zero = true;
+    o.workers = 2;
+    ASSERT_TRUE(copy_images({&a}, t, o));
+    EXPECT_EQ(t.data_, a.data_);
+    EXPECT_EQ(t.eof_signals, 1);
+    EXPECT_TRUE(std::is_sorted(t.order.begin(), t.order.end()));
+    EXPECT_EQ(t.order.size(), (1u << 20) / 4096 - 16 - 1);  // zero block and zero cluster not written
+}
+
+TEST(Copy, CompressedNeedsAClusterSize) {
+    MemNode a(65536);
+    CompressingNode t(65536);
+    CopyOptions o;
+    o.compressed = true;
+    EXPECT_FALSE(copy_images({&a}, t, o));
 }
 
 }  // namespace
