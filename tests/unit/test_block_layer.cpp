@@ -36,7 +36,9 @@ void write_file(const std::string &path, const std::vector<uint8_t> &data, off_t
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ASSERT_GE(fd, 0);
     ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
-    if (truncate_to >= 0) ASSERT_EQ(::ftruncate(fd, truncate_to), 0);
+    if (truncate_to >= 0) {
+        ASSERT_EQ(::ftruncate(fd, truncate_to), 0);
+    }
     ::close(fd);
 }
 

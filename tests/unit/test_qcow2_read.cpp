@@ -17,7 +17,9 @@ void roundtrip(const std::string &opts, const std::string &size, const std::stri
     TempDir d;
     std::string img = d / "a.qcow2", raw = d / "a.raw", out;
     ASSERT_EQ(sh("qemu-img create -q -f qcow2 -o '" + opts + "' " + img + " " + size, &out), 0) << out;
-    if (!io_cmds.empty()) ASSERT_EQ(sh("qemu-io -f qcow2 " + io_cmds + " " + img + " >/dev/null", &out), 0) << out;
+    if (!io_cmds.empty()) {
+        ASSERT_EQ(sh("qemu-io -f qcow2 " + io_cmds + " " + img + " >/dev/null", &out), 0) << out;
+    }
     if (!convert_flags.empty()) {
         std::string c = d / "c.qcow2";
         ASSERT_EQ(sh("qemu-img convert -f qcow2 -O qcow2 " + convert_flags + " " + img + " " + c, &out), 0) << out;
