@@ -400,7 +400,11 @@ Result<void> Checker::check_refblocks(unsigned fix, bool &rebuild, Res &res) {
             std::fprintf(stderr, "%s refcount block %" PRId64 " is outside image\n",
                          (fix & kFixErrors) ? "Repairing" : "ERROR", int64_t(i));
             if (fix & kFixErrors) {
-                auto tr = file_.truncate(offset + cs_, Prealloc::Off, false);
+                Result<void> tr = make_error(EINVAL, "offset too large");
+                if (offset <= uint64_t(INT64_MAX) - cs_) {
+                    tr = file_.truncate(offset + cs_, Prealloc::Off, false);
+                    if (!tr) std::fprintf(stderr, "qemu-img: %s\n", tr.error().message.c_str());
+                }
                 uint64_t nb = (file_.length() + cs_ - 1) >> cbits_;
                 if (!tr || cluster >= nb) {
                     rebuild = true;
