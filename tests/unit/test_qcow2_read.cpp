@@ -97,7 +97,7 @@ TEST(Qcow2Read, ExternalDataFile) {
         ASSERT_EQ(sh(std::string("cd ") + d.path + " && qemu-img create -q -f qcow2 -o data_file=d.raw,data_file_raw=" +
                          raw_opt + " a.qcow2 2M && qemu-io -c 'write -P 0x5a 4k 100k' -c 'write -z 200k 64k' a.qcow2 >/dev/null"
                          " && qemu-img convert -O raw a.qcow2 a.raw", &out), 0) << out;
-        std::string cwd = getcwd(nullptr, 0) ? std::string(getcwd(nullptr, 0)) : std::string("/");
+        std::string cwd = std::filesystem::current_path().string();
         ASSERT_EQ(chdir(d.path.c_str()), 0);  // the data file name is relative to the cwd, as in QEMU 7.2
         BlockOpener op;
         auto n = open_image(op, "a.qcow2");

@@ -4,6 +4,7 @@
 // (`qemu-img compare` against a raw mirror written alongside).
 #include "qcow2_test_util.h"
 
+#include <filesystem>
 #include <random>
 
 #include "format/qcow2/qcow2.h"
@@ -35,7 +36,7 @@ void expect_identical_create(const std::map<std::string, std::string> &o, const 
     std::string out;
     std::string opt = opts_string(o);
     ASSERT_EQ(sh("cd " + d.path + " && qemu-img create -q -f qcow2 " + (opt.empty() ? "" : "-o " + opt) + " ref.qcow2 " + size_str, &out), 0) << out;
-    std::string cwd = getcwd(nullptr, 0);
+    std::string cwd = std::filesystem::current_path().string();
     ASSERT_EQ(chdir(d.path.c_str()), 0);
     auto r = create("our.qcow2", size, o);
     ASSERT_EQ(chdir(cwd.c_str()), 0);
@@ -90,7 +91,7 @@ TEST(Qcow2Create, BackingFile) {
     TempDir d;
     std::string out;
     ASSERT_EQ(sh("cd " + d.path + " && qemu-img create -q -f raw b.raw 1M && qemu-img create -q -f qcow2 -b b.raw -F raw ref.qcow2 1M", &out), 0) << out;
-    std::string cwd = getcwd(nullptr, 0);
+    std::string cwd = std::filesystem::current_path().string();
     ASSERT_EQ(chdir(d.path.c_str()), 0);
     auto r = create("our.qcow2", 1 << 20, {{"backing_file", "b.raw"}, {"backing_fmt", "raw"}});
     ASSERT_EQ(chdir(cwd.c_str()), 0);
@@ -135,7 +136,7 @@ void random_io(const std::map<std::string, std::string> &o, uint64_t size, int o
         opts["backing_file"] = "base.raw";
         opts["backing_fmt"] = "raw";
     }
-    std::string cwd = getcwd(nullptr, 0);
+    std::string cwd = std::filesystem::current_path().string();
     ASSERT_EQ(chdir(d.path.c_str()), 0);
     {
         auto r = create("w.qcow2", size, opts);
