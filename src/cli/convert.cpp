@@ -266,6 +266,7 @@ private:
             oa.format = a_.fmt;
             oa.image_opts = a_.image_opts;
             oa.force_share = a_.force_share;
+            oa.no_share = !a_.force_share;  // qemu-img opens sources with BDRV_O_NO_SHARE
             oa.cache = a_.src_cache;
             oa.quiet = a_.quiet;
             NodePtr n = open_image(opener_, argv_[optind + i], oa);

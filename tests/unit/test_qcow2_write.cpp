@@ -165,7 +165,7 @@ void random_io(const std::map<std::string, std::string> &o, uint64_t size, int o
                 ASSERT_TRUE(r2) << r2.error().message;
                 std::copy(b.begin(), b.end(), mirror.begin() + off);
             } else if (kind < 9) {
-                auto r2 = q->write_zeroes(off, len, kind == 8 ? kZeroMayUnmap : 0);
+                auto r2 = q->write_zeroes(off, len, kind == 8 ? unsigned{kZeroMayUnmap} : 0u);
                 ASSERT_TRUE(r2) << r2.error().message;
                 std::fill(mirror.begin() + off, mirror.begin() + off + len, 0);
             } else {

@@ -857,7 +857,7 @@ Result<void> Qcow2Node::reset_refcounts() {
 Result<CheckReport> Qcow2Node::check(CheckRepair repair) {
     std::lock_guard g(mu_);
     if (!read_only_) QIMG_TRY(flush_metadata_locked());
-    unsigned fix = repair == CheckRepair::All ? (kFixLeaks | kFixErrors) : repair == CheckRepair::Leaks ? kFixLeaks : 0;
+    unsigned fix = repair == CheckRepair::All ? unsigned{kFixLeaks | kFixErrors} : repair == CheckRepair::Leaks ? unsigned{kFixLeaks} : 0u;
     if (fix && read_only_) return make_error(EROFS, "Read-only image");
     Checker c(*this);
     Res res;
