@@ -34,7 +34,7 @@ fi
 say "Building build/qimg (Release)"
 generator=(-G Ninja)
 [[ -f build/CMakeCache.txt ]] && generator=()
-cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release
+cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DQIMG_WERROR=OFF
 cmake --build build -j "$(nproc)"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/qimg-quickstart.XXXXXX")
