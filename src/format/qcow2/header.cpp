@@ -6,6 +6,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <tuple>
 
 #include "util/endian.h"
 
@@ -304,6 +305,176 @@ Result<std::vector<uint8_t>> serialize_header(Header &h) {
             std::memcpy(b + kHeaderLengthWithCompression, h.unknown_header_fields.data(), h.unknown_header_fields.size());
     }
     return out;
+}
+
+// --- crash-safe header rewrites ---------------------------------------------
+//
+// The header cluster is rewritten in one pwrite by QEMU. A process kill
+// cannot tear a pwrite, but a power cut can: disks promise atomicity per
+// sector only, so a rewrite touching two sectors may leave one old and one
+// new. The dangerous fields live apart: the backing file offset and size and
+// the backing format extension sit in sector 0, the backing name usually in
+// sector 1 (after QEMU's 392-byte feature name table). Torn, the image would
+// name the new file with the old format, or a mix of both names.
+//
+// write_header_safely() therefore checks the plain write by parsing every
+// mix of old and new sectors it could leave; only if each one reads as the
+// old or the new header is the write done in one step. Otherwise it goes
+// through states that are each one sector away from the last (or differ
+// only in bytes no header refers to), with a flush between them:
+//   new backing name: the name goes to spare bytes first, then sector 0
+//   points at it, then the name is copied to its regular place and sector 0
+//   is pointed there (QEMU's final layout), then the spare copy is cleared;
+//   backing file dropped: sector 0 drops the name first, then the rest.
+namespace {
+
+constexpr uint64_t kSector = 512;
+
+// A header cluster held in memory, to parse candidate on-disk states.
+class ClusterImage final : public BlockNode {
+public:
+    explicit ClusterImage(const std::vector<uint8_t> &d) : d_(d) {}
+    std::string_view driver_name() const override { return "file"; }
+    uint64_t length() const override { return d_.size(); }
+    Result<void> read(uint64_t off, void *buf, size_t len) override {
+        if (off > d_.size() || len > d_.size() - off) return make_error(EIO, "read past the header cluster");
+        std::memcpy(buf, d_.data() + off, len);
+        return ok();
+    }
+
+private:
+    const std::vector<uint8_t> &d_;
+};
+
+std::optional<Header> parse_cluster(const std::vector<uint8_t> &c) {
+    ClusterImage img(c);
+    auto r = read_header(img, false);
+    if (!r) return std::nullopt;
+    return std::move(*r);
+}
+
+// Whether two parsed headers describe the same image; where the strings
+// are placed does not matter, nor a backing format without a backing file.
+bool same_meaning(const Header &a, const Header &b) {
+    auto fields = [](const Header &h) {
+        return std::tie(h.version, h.cluster_bits, h.size, h.crypt_method, h.l1_size, h.l1_table_offset,
+                        h.refcount_table_offset, h.refcount_table_clusters, h.nb_snapshots, h.snapshots_offset,
+                        h.incompatible, h.compatible, h.autoclear, h.refcount_order, h.compression_type,
+                        h.unknown_header_fields, h.backing_file, h.data_file);
+    };
+    if (fields(a) != fields(b)) return false;
+    if (!a.backing_file.empty() && a.backing_format != b.backing_format) return false;
+    if (a.bitmaps.has_value() != b.bitmaps.has_value()) return false;
+    if (a.bitmaps && std::tie(a.bitmaps->nb_bitmaps, a.bitmaps->directory_size, a.bitmaps->directory_offset) !=
+                         std::tie(b.bitmaps->nb_bitmaps, b.bitmaps->directory_size, b.bitmaps->directory_offset))
+        return false;
+    if (a.unknown_extensions.size() != b.unknown_extensions.size()) return false;
+    for (size_t i = 0; i < a.unknown_extensions.size(); i++)
+        if (a.unknown_extensions[i].magic != b.unknown_extensions[i].magic ||
+            a.unknown_extensions[i].data != b.unknown_extensions[i].data)
+            return false;
+    return true;
+}
+
+std::vector<uint64_t> differing_sectors(const std::vector<uint8_t> &a, const std::vector<uint8_t> &b) {
+    std::vector<uint64_t> out;
+    for (uint64_t s = 0; s * kSector < a.size(); s++)
+        if (std::memcmp(&a[s * kSector], &b[s * kSector], std::min<uint64_t>(kSector, a.size() - s * kSector)))
+            out.push_back(s);
+    return out;
+}
+
+// Whether every torn mix of `from` and `to` reads as one of the two.
+bool torn_safe(const std::vector<uint8_t> &from, const std::vector<uint8_t> &to) {
+    std::vector<uint64_t> d = differing_sectors(from, to);
+    if (d.size() <= 1) return true;
+    if (d.size() > 10) return false;
+    auto hf = parse_cluster(from), ht = parse_cluster(to);
+    if (!hf || !ht) return false;
+    std::vector<uint8_t> mix;
+    for (uint32_t mask = 1; mask + 1 < (1u << d.size()); mask++) {
+        mix = from;
+        for (size_t i = 0; i < d.size(); i++) {
+            if (!(mask & (1u << i))) continue;
+            uint64_t at = d[i] * kSector, n = std::min<uint64_t>(kSector, to.size() - at);
+            std::memcpy(&mix[at], &to[at], n);
+        }
+        auto hm = parse_cluster(mix);
+        if (!hm || !(same_meaning(*hm, *hf) || same_meaning(*hm, *ht))) return false;
+    }
+    return true;
+}
+
+// Writes the sectors of `to` that differ from `cur` (one write from the
+// first to the last), and makes `cur` equal to `to`.
+Result<void> write_difference(BlockNode &file, std::vector<uint8_t> &cur, const std::vector<uint8_t> &to) {
+    std::vector<uint64_t> d = differing_sectors(cur, to);
+    if (d.empty()) return ok();
+    uint64_t a = d.front() * kSector, b = std::min<uint64_t>((d.back() + 1) * kSector, to.size());
+    QIMG_TRY(file.write(a, to.data() + a, b - a));
+    cur = to;
+    return ok();
+}
+
+// One past the last byte the header in `c` refers to: its extensions (up
+// to and including the end marker) and its backing file name.
+uint64_t used_end(const std::vector<uint8_t> &c, const Header &h) {
+    uint64_t off = h.header_length;
+    while (off + 8 <= c.size()) {
+        uint32_t magic = be32(&c[off]);
+        uint64_t len = be32(&c[off + 4]);
+        off += 8;
+        if (magic == kExtEnd) break;
+        off += round_up8(len);
+    }
+    return std::min<uint64_t>(c.size(), std::max<uint64_t>(off, h.backing_file_offset + h.backing_file_size));
+}
+
+}  // namespace
+
+Result<void> write_header_safely(BlockNode &file, Header &h) {
+    QIMG_ASSIGN(std::vector<uint8_t> target, serialize_header(h));
+    const uint64_t cs = target.size();
+    std::vector<uint8_t> cur(cs);
+    // A file without a readable header (being created) has nothing to protect.
+    std::optional<Header> old;
+    if (file.length() >= cs && read_padded(file, 0, cur.data(), cs)) old = parse_cluster(cur);
+    if (!old) return file.write(0, target.data(), cs);
+    if (torn_safe(cur, target)) return write_difference(file, cur, target);
+
+    auto step = [&](const std::vector<uint8_t> &next) -> Result<void> {
+        QIMG_TRY(write_difference(file, cur, next));
+        return file.flush();
+    };
+    if (h.backing_file.empty()) {
+        std::vector<uint8_t> next = cur;
+        put_be64(&next[8], 0);
+        put_be32(&next[16], 0);
+        QIMG_TRY(step(next));
+    } else {
+        const uint64_t at = h.backing_file_offset, len = h.backing_file.size();
+        const uint64_t spare = round_up8(std::max(used_end(cur, *old), at + len));
+        if (spare + len <= cs) {
+            std::vector<uint8_t> next = cur;
+            std::memcpy(&next[spare], h.backing_file.data(), len);
+            std::vector<uint8_t> via = target;
+            put_be64(&via[8], spare);
+            std::memcpy(&via[spare], h.backing_file.data(), len);
+            std::memcpy(&via[at], &cur[at], len);
+            if (torn_safe(next, via)) {
+                QIMG_TRY(step(next));  // bytes no header refers to
+                QIMG_TRY(step(via));   // the new header, name in the spare bytes
+                next = cur;
+                std::memcpy(&next[at], h.backing_file.data(), len);
+                QIMG_TRY(step(next));  // the regular slot, unreferenced
+                put_be64(&next[8], at);
+                QIMG_TRY(step(next));  // sector 0 only
+            }
+        }
+    }
+    // Either the remaining difference is safe now or no safe order was found
+    // (an unusual layout): finish in one write, as QEMU always does.
+    return write_difference(file, cur, target);
 }
 
 Result<std::vector<BitmapInfo>> read_bitmap_directory(BlockNode &file, const Header &h) {

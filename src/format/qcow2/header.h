@@ -108,6 +108,14 @@ Result<Header> read_header(BlockNode &file, bool read_write);
 // backing_file_offset/size and header_length. Error if it does not fit.
 Result<std::vector<uint8_t>> serialize_header(Header &h);
 
+// Rewrites the first cluster of `file` so that it holds `h` (serialised as
+// above; QEMU writes it in one pwrite). The update is ordered so that an
+// interruption at any point, or a write torn at any 512-byte sector
+// boundary, leaves a header that reads as the old one or the new one, never
+// as a mix (see header.cpp). Flushes between the steps it needs, not after
+// the last one.
+Result<void> write_header_safely(BlockNode &file, Header &h);
+
 // One bitmap directory entry, for format-specific info.
 struct BitmapInfo {
     std::string name;

@@ -358,8 +358,7 @@ nlohmann::ordered_json Qcow2Node::specific_info() const {
 // --- metadata updates ----------------------------------------------------
 
 Result<void> Qcow2Node::write_header_locked() {
-    QIMG_ASSIGN(auto buf, serialize_header(h_));
-    QIMG_TRY(file_->write(0, buf.data(), buf.size()));
+    QIMG_TRY(write_header_safely(*file_, h_));
     return file_->flush();
 }
 

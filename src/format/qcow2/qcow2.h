@@ -48,6 +48,10 @@ public:
 
     // Records a backing file name and format in the header (create, rebase).
     Result<void> set_backing_file(const std::string &name, const std::string &fmt);
+    // Backing-chain maintenance (chain.cpp): rebase's header change and
+    // commit's emptying, both safe against interruption.
+    Result<void> change_backing_file(const std::string &name, const std::string &fmt) override;
+    Result<void> make_empty() override;
     // Flushes all metadata and clears the lazy-refcounts dirty bit.
     Result<void> close();
     // create: takes clusters 0-2 (header, refcount table, refcount block).
@@ -112,6 +116,10 @@ private:
                                   bool may_overwrite);
     bool detect_metadata_preallocation_locked();
     uint64_t entry_host(uint64_t entry) const { return entry & kL2OffsetMask; }
+    // chain.cpp
+    bool has_initial_layout_locked() const;
+    Result<void> reset_to_initial_layout_locked();
+    Result<void> unmap_all_locked();
     // snapshot.cpp
     Result<void> load_snapshots();
     Result<std::vector<uint64_t>> read_l1_locked(uint64_t offset, uint32_t entries, uint64_t min_entries);
