@@ -116,6 +116,9 @@ struct Driver {
     // measurement".
     std::function<Result<MeasureInfo>(MeasureRequest &)> measure;
     bool supports_backing = false;
+    // The format can store compressed clusters (`convert -c`); the node's
+    // compressed_cluster_size() says whether a given image can.
+    bool supports_compression = false;
     // The permissions the format takes on its protocol child (QEMU's
     // bdrv_child_perm) given its own users' `parent` permissions and its
     // options; nullptr: the child holds metadata and data (QEMU's

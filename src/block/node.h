@@ -174,6 +174,10 @@ public:
     // Cluster size for "cluster_size:" in info; 0 when the format has none.
     virtual uint32_t cluster_size() const { return 0; }
     virtual bool is_dirty() const { return false; }
+    // QEMU's bdrv_has_zero_init(): a newly created node of this kind reads
+    // as zeroes everywhere, so a copy into it may skip zero writes. Default:
+    // unknown, so no.
+    virtual bool has_zero_init() const { return false; }
     // Format-specific information as qemu-img prints it under
     // "format-specific" ({"type": ..., "data": {...}}); null if none.
     virtual nlohmann::ordered_json specific_info() const { return nullptr; }

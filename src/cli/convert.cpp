@@ -234,16 +234,10 @@ int parse_args(int argc, char **argv, ConvertArgs &a) {
     return 0;
 }
 
-// Formats qemu-img knows to write compressed clusters into.
-bool can_compress(std::string_view fmt) { return fmt == "qcow2" || fmt == "qcow" || fmt == "vmdk"; }
-
-// QEMU's bdrv_has_zero_init() for a freshly created target: regular files
-// read as zeroes, host devices do not; a format node answers for its file.
-// TODO(block layer): a BlockNode::has_zero_init() answered by each driver.
-bool has_zero_init(BlockNode &n) {
-    if (n.driver_name() == "host_device") return false;
-    if (n.driver_name() == "raw" && n.file()) return has_zero_init(*n.file());
-    return true;
+// Formats that can store compressed clusters.
+bool can_compress(std::string_view fmt) {
+    const Driver *d = find_driver(fmt);
+    return d && d->supports_compression;
 }
 
 class Run {
@@ -387,7 +381,7 @@ private:
         o.min_sparse = static_cast<uint64_t>(a_.min_sparse);
         o.target_has_backing = target_has_backing;
         o.target_is_zero = a_.target_is_zero ||
-                           (!a_.skip_create && a_.min_sparse && !target_has_backing && has_zero_init(*target));
+                           (!a_.skip_create && a_.min_sparse && !target_has_backing && target->has_zero_init());
         o.copy_offload = a_.copy_range;
         o.salvage = a_.salvage;
         o.quiet = a_.quiet;

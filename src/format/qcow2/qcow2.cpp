@@ -56,6 +56,14 @@ bool Qcow2Node::is_dirty() const {
     return h_.incompatible & kIncompatDirty;
 }
 
+// As QEMU: an image without preallocated metadata reads as zeroes; a
+// preallocated one only if its data file does.
+bool Qcow2Node::has_zero_init() const {
+    std::lock_guard g(mu_);
+    bool preallocated = !l1_.empty() && l1_[0] != 0;
+    return !preallocated || data_file_->has_zero_init();
+}
+
 Result<void> Qcow2Node::init() {
     cbits_ = h_.cluster_bits;
     cs_ = h_.cluster_size();
@@ -629,6 +637,55 @@ Result<void> Qcow2Node::write_cluster_locked(uint64_t off, const uint8_t *buf, s
     return ok();
 }
 
+// Writes the leading whole clusters of [off, off+len) that have no host
+// cluster yet (unallocated or zero without a host) into one run of freshly
+// allocated contiguous clusters: the refcounts are taken under the lock, the
+// data goes out in one write without it (so other requests allocate and
+// write meanwhile, and the file sees large sequential writes), and the L2
+// entries are set afterwards. Stays within one L2 table. Returns the bytes
+// written, 0 if the first cluster does not qualify.
+Result<uint64_t> Qcow2Node::write_new_clusters(uint64_t off, const uint8_t *buf, uint64_t len) {
+    std::unique_lock g(mu_);
+    if (h_.has_data_file() || (off & (cs_ - 1)) || len < cs_) return uint64_t{0};
+    uint64_t max_n = std::min<uint64_t>(len >> cbits_, l2_entries_ - ((off >> cbits_) & (l2_entries_ - 1)));
+    QIMG_ASSIGN(Slot s, l2_slot_for_write(off));
+    std::vector<std::pair<uint64_t, uint64_t>> old;  // entry, extended-L2 bitmap
+    for (uint64_t i = 0; i < max_n; i++) {
+        uint64_t e = (*s.table)[(s.index + i) * words_];
+        if ((e & kOflagCompressed) || entry_host(e)) break;
+        old.emplace_back(e, words_ == 2 ? (*s.table)[(s.index + i) * 2 + 1] : 0);
+    }
+    const uint64_t n = old.size();
+    if (n == 0) return uint64_t{0};
+    QIMG_ASSIGN(uint64_t host, rc_->alloc_clusters(n));
+    g.unlock();
+    auto wr = data_file_->write(host, buf, n * cs_);
+    g.lock();
+    if (!wr) {
+        pending_frees_.emplace_back(host, n * cs_);
+        return wr.error();
+    }
+    // Publish: the data is written, the refcounts are in the cache (and reach
+    // the disk before any L2 table that points at them, L2Cache::before_write).
+    for (uint64_t i = 0; i < n; i++) {
+        const uint64_t coff = off + i * cs_;
+        QIMG_ASSIGN(Slot s2, l2_slot_for_write(coff));
+        uint64_t &e = (*s2.table)[s2.index * words_];
+        uint64_t bm = words_ == 2 ? (*s2.table)[s2.index * 2 + 1] : 0;
+        if (e != old[i].first || bm != old[i].second) {
+            // Changed while unlocked (a concurrent write or zeroing of the
+            // same cluster): give ours back and redo this cluster normally.
+            pending_frees_.emplace_back(host + i * cs_, cs_);
+            QIMG_TRY(write_cluster_locked(coff, buf + i * cs_, cs_));
+            continue;
+        }
+        e = (host + i * cs_) | kOflagCopied;
+        if (words_ == 2) (*s2.table)[s2.index * 2 + 1] = 0xffffffffull;
+        l2_->mark_dirty(s2.l2_offset);
+    }
+    return n * cs_;
+}
+
 Result<void> Qcow2Node::write(uint64_t off, const void *buf, size_t len) {
     const uint8_t *p = static_cast<const uint8_t *>(buf);
     {
@@ -637,6 +694,13 @@ Result<void> Qcow2Node::write(uint64_t off, const void *buf, size_t len) {
         if (off > h_.size || len > h_.size - off) return make_error(EIO, "Request beyond the end of the image");
     }
     while (len > 0) {
+        QIMG_ASSIGN(uint64_t batched, write_new_clusters(off, p, len));
+        if (batched) {
+            off += batched;
+            p += batched;
+            len -= batched;
+            continue;
+        }
         size_t n = size_t(std::min<uint64_t>(len, cs_ - (off & (cs_ - 1))));
         // Fast path: an allocated data cluster owned by us is written without the lock.
         bool done = false;
@@ -669,11 +733,8 @@ Result<void> Qcow2Node::write(uint64_t off, const void *buf, size_t len) {
 // Makes a whole cluster read as zeroes (zero flag / all-zero bitmap) or
 // deallocates it (discard). Called with mu_ held.
 Result<void> Qcow2Node::zero_or_discard_cluster_locked(uint64_t off, bool zero, bool unmap) {
-    uint64_t l1_index = off >> (cbits_ + l2_bits_);
-    if (l1_index >= l1_.size() || !(l1_[l1_index] & kL1OffsetMask)) {
-        // No L2 table: already reads as zeroes unless a backing file shows through.
-        if (!zero || !backing_) return ok();
-    }
+    // As QEMU, an L2 table is allocated even where none exists yet, so that
+    // zeroed clusters are recorded (and shadow any backing file).
     QIMG_ASSIGN(Slot s, l2_slot_for_write(off));
     L2Table &t = *s.table;
     const bool ext = words_ == 2;
@@ -720,50 +781,86 @@ Result<void> Qcow2Node::zero_subclusters_locked(uint64_t off, uint64_t len) {
     }
     uint64_t in = off & (cs_ - 1);
     uint64_t mask = 0;
-    for (uint64_t sc = in / sc_size_; sc < (in + len) / sc_size_; sc++) mask |= uint64_t{1} << sc;
+    // Whole subclusters; a range ending at the image end takes its last partial one.
+    for (uint64_t sc = in / sc_size_; sc < (in + len + sc_size_ - 1) / sc_size_; sc++) mask |= uint64_t{1} << sc;
     t[s.index * 2 + 1] = (t[s.index * 2 + 1] & ~mask) | (mask << 32);
     l2_->mark_dirty(s.l2_offset);
     return ok();
 }
 
+// True if [a, b) reads as zeroes according to allocation status (QEMU's
+// is_zero(): data clusters holding zeroes do not count). Call without mu_.
+Result<bool> Qcow2Node::reads_as_zero(uint64_t a, uint64_t b) {
+    b = std::min(b, length());
+    while (a < b) {
+        QIMG_ASSIGN(ChainStatus st, chain_status(*this, nullptr, a, b - a));
+        if (!(st.flags & kStatusZero) || st.bytes == 0) return false;
+        a += st.bytes;
+    }
+    return true;
+}
+
+// Zeroes as QEMU's qcow2 driver does: whole subclusters (clusters without
+// extended L2) get the zero flag — an L2 table is allocated for them if
+// needed —, v2 images without a backing file have them deallocated instead,
+// and a partial unit becomes a zero unit when the rest of it already reads as
+// zeroes and holds no data; otherwise the partial piece is written as zero
+// data (or ENOTSUP with kZeroNoFallback).
 Result<void> Qcow2Node::write_zeroes(uint64_t off, uint64_t len, unsigned flags) {
     {
         std::lock_guard g(mu_);
         QIMG_TRY(prepare_write_locked());
         if (off > h_.size || len > h_.size - off) return make_error(EIO, "Request beyond the end of the image");
     }
-    if (h_.version < 3 || h_.data_file_raw()) {
-        // No zero flag in v2; a raw data file must hold the zeroes itself.
+    const bool v2 = h_.version < 3;
+    if (v2 && backing_) {
+        // No zero flag in v2, and deallocating would show the backing file.
         if (flags & kZeroNoFallback) return not_supported("write_zeroes");
         return BlockNode::write_zeroes(off, len, flags);
     }
+    // A raw external data file must hold the zeroes itself.
+    if (h_.data_file_raw()) QIMG_TRY(data_file_->write_zeroes(off, len, flags & ~kZeroNoFallback));
+    const uint64_t unit = v2 ? cs_ : sc_size_;
+    const uint64_t size = length();
+    // Makes whole units [a, b) of one cluster read as zeroes.
+    auto zero_units = [&](uint64_t a, uint64_t b) -> Result<void> {
+        std::lock_guard g(mu_);
+        uint64_t cstart = a & ~(cs_ - 1);
+        if (a == cstart && (b == cstart + cs_ || b == size)) {
+            return zero_or_discard_cluster_locked(a, !v2, v2 || (flags & kZeroMayUnmap));
+        }
+        return zero_subclusters_locked(a, b - a);
+    };
+    // A partial unit [x, y) inside unit [us, ue).
+    auto partial = [&](uint64_t x, uint64_t y) -> Result<void> {
+        uint64_t us = x / unit * unit, ue = std::min(us + unit, size);
+        QIMG_ASSIGN(bool rest_zero, reads_as_zero(us, x));
+        if (rest_zero) {
+            QIMG_ASSIGN(rest_zero, reads_as_zero(y, ue));
+        }
+        if (rest_zero) {
+            std::unique_lock g(mu_);
+            QIMG_ASSIGN(Mapping m, map_locked(us, 1));
+            if (m.type == SubclusterType::Unallocated || m.type == SubclusterType::UnallocatedAlloc ||
+                m.type == SubclusterType::ZeroPlain || m.type == SubclusterType::ZeroAlloc) {
+                g.unlock();
+                return zero_units(us, ue);
+            }
+        }
+        if (flags & kZeroNoFallback) return not_supported("write_zeroes");
+        std::vector<uint8_t> z(y - x, 0);
+        return write(x, z.data(), z.size());
+    };
     const uint64_t end = off + len;
     while (off < end) {
         uint64_t cstart = off & ~(cs_ - 1);
         uint64_t cend = std::min(cstart + cs_, end);
-        bool whole = off == cstart && (cend == cstart + cs_ || cend == h_.size);
-        if (whole) {
-            std::lock_guard g(mu_);
-            QIMG_TRY(zero_or_discard_cluster_locked(off, true, flags & kZeroMayUnmap));
-        } else if (words_ == 2) {
-            // Whole subclusters get the zero bit; the unaligned edges get zero data.
-            uint64_t sa = (off + sc_size_ - 1) / sc_size_ * sc_size_, sb = cend / sc_size_ * sc_size_;
-            uint64_t head_end = cend, tail_start = cend;
-            if (sa < sb) {
-                std::lock_guard g(mu_);
-                QIMG_TRY(zero_subclusters_locked(sa, sb - sa));
-                head_end = sa;
-                tail_start = sb;
-            }
-            if ((off < head_end || tail_start < cend) && (flags & kZeroNoFallback)) return not_supported("write_zeroes");
-            std::vector<uint8_t> z(cs_, 0);
-            if (off < head_end) QIMG_TRY(write(off, z.data(), head_end - off));
-            if (tail_start < cend) QIMG_TRY(write(tail_start, z.data(), cend - tail_start));
-        } else {
-            if (flags & kZeroNoFallback) return not_supported("write_zeroes");
-            std::vector<uint8_t> z(cend - off, 0);
-            QIMG_TRY(write(off, z.data(), z.size()));
-        }
+        // Whole units of this cluster; the image's last unit counts as whole.
+        uint64_t ua = std::min(cend, (off + unit - 1) / unit * unit);
+        uint64_t ub = cend == size ? cend : std::max(ua, cend / unit * unit);
+        if (off < ua) QIMG_TRY(partial(off, ua));
+        if (ua < ub) QIMG_TRY(zero_units(ua, ub));
+        if (ub < cend) QIMG_TRY(partial(ub, cend));
         off = cend;
     }
     return ok();
@@ -773,6 +870,8 @@ Result<void> Qcow2Node::discard(uint64_t off, uint64_t len) {
     std::lock_guard g(mu_);
     QIMG_TRY(prepare_write_locked());
     if (off > h_.size || len > h_.size - off) return make_error(EIO, "Request beyond the end of the image");
+    // v2 has no zero flag: deallocating would expose the backing file (QEMU: ENOTSUP; a hint).
+    if (h_.version < 3 && backing_) return ok();
     // Only whole clusters can be discarded; partial ones are left alone (a hint).
     uint64_t a = (off + cs_ - 1) & ~(cs_ - 1);
     uint64_t b = (off + len) & ~(cs_ - 1);
@@ -973,6 +1072,7 @@ const Driver *make_qcow2_driver() {
         d.measure = measure;
         d.create_options = qcow2_create_options();
         d.supports_backing = true;
+        d.supports_compression = true;
         d.formatting_order = qcow2_formatting_order();
         return d;
     }();

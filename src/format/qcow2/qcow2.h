@@ -34,6 +34,7 @@ public:
     Result<uint64_t> allocated_size() override;
     uint32_t cluster_size() const override { return uint32_t(cs_); }
     bool is_dirty() const override;
+    bool has_zero_init() const override;
     nlohmann::ordered_json specific_info() const override;
     // Writes whole clusters (the last one may be shorter) compressed; an
     // incompressible cluster is stored normally, as QEMU does.
@@ -99,6 +100,7 @@ private:
     Result<void> read_unallocated(uint64_t off, uint8_t *buf, size_t len);
     Result<void> read_range_unlocked(uint64_t off, uint8_t *buf, size_t len);
     Result<void> write_cluster_locked(uint64_t off, const uint8_t *buf, size_t len);
+    Result<uint64_t> write_new_clusters(uint64_t off, const uint8_t *buf, uint64_t len);
     Result<void> prepare_write_locked();
     Result<void> grow_l1_locked(uint64_t min_size);
     Result<void> write_header_locked();
@@ -106,6 +108,7 @@ private:
     Result<void> free_later(uint64_t l2_entry);
     Result<void> zero_or_discard_cluster_locked(uint64_t off, bool zero, bool unmap);
     Result<void> zero_subclusters_locked(uint64_t off, uint64_t len);
+    Result<bool> reads_as_zero(uint64_t a, uint64_t b);
     Result<void> check_metadata_overlap(uint64_t host, uint64_t len) const;
     Result<void> preallocate_locked(uint64_t from, uint64_t to, Prealloc p);
     Result<uint64_t> alloc_compressed_bytes_locked(uint64_t size);

@@ -262,12 +262,14 @@ Result<uint64_t> Refcounts::find_free(uint64_t n) {
 Result<uint64_t> Refcounts::alloc_clusters(uint64_t n) {
     for (;;) {
         QIMG_ASSIGN(uint64_t c, find_free(n));
-        // Allocating refcount blocks may take the clusters just found: retry then.
+        // Allocating refcount blocks may take any of the clusters just found
+        // (also ones checked before the block was needed): check them all
+        // once every block exists, and retry if one was taken.
+        for (uint64_t i = c; i < c + n; i++) QIMG_TRY(ensure_block(i));
         bool moved = false;
-        for (uint64_t i = c; i < c + n; i++) {
-            QIMG_TRY(ensure_block(i));
+        for (uint64_t i = c; i < c + n && !moved; i++) {
             QIMG_ASSIGN(uint64_t r, get(i));
-            if (r != 0) { moved = true; break; }
+            moved = r != 0;
         }
         if (moved) continue;
         for (uint64_t i = c; i < c + n; i++) QIMG_TRY(set(i, 1));

@@ -32,6 +32,8 @@ public:
         return f > offset_ ? f - offset_ : 0;
     }
 
+    bool has_zero_init() const override { return file_->has_zero_init(); }
+
     Result<void> read(uint64_t off, void *buf, size_t len) override {
         QIMG_TRY(check_range(off, len));
         return file_->read(offset_ + off, buf, len);

@@ -49,6 +49,8 @@ public:
     ~FileNode() override { ::close(fd_); }
 
     std::string_view driver_name() const override { return is_block_ ? "host_device" : "file"; }
+    // A new regular file reads as zeroes; a block device holds old data.
+    bool has_zero_init() const override { return !is_block_; }
     // Like QEMU, which counts images in 512-byte sectors, a file's length is
     // rounded up to a sector; the tail past the real end reads as zeroes.
     uint64_t length() const override { return (length_.load() + 511) / 512 * 512; }
