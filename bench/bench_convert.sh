@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # A-vs-B benchmark of `convert`: qimg against the real qemu-img on the same
-# multi-GiB mixed-content raw image, alternating tools run by run, checking
-# every output with the real `qemu-img compare`. See bench/README.md.
+# multi-GiB raw images, alternating tools run by run, checking every output
+# with the real `qemu-img compare`. See bench/README.md.
 #
 # Environment:
 #   QIMG=build/qimg        the qimg binary
+#   DATASETS="ext4 mixed"  ext4: a guest disk with an ext4 filesystem half
+#                          full of this machine's files (make_ext4.py);
+#                          mixed: synthetic random/text/zero/hole extents
+#                          (make_image.py)
 #   SIZE_GIB=4             source image size (whole GiB)
 #   RUNS=3                 runs per tool and operation
 #   BENCH_TMP=/var/tmp     where the scratch dir goes (needs ~3x SIZE_GIB free)
@@ -28,6 +32,7 @@ ALL_OPS="raw-raw raw-raw-m16W raw-qcow2 qcow2-raw qcow2-qcow2 raw-qcow2-c raw-qc
 OPS=${OPS:-$ALL_OPS}
 TASKSET=${TASKSET:-}
 KEEP_SOURCE=${KEEP_SOURCE:-0}
+DATASETS=${DATASETS:-ext4 mixed}
 
 die() { echo "bench_convert.sh: $*" >&2; exit 1; }
 note() { echo "# $*"; }
@@ -46,12 +51,10 @@ if [[ ! -x /usr/bin/time ]]; then
         die "/usr/bin/time is missing and could not be installed (apt-get install time)"
 fi
 
-# The source image is cached by (size, seed, generator) so that repeated
-# benchmark runs do not pay for it again when KEEP_SOURCE=1.
+# Source images are cached by (dataset, size, seed, generator) so that
+# repeated benchmark runs do not pay for them again when KEEP_SOURCE=1.
 CACHE=$BENCH_TMP/qimg-bench-source
 mkdir -p "$CACHE"
-gen_sum=$(sha256sum "$HERE/make_image.py" | cut -c1-12)
-SRC=$CACHE/source-${SIZE_GIB}G-$SEED-$gen_sum.raw
 WORK=$(mktemp -d "$BENCH_TMP/qimg-bench.XXXXXX")
 cleanup() {
     rm -rf "$WORK"
@@ -63,15 +66,27 @@ need_kib=$(( (3 * SIZE_GIB + 1) * 1024 * 1024 ))
 free_kib=$(df -Pk "$BENCH_TMP" | awk 'NR == 2 { print $4 }')
 ((free_kib > need_kib)) || note "warning: $BENCH_TMP has $((free_kib / 1024)) MiB free, the benchmark wants ~$((need_kib / 1024)) MiB"
 
-if [[ -f $SRC.done ]]; then
-    note "reusing $SRC"
-else
-    rm -f "$CACHE"/source-*
-    note "generating the ${SIZE_GIB} GiB source image (seed $SEED)"
-    python3 "$HERE/make_image.py" --size-gib "$SIZE_GIB" --seed "$SEED" "$SRC"
+# make_source DATASET: generates (or reuses) the dataset's raw source, sets SRC.
+make_source() {
+    local gen
+    case $1 in
+        mixed) gen=$HERE/make_image.py ;;
+        ext4)  gen=$HERE/make_ext4.py ;;
+        *) die "unknown dataset $1 (known: ext4 mixed)" ;;
+    esac
+    SRC=$CACHE/$1-${SIZE_GIB}G-$SEED-$(sha256sum "$gen" | cut -c1-12).raw
+    if [[ -f $SRC.done ]]; then
+        note "reusing $SRC"
+        return
+    fi
+    rm -f "$CACHE/$1"-*
+    note "generating the ${SIZE_GIB} GiB $1 source image"
+    case $1 in
+        mixed) python3 "$gen" --size-gib "$SIZE_GIB" --seed "$SEED" "$SRC" ;;
+        ext4)  python3 "$gen" --size-gib "$SIZE_GIB" "$SRC" ;;
+    esac
     touch "$SRC.done"
-fi
-SRC_QCOW2=$WORK/source.qcow2
+}
 
 # Both tools read the same qcow2, written once by the real qemu-img.
 ensure_source_qcow2() {
@@ -139,8 +154,10 @@ run_one() {
     drop_caches
     timing=$WORK/time.txt
     # shellcheck disable=SC2086  # extra is a word list on purpose
-    if "${pin[@]}" /usr/bin/time -f '%e %U %S %M' -o "$timing" \
-            "$tool" convert -f "$src_fmt" -O "$out_fmt" $extra "$src" "$out" \
+    local cmd=("$tool" convert -f "$src_fmt" -O "$out_fmt" $extra "$src" "$out")
+    # The floor for raw-raw: the same sparse copy done by cp.
+    [[ $name == cp ]] && cmd=(cp --sparse=always "$src" "$out")
+    if "${pin[@]}" /usr/bin/time -f '%e %U %S %M' -o "$timing" "${cmd[@]}" \
             >"$WORK/convert.log" 2>&1; then
         if "$QEMU_IMG" compare -q -f "$src_fmt" -F "$out_fmt" "$src" "$out" 2>"$WORK/compare.log" &&
             { [[ $out_fmt != qcow2 ]] || "$QEMU_IMG" check -q "$out" >"$WORK/compare.log" 2>&1; }; then
@@ -160,9 +177,9 @@ run_one() {
     local out_kib=0
     [[ -e $out ]] && out_kib=$(du -k "$out" | cut -f1)
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
-        "$op" "$name" "$run" "${wall:-0}" "${user:-0}" "${sys:-0}" "${rss:-0}" "$out_kib" "$status" \
+        "$ds/$op" "$name" "$run" "${wall:-0}" "${user:-0}" "${sys:-0}" "${rss:-0}" "$out_kib" "$status" \
         >>"$RESULTS"
-    printf '%-14s %-8s run %d: %6.2f s wall, %s\n' "$op" "$name" "$run" "${wall:-0}" "$status"
+    printf '%-20s %-8s run %d: %6.2f s wall, %s\n' "$ds/$op" "$name" "$run" "${wall:-0}" "$status"
     rm -f "$out"
 }
 
@@ -175,6 +192,9 @@ note "qemu-img: $("$QEMU_IMG" --version | head -n 1)"
 note "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (want ~0: run on an idle machine)"
 [[ -n $TASKSET ]] && note "both tools pinned: taskset -c $TASKSET"
 note "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $BENCH_TMP on $(df -PT "$BENCH_TMP" | awk 'NR == 2 { print $2 }')"
+for ds in $DATASETS; do
+make_source "$ds"
+SRC_QCOW2=$WORK/source-$ds.qcow2
 for op in $OPS; do
     op_spec "$op" >/dev/null
     if [[ $op == *qcow2* ]]; then
@@ -194,11 +214,14 @@ for op in $OPS; do
             run_one "$op" qimg "$QIMG" "$run"
             run_one "$op" qemu-img "$QEMU_IMG" "$run"
         fi
+        [[ $op == raw-raw ]] && run_one "$op" cp cp "$run"
     done
+done
+rm -f "$SRC_QCOW2"
 done
 
 echo
 note "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "convert benchmark: ${SIZE_GIB} GiB mixed raw source, $RUNS runs per tool," \
+echo "convert benchmark: ${SIZE_GIB} GiB raw sources ($DATASETS), $RUNS runs per tool," \
      "$( ((CAN_DROP_CACHES)) && echo cold || echo warm) cache"
 python3 "$HERE/report.py" "$RESULTS"

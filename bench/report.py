@@ -11,7 +11,7 @@ import statistics
 import sys
 from collections import OrderedDict
 
-TOOLS = ("qemu-img", "qimg")
+TOOLS = ("qemu-img", "qimg", "cp")  # cp: cp --sparse=always, the floor for raw-raw
 
 
 def load(path):
@@ -41,6 +41,10 @@ def summarise(runs):
     }, ",".join(bad)
 
 
+def summaries_of(rows, op, tool):
+    return summarise(rows.get((op, tool), []))[0] if (op, tool) in rows else None
+
+
 def main(path):
     rows = load(path)
     ops = list(OrderedDict.fromkeys(op for op, _ in rows))
@@ -67,6 +71,10 @@ def main(path):
                         for j, (cell, w) in enumerate(zip(row, widths))).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    for op in ops:
+        q, c = summaries_of(rows, op, "qimg"), summaries_of(rows, op, "cp")
+        if q and c and c["wall"] > 0:
+            print(f"{op}: qimg / cp --sparse=always wall = {q['wall'] / c['wall']:.2f}")
     print("\nwall/cpu: median over runs; rss: peak over runs; out: allocated size (du);"
           "\nwall ratio: qimg / qemu-img median wall time (< 1 means qimg is faster).")
     failed = any(r["status"] != "ok" for runs in rows.values() for r in runs)
