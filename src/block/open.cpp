@@ -3,6 +3,8 @@
 #include "block/open.h"
 
 #include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -295,6 +297,20 @@ Result<void> BlockOpener::create_protocol(CreateRequest &req) {
     d = find_driver("file");
     if (!d || !d->create) return make_error(ENOTSUP, "Protocol driver 'file' does not support image creation");
     return d->create(req);
+}
+
+std::string real_path(const std::string &p) {
+    char buf[PATH_MAX];
+    return ::realpath(p.c_str(), buf) ? std::string(buf) : p;
+}
+
+BlockNode *find_backing_image(BlockNode &top, const std::string &name) {
+    for (BlockNode *p = &top; p->backing(); p = p->backing()) {
+        BlockNode *b = p->backing();
+        if (p->backing_filename() == name) return b;
+        if (real_path(combine_backing_path(p->filename(), name)) == real_path(b->filename())) return b;
+    }
+    return nullptr;
 }
 
 }  // namespace qimg

@@ -52,4 +52,12 @@ private:
 // as QEMU's path_combine does (absolute names and protocol URIs are kept).
 std::string combine_backing_path(const std::string &image, const std::string &backing);
 
+// QEMU's bdrv_find_backing_image(): the layer below `top` that `name`
+// designates, by the name recorded in the layer above it or by the file it
+// resolves to (symlinks and "./" resolved); nullptr if none.
+BlockNode *find_backing_image(BlockNode &top, const std::string &name);
+
+// realpath(3) of `p`, or `p` itself when it cannot be resolved.
+std::string real_path(const std::string &p);
+
 }  // namespace qimg

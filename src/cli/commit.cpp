@@ -21,23 +21,6 @@ namespace {
 
 enum { kOptObject = 256, kOptImageOpts };
 
-std::string real_path(const std::string &p) {
-    char buf[PATH_MAX];
-    return ::realpath(p.c_str(), buf) ? std::string(buf) : p;
-}
-
-// bdrv_find_backing_image(): the layer below `top` that `name` designates,
-// by its recorded name or by the file it resolves to.
-BlockNode *find_backing_image(BlockNode &top, const std::string &name) {
-    for (BlockNode *p = &top; p->backing(); p = p->backing()) {
-        BlockNode *b = p->backing();
-        if (p->backing_filename() == name) return b;
-        std::string want = real_path(combine_backing_path(p->filename(), name));
-        if (want == real_path(b->filename())) return b;
-    }
-    return nullptr;
-}
-
 // The innermost reason of an open error: "Could not open 'x': Could not
 // open backing file: Failed to get ..." -> "Failed to get ...".
 std::string strip_open_prefixes(std::string msg) {

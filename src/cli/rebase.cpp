@@ -2,6 +2,12 @@
 // the image reads through its old backing chain is preserved: ranges that
 // differ between old and new backing are copied into the image first.
 // With -u only the name in the header changes.
+//
+// Crash safety: the preserved data is written and flushed before the header
+// names the new backing file (qemu-img 7.2 does not flush in between, so the
+// header change may reach the disk first), and the header change itself is
+// the qcow2 driver's torn-write-safe rewrite. A kill at any point leaves the
+// old backing file with all the data it needs, or the new one.
 #include <getopt.h>
 
 #include <algorithm>
@@ -28,9 +34,46 @@ Result<bool> allocated_here(BlockNode &top, uint64_t off, uint64_t &n) {
     return (s.flags & kStatusAllocated) != 0;
 }
 
+// Writes the 512-byte sectors of `old_buf` that differ from `new_buf` into
+// `top` at `off` (n bytes). With `compress`, whole clusters that differ
+// anywhere are written compressed (qemu-img rebase -c of newer QEMU); the
+// rest, and partial clusters at the edges of the range, as plain sectors.
+Result<void> write_differences(BlockNode &top, uint64_t off, const uint8_t *old_buf, const uint8_t *new_buf,
+                               uint64_t n, bool old_zero, bool compress) {
+    const uint64_t cs = compress ? top.compressed_cluster_size() : 0;
+    const uint64_t size = top.length();
+    for (uint64_t done = 0; done < n;) {
+        const uint64_t pos = off + done;
+        if (cs && pos % cs == 0 && !old_zero) {
+            uint64_t len = std::min(cs, size - pos);
+            if (len <= n - done) {
+                if (std::memcmp(old_buf + done, new_buf + done, len) != 0)
+                    QIMG_TRY(top.write_compressed(pos, old_buf + done, len));
+                done += len;
+                continue;
+            }
+        }
+        uint64_t len = std::min<uint64_t>(512 - pos % 512, n - done);
+        if (cs && !old_zero) len = std::min(len, cs - pos % cs);
+        if (std::memcmp(old_buf + done, new_buf + done, len) != 0) {
+            // Runs of differing sectors become one write (up to a cluster edge with -c).
+            uint64_t run = len;
+            while (done + run < n && (!cs || old_zero || (pos + run) % cs != 0)) {
+                uint64_t l2 = std::min<uint64_t>(512, n - done - run);
+                if (std::memcmp(old_buf + done + run, new_buf + done + run, l2) == 0) break;
+                run += l2;
+            }
+            QIMG_TRY(old_zero ? top.write_zeroes(pos, run, 0) : top.write(pos, old_buf + done, run));
+            len = run;
+        }
+        done += len;
+    }
+    return ok();
+}
+
 // Copies into `top` what the old backing shows and the new does not.
 Result<void> preserve_contents(BlockNode &top, BlockNode *old_backing, BlockNode *new_backing,
-                               BlockNode *prefix_base, std::string &what) {
+                               BlockNode *prefix_base, bool compress, std::string &what) {
     uint64_t size = top.length();
     uint64_t old_size = old_backing ? old_backing->length() : 0;
     uint64_t new_size = new_backing ? new_backing->length() : 0;
@@ -79,24 +122,9 @@ Result<void> preserve_contents(BlockNode &top, BlockNode *old_backing, BlockNode
                 return r.error();
             }
         }
-        // Write back only the 512-byte sectors that differ.
-        for (uint64_t done = 0; done < n;) {
-            uint64_t len = std::min<uint64_t>(512 - (off + done) % 512, n - done);
-            bool differ = std::memcmp(&buf_old[done], &buf_new[done], len) != 0;
-            uint64_t run = len;
-            while (done + run < n) {
-                uint64_t l2 = std::min<uint64_t>(512, n - done - run);
-                if ((std::memcmp(&buf_old[done + run], &buf_new[done + run], l2) != 0) != differ) break;
-                run += l2;
-            }
-            if (differ) {
-                auto w = old_zero ? top.write_zeroes(off + done, run, 0) : top.write(off + done, &buf_old[done], run);
-                if (!w) {
-                    what = "Error while writing to COW image: " + std::string(std::strerror(w.error().code));
-                    return w.error();
-                }
-            }
-            done += run;
+        if (auto w = write_differences(top, off, buf_old.data(), buf_new.data(), n, old_zero, compress); !w) {
+            what = "Error while writing to COW image: " + std::string(std::strerror(w.error().code));
+            return w.error();
         }
         off += n;
         progress::print(step, 100);
@@ -112,13 +140,14 @@ int cmd_rebase(int argc, char **argv) {
         {"object", required_argument, nullptr, kOptObject},
         {"image-opts", no_argument, nullptr, kOptImageOpts},
         {"force-share", no_argument, nullptr, 'U'},
+        {"compress", no_argument, nullptr, 'c'},
         {nullptr, 0, nullptr, 0},
     };
     std::string fmt, cache = "writeback", src_cache = "writeback", base_fmt, base;
     bool have_base = false, have_base_fmt = false, unsafe = false, progress = false, quiet = false;
-    bool image_opts = false, force_share = false;
+    bool image_opts = false, force_share = false, compress = false;
     int c;
-    while ((c = getopt_long(argc, argv, ":hf:F:b:upt:T:qU", kLong, nullptr)) != -1) {
+    while ((c = getopt_long(argc, argv, ":hf:F:b:upt:T:qUc", kLong, nullptr)) != -1) {
         switch (c) {
         case ':':
         case '?':
@@ -160,6 +189,10 @@ int cmd_rebase(int argc, char **argv) {
         case 'U':
             force_share = true;
             break;
+        case 'c':
+            // qemu-img 8.2's rebase -c: merged clusters are written compressed.
+            compress = true;
+            break;
         }
     }
     if (quiet) progress = false;
@@ -193,6 +226,10 @@ int cmd_rebase(int argc, char **argv) {
         return 1;
     }
     if (have_base_fmt && !find_driver(base_fmt)) return fail("Invalid format name: '" + base_fmt + "'");
+    // As qemu-img 8.2 words it.
+    if (compress && unsafe) return fail("Compression can't be used with -u option");
+    if (compress && node->compressed_cluster_size() == 0)
+        return fail("Compression not supported for this file format");
 
     if (!unsafe) {
         BlockNode *old_backing = node->backing();
@@ -203,8 +240,7 @@ int cmd_rebase(int argc, char **argv) {
             std::string real = combine_backing_path(node->filename(), base);
             // Rebasing onto an image further down the chain needs to look
             // only at what changed above it.
-            for (BlockNode *p = node->backing(); p; p = p->backing())
-                if (p->filename() == real) prefix = p;
+            prefix = find_backing_image(*node, real_path(real));
             if (prefix) {
                 new_backing = prefix;
             } else {
@@ -219,7 +255,11 @@ int cmd_rebase(int argc, char **argv) {
             }
         }
         std::string what;
-        if (!preserve_contents(*node, old_backing, new_backing, prefix, what)) return fail(what);
+        if (!preserve_contents(*node, old_backing, new_backing, prefix, compress, what)) return fail(what);
+        // The preserved data must be durable before the header stops
+        // pointing at the old backing file.
+        if (auto f = node->flush(); !f)
+            return fail("Error while writing to COW image: " + std::string(std::strerror(f.error().code)));
     }
 
     // bdrv_change_backing_file(): a format needs a file, and a new name
