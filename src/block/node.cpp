@@ -109,6 +109,12 @@ Result<void> BlockNode::bitmap_action(const BitmapAction &a) {
     return make_error(ENOENT, "Dirty bitmap '" + a.name + "' not found");
 }
 
+Result<std::vector<PersistentBitmapInfo>> BlockNode::bitmap_list() { return std::vector<PersistentBitmapInfo>{}; }
+
+Result<BitmapBits> BlockNode::bitmap_read(const std::string &name) {
+    return make_error(ENOENT, "Dirty bitmap '" + name + "' not found");
+}
+
 Result<void> BlockNode::change_backing_file(const std::string &, const std::string &) {
     return make_error(ENOTSUP, "Operation not supported");
 }

@@ -98,6 +98,25 @@ struct BitmapAction {
     std::string node_name;       // QEMU's node name, for messages ("#block123")
 };
 
+// A persistent dirty bitmap as a format lists it (qemu-img info, convert
+// --bitmaps, measure).
+struct PersistentBitmapInfo {
+    std::string name;
+    uint64_t granularity = 0;
+    bool enabled = false;   // records writes (qcow2: the AUTO flag)
+    bool in_use = false;    // inconsistent: not stored cleanly, data unusable
+};
+
+// The dirty bits of one bitmap: bit i covers bytes [i * granularity,
+// (i+1) * granularity) of an image of `image_size` bytes, least significant
+// bit first in each byte.
+struct BitmapBits {
+    uint64_t image_size = 0;
+    uint64_t granularity = 0;
+    std::vector<uint8_t> bits;
+    bool in_use = false;  // inconsistent: `bits` is empty
+};
+
 class BlockNode {
 public:
     virtual ~BlockNode() = default;
@@ -204,6 +223,13 @@ public:
     // Default: the format stores no bitmaps ("Can't store persistent
     // bitmaps", "Dirty bitmap 'x' not found").
     virtual Result<void> bitmap_action(const BitmapAction &a);
+    // The persistent bitmaps, in the image's order. Default: none.
+    virtual Result<std::vector<PersistentBitmapInfo>> bitmap_list();
+    // A copy of one bitmap's bits (merge sources, convert --bitmaps). Errors
+    // in QEMU's words ("Dirty bitmap 'x' not found", inconsistent bitmaps).
+    virtual Result<BitmapBits> bitmap_read(const std::string &name);
+    // QEMU's bdrv_supports_persistent_dirty_bitmap.
+    virtual bool supports_persistent_bitmaps() const { return false; }
 
     // --- metadata changes -----------------------------------------------
     // Records a new backing file name and format in the image header (empty

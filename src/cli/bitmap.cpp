@@ -163,6 +163,8 @@ int cmd_bitmap(int argc, char **argv) {
     }
 
     std::string node_name = qemu_node_name();
+    // QEMU passes the granularity on as a uint32 (-g 4G becomes 0).
+    const uint32_t granularity32 = static_cast<uint32_t>(granularity);
     for (BitmapAction &act : actions) {
         act.name = bitmap;
         act.node_name = node_name;
@@ -171,10 +173,10 @@ int cmd_bitmap(int argc, char **argv) {
         if (act.kind == BitmapAction::Kind::Add && bitmap.empty()) {
             r = make_error(EINVAL, "Bitmap name cannot be empty");
         } else if (act.kind == BitmapAction::Kind::Add && granularity &&
-                   (granularity < 512 || (granularity & (granularity - 1)) != 0)) {
+                   (granularity32 < 512 || (granularity32 & (granularity32 - 1)) != 0)) {
             r = make_error(EINVAL, "Granularity must be power of 2 and at least 512");
         } else {
-            act.granularity = static_cast<uint64_t>(granularity);
+            act.granularity = granularity32;
             r = node->bitmap_action(act);
         }
         if (!r) {

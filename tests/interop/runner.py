@@ -221,6 +221,8 @@ class Runner:
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
         env["QEMU_IMG_REAL"] = self.ref
         env["QIMG"] = self.qimg
+        # Helper scripts for case files (tools/), e.g. $INTEROP_TOOLS/bitmap-ranges.
+        env["INTEROP_TOOLS"] = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools")
         # Same locale and timezone on both sides whatever the caller has.
         env["LC_ALL"] = "C"
         env["TZ"] = "UTC"

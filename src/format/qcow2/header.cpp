@@ -477,30 +477,4 @@ Result<void> write_header_safely(BlockNode &file, Header &h) {
     return write_difference(file, cur, target);
 }
 
-Result<std::vector<BitmapInfo>> read_bitmap_directory(BlockNode &file, const Header &h) {
-    std::vector<BitmapInfo> out;
-    if (!h.bitmaps) return out;
-    const uint64_t size = h.bitmaps->directory_size;
-    if (size == 0) return make_error(EINVAL, "Can't load bitmap list: bitmap directory is empty");
-    std::vector<uint8_t> dir(size);
-    QIMG_TRY(read_padded(file, h.bitmaps->directory_offset, dir.data(), size));
-    uint64_t off = 0;
-    for (uint32_t i = 0; i < h.bitmaps->nb_bitmaps; i++) {
-        if (size - off < 24) return make_error(EINVAL, "Bitmap directory is corrupted");
-        const uint8_t *e = &dir[off];
-        uint16_t name_size = be16(e + 18);
-        uint32_t extra = be32(e + 20);
-        uint64_t entry_len = round_up8(24 + uint64_t(extra) + name_size);
-        if (entry_len > size - off) return make_error(EINVAL, "Bitmap directory is corrupted");
-        BitmapInfo bi;
-        bi.flags = be32(e + 12);
-        bi.granularity_bits = e[17];
-        if (bi.granularity_bits > 31) return make_error(EINVAL, "Bitmap directory is corrupted");
-        bi.name.assign(reinterpret_cast<const char *>(e + 24 + extra), name_size);
-        out.push_back(std::move(bi));
-        off += entry_len;
-    }
-    return out;
-}
-
 }  // namespace qimg::qcow2

@@ -116,12 +116,5 @@ Result<std::vector<uint8_t>> serialize_header(Header &h);
 // the last one.
 Result<void> write_header_safely(BlockNode &file, Header &h);
 
-// One bitmap directory entry, for format-specific info.
-struct BitmapInfo {
-    std::string name;
-    uint32_t flags = 0;
-    uint32_t granularity_bits = 0;
-};
-Result<std::vector<BitmapInfo>> read_bitmap_directory(BlockNode &file, const Header &h);
 
 }  // namespace qimg::qcow2

@@ -111,6 +111,7 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     node->set_read_only(!rw);
     QIMG_TRY(node->init());
     QIMG_TRY(node->load_snapshots());
+    QIMG_TRY(node->load_bitmaps());
     const Header &hh = node->h_;
     if (hh.has_data_file()) {
         OptionMap o;
@@ -334,22 +335,20 @@ nlohmann::ordered_json Qcow2Node::specific_info() const {
         data["compat"] = "1.1";
         data["compression-type"] = h_.compression_type == kCompressionZstd ? "zstd" : "zlib";
         data["lazy-refcounts"] = bool(h_.compatible & kCompatLazyRefcounts);
-        if (h_.bitmaps) {
-            auto list = read_bitmap_directory(*file_, h_);
-            if (list) {
-                nlohmann::ordered_json arr = nlohmann::ordered_json::array();
-                for (const BitmapInfo &b : *list) {
-                    nlohmann::ordered_json e;
-                    nlohmann::ordered_json flags = nlohmann::ordered_json::array();
-                    if (b.flags & 1) flags.push_back("in-use");
-                    if (b.flags & 2) flags.push_back("auto");
-                    e["flags"] = flags;
-                    e["name"] = b.name;
-                    e["granularity"] = uint64_t{1} << b.granularity_bits;
-                    arr.push_back(e);
-                }
-                data["bitmaps"] = arr;
+        if (!bitmaps_.empty()) {
+            // As published on disk (QEMU's qcow2_get_bitmap_info_list).
+            nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+            for (const LoadedBitmap &b : bitmaps_) {
+                nlohmann::ordered_json e;
+                nlohmann::ordered_json flags = nlohmann::ordered_json::array();
+                if (b.entry.flags & kBmeFlagInUse) flags.push_back("in-use");
+                if (b.entry.flags & kBmeFlagAuto) flags.push_back("auto");
+                e["flags"] = flags;
+                e["name"] = b.entry.name;
+                e["granularity"] = uint64_t{1} << b.entry.granularity_bits;
+                arr.push_back(e);
             }
+            data["bitmaps"] = arr;
         }
         data["refcount-bits"] = h_.refcount_bits();
         if (h_.data_file) data["data-file"] = *h_.data_file;
@@ -372,11 +371,13 @@ Result<void> Qcow2Node::write_header_locked() {
 
 Result<void> Qcow2Node::prepare_write_locked() {
     if (read_only_) return make_error(EROFS, "Cannot write to a read-only image");
+    // Enabled bitmaps are published IN_USE before the image changes (bitmap_node.cpp).
+    if (!bitmaps_tracking_ && !bitmaps_.empty()) QIMG_TRY(start_bitmap_tracking_locked(false));
     if (first_write_done_) return ok();
     bool update = false;
-    // Autoclear bits we do not maintain (bitmaps we do not track, unknown
-    // ones) are cleared before the first change, as the spec asks.
-    uint64_t keep = kAutoclearDataFileRaw;
+    // Autoclear bits we do not maintain (unknown ones) are cleared before
+    // the first change, as the spec asks; the bitmaps bit stays with them.
+    uint64_t keep = kAutoclearDataFileRaw | (h_.bitmaps ? kAutoclearBitmaps : 0);
     if (h_.autoclear & ~keep) {
         h_.autoclear &= keep;
         update = true;
@@ -419,6 +420,9 @@ Result<void> Qcow2Node::flush_metadata_locked() {
 Result<void> Qcow2Node::flush() {
     std::lock_guard g(mu_);
     if (!read_only_) QIMG_TRY(flush_metadata_locked());
+    // Bitmap changes (qemu-img bitmap) are published here; bitmaps that
+    // record guest writes are stored at close.
+    if (!read_only_ && bitmaps_need_store_ && !bitmaps_tracking_) QIMG_TRY(store_bitmaps_locked(false));
     QIMG_TRY(file_->flush());
     if (data_file_ && data_file_ != file_) QIMG_TRY(data_file_->flush());
     return ok();
@@ -429,6 +433,7 @@ Result<void> Qcow2Node::close() {
     if (closed_ || read_only_ || !rc_) return ok();
     closed_ = true;
     QIMG_TRY(flush_metadata_locked());
+    if (bitmaps_need_store_) QIMG_TRY(store_bitmaps_locked(false));
     QIMG_TRY(file_->flush());
     if (data_file_ && data_file_ != file_) QIMG_TRY(data_file_->flush());
     // As QEMU's qcow2_inactivate, closing a read-write node marks it clean
@@ -692,6 +697,7 @@ Result<void> Qcow2Node::write(uint64_t off, const void *buf, size_t len) {
         std::lock_guard g(mu_);
         QIMG_TRY(prepare_write_locked());
         if (off > h_.size || len > h_.size - off) return make_error(EIO, "Request beyond the end of the image");
+        mark_bitmaps_dirty_locked(off, len);
     }
     while (len > 0) {
         QIMG_ASSIGN(uint64_t batched, write_new_clusters(off, p, len));
@@ -811,6 +817,7 @@ Result<void> Qcow2Node::write_zeroes(uint64_t off, uint64_t len, unsigned flags)
         std::lock_guard g(mu_);
         QIMG_TRY(prepare_write_locked());
         if (off > h_.size || len > h_.size - off) return make_error(EIO, "Request beyond the end of the image");
+        mark_bitmaps_dirty_locked(off, len);
     }
     const bool v2 = h_.version < 3;
     if (v2 && backing_) {
@@ -872,6 +879,7 @@ Result<void> Qcow2Node::discard(uint64_t off, uint64_t len) {
     if (off > h_.size || len > h_.size - off) return make_error(EIO, "Request beyond the end of the image");
     // v2 has no zero flag: deallocating would expose the backing file (QEMU: ENOTSUP; a hint).
     if (h_.version < 3 && backing_) return ok();
+    mark_bitmaps_dirty_locked(off, len);
     // Only whole clusters can be discarded; partial ones are left alone (a hint).
     uint64_t a = (off + cs_ - 1) & ~(cs_ - 1);
     uint64_t b = (off + len) & ~(cs_ - 1);
@@ -915,6 +923,7 @@ Result<void> Qcow2Node::truncate(uint64_t new_size, Prealloc prealloc, bool exac
     if (new_size % 512) return make_error(EINVAL, "The new size must be a multiple of 512");
     if (!snapshots_.empty() && h_.version < 3) return make_error(ENOTSUP, "Can't resize a v2 image which has snapshots");
     QIMG_TRY(prepare_write_locked());
+    if (new_size != h_.size) QIMG_TRY(resize_bitmaps_locked(new_size));
     uint64_t old = h_.size;
     if (new_size < old) {
         if (prealloc != Prealloc::Off)
@@ -1030,6 +1039,7 @@ Result<void> Qcow2Node::store_compressed(uint64_t off, std::span<const uint8_t> 
     size_t clen = data.size();
     std::lock_guard g(mu_);
     QIMG_TRY(prepare_write_locked());
+    mark_bitmaps_dirty_locked(off, len);
     QIMG_ASSIGN(Slot s, l2_slot_for_write(off));
     uint64_t old = (*s.table)[s.index * words_];
     // As QEMU: compression cannot overwrite an allocated cluster.

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "block/driver.h"
+#include "format/qcow2/bitmap.h"
 #include "format/qcow2/check.h"
 #include "format/qcow2/header.h"
 #include "format/qcow2/l1l2.h"
@@ -75,6 +76,12 @@ public:
     Result<void> snapshot_load_tmp(const std::string *id, const std::string *name) override;
     const std::vector<Snapshot> &snapshots() const { return snapshots_; }
 
+    // Persistent dirty bitmaps (bitmap_node.cpp).
+    Result<void> bitmap_action(const BitmapAction &a) override;
+    Result<std::vector<PersistentBitmapInfo>> bitmap_list() override;
+    Result<BitmapBits> bitmap_read(const std::string &name) override;
+    bool supports_persistent_bitmaps() const override { return h_.version >= 3; }
+
 private:
     friend class Checker;  // check.cpp
     // Reloads the refcount table from h_ (after check rebuilt it).
@@ -131,6 +138,31 @@ private:
     Result<void> write_snapshots_locked(std::vector<Snapshot> list);
     Result<void> cow_l2_locked(uint64_t l1_index);
     void forget_freed_state_locked();
+    // bitmap_node.cpp
+    struct LoadedBitmap {
+        BitmapDirEntry entry;         // as the published directory has it
+        std::vector<uint64_t> table;  // its published table (empty: not on disk yet)
+        bool inconsistent = false;    // IN_USE when opened: data unusable, kept as it is
+        bool enabled = false;         // records guest writes (AUTO)
+        bool data_loaded = false;
+        bool bits_changed = false;    // data and table must be rewritten
+        bool in_use = false;          // published with IN_USE by this node (tracking)
+        DirtyBits bits;
+    };
+    Result<void> load_bitmaps();
+    Result<std::vector<uint64_t>> read_bitmap_table(const BitmapDirEntry &e);
+    void drop_bitmap_clusters(const BitmapDirEntry &e, const std::vector<uint64_t> &table,
+                              std::vector<std::pair<uint64_t, uint64_t>> &drops) const;
+    Result<void> load_bitmap_data_locked(LoadedBitmap &b);
+    LoadedBitmap *find_bitmap_locked(const std::string &name);
+    Result<void> start_bitmap_tracking_locked(bool all);
+    Result<void> publish_in_use_in_place_locked();
+    void mark_bitmaps_dirty_locked(uint64_t off, uint64_t len);
+    Result<void> resize_bitmaps_locked(uint64_t new_size);
+    Result<void> store_bitmaps_locked(bool keep_tracking);
+    Result<uint64_t> write_bitmap_locked(const DirtyBits &bits, std::vector<uint64_t> &table,
+                                         std::vector<std::pair<uint64_t, uint64_t>> &allocated);
+    Result<void> merge_bitmap_locked(const BitmapAction &a);
 
     mutable std::mutex mu_;  // guards everything below (metadata)
     Header h_;
@@ -154,6 +186,10 @@ private:
     bool closed_ = false;
     std::vector<Snapshot> snapshots_;
     uint64_t snapshots_size_ = 0;  // bytes of the snapshot table on disk
+    std::vector<LoadedBitmap> bitmaps_;  // directory order, then ones not stored yet
+    std::vector<std::pair<uint64_t, uint64_t>> bitmap_drops_;  // freed after the next directory update
+    bool bitmaps_need_store_ = false;
+    bool bitmaps_tracking_ = false;  // IN_USE published; guest writes are recorded
 
     std::mutex zcache_mu_;  // one decompressed cluster, for small sequential reads
     uint64_t zcache_entry_ = 0;
