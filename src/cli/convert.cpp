@@ -240,6 +240,73 @@ bool can_compress(std::string_view fmt) {
     return d && d->supports_compression;
 }
 
+
+// QEMU's convert_check_bitmaps. QEMU walks a node's bitmaps newest first,
+// which for bitmaps loaded from an image is the reverse of directory order.
+bool check_bitmaps(BlockNode &src, bool skip_broken) {
+    if (!src.supports_persistent_bitmaps()) {
+        error_report("Source lacks bitmap support");
+        return false;
+    }
+    auto list = src.bitmap_list();
+    if (!list) {
+        error_report(list.error().message);
+        return false;
+    }
+    for (auto it = list->rbegin(); it != list->rend(); ++it) {
+        if (!skip_broken && it->in_use) {
+            error_reportf("Cannot copy inconsistent bitmap '{}'", it->name);
+            std::fputs("Try --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it\n", stderr);
+            return false;
+        }
+    }
+    return true;
+}
+
+// QEMU's convert_copy_bitmaps: each bitmap is added to the target with its
+// granularity and state, then filled by a merge from the source.
+bool copy_bitmaps(BlockNode &src, BlockNode &dst, bool skip_broken) {
+    auto list = src.bitmap_list();
+    if (!list) {
+        error_report(list.error().message);
+        return false;
+    }
+    for (auto it = list->rbegin(); it != list->rend(); ++it) {
+        if (skip_broken && it->in_use) {
+            warn_report("Skipping inconsistent bitmap '" + it->name + "'");
+            continue;
+        }
+        BitmapAction add;
+        add.kind = BitmapAction::Kind::Add;
+        add.name = it->name;
+        add.granularity = it->granularity;
+        add.node_name = "#block3" + std::to_string(10 + it->name.size() % 90);
+        Result<void> r = dst.bitmap_action(add);
+        if (r && !it->enabled) {
+            BitmapAction dis = add;
+            dis.kind = BitmapAction::Kind::Disable;
+            r = dst.bitmap_action(dis);
+        }
+        if (!r) {
+            error_reportf("Failed to create bitmap {}: {}", it->name, r.error().message);
+            return false;
+        }
+        BitmapAction merge = add;
+        merge.kind = BitmapAction::Kind::Merge;
+        merge.src = &src;
+        merge.src_name = it->name;
+        r = dst.bitmap_action(merge);
+        if (!r) {
+            error_reportf("Failed to populate bitmap {}: {}", it->name, r.error().message);
+            BitmapAction rm = add;
+            rm.kind = BitmapAction::Kind::Remove;
+            (void)dst.bitmap_action(rm);
+            return false;
+        }
+    }
+    return true;
+}
+
 class Run {
 public:
     Run(int argc, char **argv, ConvertArgs &a) : argc_(argc), argv_(argv), a_(a) {}
@@ -343,9 +410,7 @@ private:
                 error_report("Copying bitmaps only possible with single source");
                 return 1;
             }
-            // No format here carries persistent bitmaps yet.
-            error_report("Source lacks bitmap support");
-            return 1;
+            if (!check_bitmaps(*sources_[0], a_.skip_broken)) return 1;
         }
         if (!a_.skip_create) {
             auto r = create_target(opener_, plan);
@@ -366,6 +431,10 @@ private:
         ta.quiet = a_.quiet;
         NodePtr target = open_image(opener_, out_filename_, ta);
         if (!target) return 1;
+        if (a_.bitmaps && !target->supports_persistent_bitmaps()) {
+            error_reportf("Format driver '{}' does not support bitmaps", target->driver_name());
+            return 1;
+        }
         if (a_.compressed && (!can_compress(target->driver_name()) || !target->compressed_cluster_size())) {
             error_report("Compression not supported for this file format");
             return 1;
@@ -400,7 +469,12 @@ private:
         std::vector<BlockNode *> srcs;
         for (auto &s : sources_) srcs.push_back(s.get());
         auto r = engine::copy_images(srcs, *target, o);
-        if (r) r = target->flush();
+        if (!r) {
+            error_report(r.error().message);
+            return 1;
+        }
+        if (a_.bitmaps && !copy_bitmaps(*sources_[0], *target, a_.skip_broken)) return 1;
+        r = target->flush();
         if (!r) {
             error_report(r.error().message);
             return 1;
