@@ -29,8 +29,6 @@ constexpr uint64_t kReftOffsetMask = 0xfffffffffffffe00ull;
 constexpr uint64_t kReftReservedMask = 0x1ffull;
 constexpr uint64_t kBitmapAllAlloc = 0xffffffffull;
 constexpr uint64_t kBitmapAllZeroes = 0xffffffff00000000ull;
-constexpr uint64_t kBmeOffsetMask = 0x00fffffffffffe00ull;
-constexpr uint64_t kBmeReservedMask = 0xff000000000001feull;
 
 // QEMU's BdrvCheckResult.
 struct Res {
@@ -358,19 +356,14 @@ Result<void> Checker::check_bitmaps(Res &res) {
         QIMG_TRY(inc(int64_t(t.off), int64_t(uint64_t(t.size) * 8), res));
         std::vector<uint8_t> raw(uint64_t(t.size) * 8);
         bool good = read_padded(file_, t.off, raw.data(), raw.size()).has_value();
-        auto valid = [&](uint64_t e) {
-            if (e & kBmeReservedMask) return false;
-            uint64_t o = e & kBmeOffsetMask;
-            return o == 0 || (!(e & 1) && !(o & (cs_ - 1)));
-        };
         for (uint32_t i = 0; good && i < t.size; i++)
-            if (!valid(be64(&raw[i * 8]))) good = false;
+            if (!valid_bitmap_table_entry(be64(&raw[i * 8]), cs_)) good = false;
         if (!good) {
             res.corruptions++;
             return make_error(EINVAL, "Invalid argument");
         }
         for (uint32_t i = 0; i < t.size; i++) {
-            uint64_t o = be64(&raw[i * 8]) & kBmeOffsetMask;
+            uint64_t o = be64(&raw[i * 8]) & kBmeTableOffsetMask;
             if (o) QIMG_TRY(inc(int64_t(o), int64_t(cs_), res));
         }
     }
