@@ -392,6 +392,19 @@ Result<void> Qcow2Node::prepare_write_locked() {
     return ok();
 }
 
+// QEMU's qcow2_mark_dirty, for changes that update refcounts and the L1/L2
+// COPIED flags in separate writes (internal snapshots): until close() has
+// flushed everything and cleared the bit, an interrupted image is marked as
+// one whose refcounts need the repair QEMU and qimg do on a read-write open.
+// v2 images have no dirty bit.
+Result<void> Qcow2Node::mark_dirty_locked() {
+    if (h_.version < 3 || (h_.incompatible & kIncompatDirty)) return ok();
+    h_.incompatible |= kIncompatDirty;
+    lazy_dirty_set_ = true;
+    dirty_change_pending_ = true;
+    return write_header_locked();
+}
+
 Result<void> Qcow2Node::free_later(uint64_t entry) {
     if (entry & kOflagCompressed) {
         uint64_t coff = entry & ((uint64_t{1} << csize_shift_) - 1);
@@ -438,7 +451,9 @@ Result<void> Qcow2Node::close() {
     if (data_file_ && data_file_ != file_) QIMG_TRY(data_file_->flush());
     // As QEMU's qcow2_inactivate, closing a read-write node marks it clean
     // (this includes a dirty image that check -r could not repair).
-    if (lazy_dirty_set_ || (h_.incompatible & kIncompatDirty)) {
+    // A change begun under mark_dirty_locked() that failed half-way leaves
+    // the bit set, so that the next read-write open repairs the refcounts.
+    if ((lazy_dirty_set_ || (h_.incompatible & kIncompatDirty)) && !dirty_change_pending_) {
         h_.incompatible &= ~kIncompatDirty;
         QIMG_TRY(write_header_locked());
     }
@@ -925,9 +940,22 @@ Result<void> Qcow2Node::truncate(uint64_t new_size, Prealloc prealloc, bool exac
     QIMG_TRY(prepare_write_locked());
     if (new_size != h_.size) QIMG_TRY(resize_bitmaps_locked(new_size));
     uint64_t old = h_.size;
+    auto publish_size = [&]() -> Result<void> {
+        uint8_t b[8];
+        put_be64(b, new_size);
+        QIMG_TRY(file_->write(24, b, 8));
+        QIMG_TRY(file_->flush());
+        h_.size = new_size;
+        return ok();
+    };
     if (new_size < old) {
         if (prealloc != Prealloc::Off)
             return make_error(ENOTSUP, "Preallocation can't be used for shrinking an image");
+        // The smaller size is published before the clusters past it are
+        // dropped (QEMU drops them first): interrupted, the image then has
+        // its new size and leaked clusters, never its old size with the
+        // tail's data gone (found by tests/crash).
+        QIMG_TRY(publish_size());
         uint64_t a = (new_size + cs_ - 1) & ~(cs_ - 1);
         for (uint64_t c = a; c < old; c += cs_) {
             uint64_t l1_index = c >> (cbits_ + l2_bits_);
@@ -949,12 +977,8 @@ Result<void> Qcow2Node::truncate(uint64_t new_size, Prealloc prealloc, bool exac
         uint64_t need = (new_size + (uint64_t{1} << shift) - 1) >> shift;
         if (need > kMaxL1Bytes / 8) return make_error(EFBIG, "Failed to grow the L1 table: File too large");
         QIMG_TRY(grow_l1_locked(need));
+        QIMG_TRY(publish_size());
     }
-    uint8_t b[8];
-    put_be64(b, new_size);
-    QIMG_TRY(file_->write(24, b, 8));
-    QIMG_TRY(file_->flush());
-    h_.size = new_size;
     if (new_size > old && prealloc != Prealloc::Off) QIMG_TRY(preallocate_locked(old, new_size, prealloc));
     if (h_.data_file_raw() && data_file_->length() < new_size && prealloc == Prealloc::Off)
         QIMG_TRY(data_file_->truncate(new_size, Prealloc::Off, false));

@@ -109,6 +109,8 @@ private:
     Result<void> write_cluster_locked(uint64_t off, const uint8_t *buf, size_t len);
     Result<uint64_t> write_new_clusters(uint64_t off, const uint8_t *buf, uint64_t len);
     Result<void> prepare_write_locked();
+    Result<void> mark_dirty_locked();
+    void dirty_change_done_locked() { dirty_change_pending_ = false; }
     Result<void> grow_l1_locked(uint64_t min_size);
     Result<void> write_header_locked();
     Result<void> flush_metadata_locked();
@@ -181,6 +183,7 @@ private:
     std::vector<std::pair<uint64_t, uint64_t>> pending_frees_;  // (offset, length) after L2 write-back
     bool first_write_done_ = false;
     bool lazy_dirty_set_ = false;
+    bool dirty_change_pending_ = false;  // mark_dirty_locked() change not completed
     uint64_t free_byte_offset_ = 0;  // compressed-cluster packing
     std::optional<bool> metadata_prealloc_;
     bool closed_ = false;

@@ -343,6 +343,7 @@ Result<void> Qcow2Node::snapshot_create(const SnapshotInfo &info) {
     if (snapshots_.size() >= kMaxSnapshots) return make_error(EFBIG, "Too many snapshots");
     if (h_.has_data_file()) return make_error(ENOTSUP, "Operation not supported");
     QIMG_TRY(prepare_write_locked());
+    QIMG_TRY(mark_dirty_locked());
     QIMG_TRY(flush_metadata_locked());
 
     Snapshot sn;
@@ -373,6 +374,7 @@ Result<void> Qcow2Node::snapshot_create(const SnapshotInfo &info) {
     list.push_back(std::move(sn));
     QIMG_TRY(write_snapshots_locked(std::move(list)));
     QIMG_TRY(flush_metadata_locked());
+    dirty_change_done_locked();
     return ok();
 }
 
@@ -388,6 +390,7 @@ Result<void> Qcow2Node::snapshot_goto(const std::string &id) {
         auto v = validate_snapshot_l1(sn, cs_);
         if (!v) return Err(v.error().prepended("Failed to load snapshot: "));
         QIMG_TRY(prepare_write_locked());
+        QIMG_TRY(mark_dirty_locked());
     }
     if (sn.disk_size != length()) {
         auto r = truncate(sn.disk_size, Prealloc::Off, true);
@@ -409,6 +412,7 @@ Result<void> Qcow2Node::snapshot_goto(const std::string &id) {
     QIMG_TRY(update_snapshot_refcount_locked(old, -1, false));
     QIMG_TRY(update_snapshot_refcount_locked(l1_, 0, true));
     forget_freed_state_locked();
+    dirty_change_done_locked();
     return ok();
 }
 
@@ -420,6 +424,7 @@ Result<void> Qcow2Node::snapshot_delete(const std::string &id, const std::string
     Snapshot sn = snapshots_[size_t(idx)];
     QIMG_TRY(validate_snapshot_l1(sn, cs_));
     QIMG_TRY(prepare_write_locked());
+    QIMG_TRY(mark_dirty_locked());
     QIMG_TRY(flush_metadata_locked());
     std::vector<Snapshot> list = snapshots_;
     list.erase(list.begin() + idx);
@@ -440,6 +445,7 @@ Result<void> Qcow2Node::snapshot_delete(const std::string &id, const std::string
         if (!u) return Err(errno_error(u.error().code, "Failed to update snapshot status in disk"));
     }
     QIMG_TRY(flush_metadata_locked());
+    dirty_change_done_locked();
     forget_freed_state_locked();
     return ok();
 }
