@@ -90,13 +90,18 @@ Result<void> preserve_contents(BlockNode &top, BlockNode *old_backing, BlockNode
             off += n;
             continue;
         }
+        if (prefix_base && top.backing() == prefix_base) {
+            // Rebasing onto the current backing file: nothing differs.
+            off += n;
+            continue;
+        }
         if (prefix_base && top.backing()) {
             auto cs = chain_status(*top.backing(), prefix_base, off, n);
             if (!cs) {
                 what = "error while reading image metadata: " + std::string(std::strerror(cs.error().code));
                 return cs.error();
             }
-            n = std::min(n, cs->bytes);
+            if (cs->bytes) n = std::min(n, cs->bytes);
             if (!(cs->flags & kStatusAllocated)) {
                 off += n;
                 continue;
