@@ -33,7 +33,9 @@ constexpr Command kCommands[] = {
 int main(int argc, char **argv) {
     using namespace qimg::cli;
     g_argv0 = argc > 0 ? argv[0] : "qemu-img";
-    std::setvbuf(stdout, nullptr, _IOLBF, 0);
+    // stdout keeps stdio's default buffering, as qemu-img's: line-buffered
+    // on a terminal, block-buffered into a pipe or file (map on a
+    // many-extent image writes hundreds of thousands of lines).
 
     static const option kLong[] = {
         {"help", no_argument, nullptr, 'h'},

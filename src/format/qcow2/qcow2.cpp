@@ -903,8 +903,56 @@ Result<void> Qcow2Node::discard(uint64_t off, uint64_t len) {
     return ok();
 }
 
+// preallocation=falloc/full without a data file, laid out as QEMU does:
+// new refcount structures right after the last used cluster, covering the
+// data and its L2 tables; then one contiguous data area, preallocated in
+// the file; then the L2 entries (L2 tables go wherever allocation finds
+// room: the old refcount table's place, then after the data).
+Result<void> Qcow2Node::preallocate_area_locked(uint64_t from, uint64_t to, Prealloc p) {
+    const uint64_t first_c = from >> cbits_;
+    const uint64_t nb_data = ((to + cs_ - 1) >> cbits_) - first_c;
+    if (nb_data == 0) return ok();
+    const uint64_t nb_l2 = (nb_data + l2_entries_ - 1) / l2_entries_ + 1;
+    QIMG_TRY(flush_metadata_locked());
+    QIMG_ASSIGN(uint64_t used, rc_->used_end((file_->length() + cs_ - 1) >> cbits_));
+    QIMG_ASSIGN(uint64_t data_c, rc_->refcount_area(used, nb_data + nb_l2, true));
+    QIMG_TRY(rc_->alloc_clusters_at(data_c, nb_data));
+    QIMG_TRY(rc_->write_back());
+    auto tr = file_->truncate((data_c + nb_data) << cbits_, p, false);
+    if (!tr) {
+        (void)rc_->update(data_c << cbits_, nb_data << cbits_, -1);
+        return make_error(tr.error().code, "Failed to resize underlying file: " + tr.error().message);
+    }
+    QIMG_TRY(file_->flush());
+    for (uint64_t k = 0; k < nb_data; k++) {
+        const uint64_t c = (first_c + k) << cbits_, host = (data_c + k) << cbits_;
+        QIMG_ASSIGN(Slot s, l2_slot_for_write(c));
+        uint64_t entry = (*s.table)[s.index * words_];
+        if (entry != 0) {
+            // The partial cluster at the old end: its content moves along
+            // (copy-on-write into the preallocated cluster).
+            std::vector<uint8_t> buf(cs_, 0);
+            const uint64_t vis = std::min<uint64_t>(cs_, from - c);
+            mu_.unlock();
+            auto r = read_range_unlocked(c, buf.data(), vis);
+            mu_.lock();
+            QIMG_TRY(r);
+            QIMG_TRY(file_->write(host, buf.data(), cs_));
+            QIMG_ASSIGN(s, l2_slot_for_write(c));
+            entry = (*s.table)[s.index * words_];
+            if (words_ == 2) (*s.table)[s.index * 2 + 1] = 0xffffffffull;
+        }
+        (*s.table)[s.index * words_] = host | kOflagCopied;
+        l2_->mark_dirty(s.l2_offset);
+        if (entry != 0) QIMG_TRY(free_later(entry));
+    }
+    return flush_metadata_locked();
+}
+
 // Allocates data clusters for [from, to) (preallocation=metadata/falloc/full).
 Result<void> Qcow2Node::preallocate_locked(uint64_t from, uint64_t to, Prealloc p) {
+    if (!h_.has_data_file() && (p == Prealloc::Falloc || p == Prealloc::Full))
+        return preallocate_area_locked(from, to, p);
     uint64_t host_end = 0;
     for (uint64_t c = from & ~(cs_ - 1); c < to; c += cs_) {
         QIMG_ASSIGN(Slot s, l2_slot_for_write(c));

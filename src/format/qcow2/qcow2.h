@@ -118,6 +118,7 @@ private:
     Result<void> zero_or_discard_cluster_locked(uint64_t off, bool zero, bool unmap);
     Result<void> zero_subclusters_locked(uint64_t off, uint64_t len);
     Result<bool> reads_as_zero(uint64_t a, uint64_t b);
+    Result<void> preallocate_area_locked(uint64_t from, uint64_t to, Prealloc p);
     Result<void> check_metadata_overlap(uint64_t host, uint64_t len) const;
     Result<void> preallocate_locked(uint64_t from, uint64_t to, Prealloc p);
     Result<uint64_t> alloc_compressed_bytes_locked(uint64_t size);

@@ -277,6 +277,93 @@ Result<uint64_t> Refcounts::alloc_clusters(uint64_t n) {
     }
 }
 
+Result<void> Refcounts::alloc_clusters_at(uint64_t first, uint64_t n) {
+    for (uint64_t c = first; c < first + n; c++) {
+        QIMG_ASSIGN(uint64_t r, get(c));
+        if (r != 0) return make_error(EIO, "Cluster to allocate is in use");
+    }
+    for (uint64_t c = first; c < first + n; c++) QIMG_TRY(set(c, 1));
+    return ok();
+}
+
+Result<uint64_t> Refcounts::used_end(uint64_t limit) {
+    for (uint64_t c = limit; c > 0; c--) {
+        QIMG_ASSIGN(uint64_t r, get(c - 1));
+        if (r != 0) return c;
+    }
+    return uint64_t{0};
+}
+
+Result<uint64_t> Refcounts::refcount_area(uint64_t start, uint64_t additional, bool exact) {
+    const uint64_t per_cluster = cluster_size_ / 8;
+    auto div_up = [](uint64_t a, uint64_t b) { return (a + b - 1) / b; };
+    // Fixed point of "blocks and table clusters that also count themselves"
+    // (QEMU's qcow2_refcount_metadata_size).
+    uint64_t clusters = start + additional, table = 0, blocks = 0, n = 0, last;
+    bool generous = !exact;
+    do {
+        last = n;
+        blocks = div_up(clusters + table + blocks, entries_per_block_);
+        table = div_up(blocks, per_cluster);
+        n = clusters + blocks + table;
+        if (n == last && generous) {
+            clusters += div_up(table, 2);
+            n = 0;
+            generous = false;
+        }
+    } while (n != last);
+    const uint64_t total = blocks;
+    uint64_t table_size = exact ? total : total + div_up(total, 2);
+    table_size = div_up(table_size, per_cluster) * per_cluster;
+    const uint64_t table_clusters = table_size / per_cluster;
+    if (table_clusters * cluster_size_ > kMaxRefcountTableBytes) return make_error(EFBIG, "Refcount table too large");
+
+    const uint64_t area_index = start / entries_per_block_;
+    std::vector<uint64_t> nt(table_size, 0);
+    std::copy_n(table_.begin(), std::min<uint64_t>(table_.size(), table_size), nt.begin());
+    uint64_t new_blocks = 0;
+    for (uint64_t i = area_index; i < total; i++)
+        if (!(nt[i] & 0xfffffffffffffe00ull)) new_blocks++;
+    const uint64_t table_c = start + new_blocks, end_c = table_c + table_clusters;
+
+    QIMG_TRY(write_back());
+    std::vector<std::pair<uint64_t, Block>> fresh;
+    uint64_t block_c = start;
+    for (uint64_t i = area_index; i < total; i++) {
+        const uint64_t first = i * entries_per_block_;
+        const uint64_t a = std::max(start, first), b = std::min(end_c, first + entries_per_block_);
+        if (nt[i] & 0xfffffffffffffe00ull) {
+            // An existing block covers part of the area: count it there.
+            for (uint64_t c = a; c < b; c++) QIMG_TRY(set(c, 1));
+            continue;
+        }
+        Block blk;
+        blk.data.assign(cluster_size_, 0);
+        for (uint64_t c = a; c < b; c++) write_entry(blk, c - first, 1);
+        nt[i] = block_c << cluster_bits_;
+        fresh.emplace_back(block_c << cluster_bits_, std::move(blk));
+        block_c++;
+    }
+    // Blocks, then the table, durable before the header points at them.
+    for (auto &[off, blk] : fresh) QIMG_TRY(file_.write(off, blk.data.data(), cluster_size_));
+    QIMG_TRY(write_back());
+    std::vector<uint8_t> raw(table_size * 8, 0);
+    for (uint64_t i = 0; i < table_size; i++) put_be64(&raw[i * 8], nt[i]);
+    QIMG_TRY(file_.write(table_c << cluster_bits_, raw.data(), raw.size()));
+    QIMG_TRY(file_.flush());
+    QIMG_TRY(write_header_(table_c << cluster_bits_, uint32_t(table_clusters)));
+
+    const uint64_t old_off = table_offset_;
+    const uint32_t old_clusters = table_clusters_;
+    table_ = std::move(nt);
+    table_offset_ = table_c << cluster_bits_;
+    table_clusters_ = uint32_t(table_clusters);
+    for (auto &[off, blk] : fresh) cache_[off] = std::move(blk);
+    end_cluster_ = std::max(end_cluster_, end_c);
+    QIMG_TRY(update(old_off, uint64_t(old_clusters) << cluster_bits_, -1));
+    return end_c;
+}
+
 Result<void> Refcounts::write_back() {
     for (auto &[off, b] : cache_) {
         if (!b.dirty) continue;

@@ -29,6 +29,17 @@ public:
     Result<void> update(uint64_t offset, uint64_t length, int64_t delta);
     // Allocates `n` contiguous clusters (refcount 1), returns the host offset.
     Result<uint64_t> alloc_clusters(uint64_t n);
+    // Sets the refcount of the `n` free clusters from `first` to 1 (QEMU's
+    // qcow2_alloc_clusters_at); fails if one is in use.
+    Result<void> alloc_clusters_at(uint64_t first, uint64_t n);
+    // QEMU's qcow2_refcount_area: a new refcount table, and refcount blocks
+    // where needed, placed at cluster `start` (all free from there on) and
+    // sized to cover `start + additional` clusters plus themselves; switched
+    // in crash-safely (blocks, table, sync, header, then the old table is
+    // freed). Returns the first cluster after the new structures.
+    Result<uint64_t> refcount_area(uint64_t start, uint64_t additional, bool exact);
+    // One past the last cluster with a non-zero refcount below `limit`.
+    Result<uint64_t> used_end(uint64_t limit);
     // Writes dirty refcount blocks (no sync).
     Result<void> write_back();
     bool dirty() const { return dirty_count_ != 0; }
