@@ -243,6 +243,7 @@ Result<void> Refcounts::update(uint64_t offset, uint64_t length, int64_t delta) 
 
 Result<uint64_t> Refcounts::find_free(uint64_t n) {
     uint64_t start = free_index_, run = 0;
+    uint64_t first_free = UINT64_MAX;  // first free cluster seen by this scan
     for (uint64_t c = free_index_;; c++) {
         if (c >= (uint64_t{1} << (56 - cluster_bits_))) return make_error(EFBIG, "No space left in the image");
         QIMG_ASSIGN(uint64_t r, get(c));
@@ -251,11 +252,16 @@ Result<uint64_t> Refcounts::find_free(uint64_t n) {
             start = c + 1;
             continue;
         }
+        first_free = std::min(first_free, c);
         if (run == 0) start = c;
         if (++run == n) break;
     }
-    // Like QEMU, keep the scan position only when the first free cluster was taken.
+    // Like QEMU, keep the scan position only when the first free cluster was
+    // taken; otherwise at least skip the used clusters before the first free
+    // one (no allocation can pick them, and rescanning them made allocating
+    // many L2 tables quadratic).
     if (start == free_index_) free_index_ = start + n;
+    else free_index_ = first_free;
     return start;
 }
 
