@@ -119,7 +119,7 @@ Result<void> BlockNode::change_backing_file(const std::string &, const std::stri
     return make_error(ENOTSUP, "Operation not supported");
 }
 
-Result<void> BlockNode::amend(const std::map<std::string, std::string> &, bool) {
+Result<void> BlockNode::amend(const std::map<std::string, std::string> &, bool, const AmendStatus &) {
     return make_error(ENOTSUP, "Operation not supported");
 }
 

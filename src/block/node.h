@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -237,8 +238,11 @@ public:
     virtual Result<void> change_backing_file(const std::string &name, const std::string &format);
     // Changes format options in place (qemu-img amend); options are the
     // validated `-o` values by name. Only called when the driver record
-    // lists amend options.
-    virtual Result<void> amend(const std::map<std::string, std::string> &options, bool force);
+    // lists amend options. `status(done, total)` reports progress of long
+    // operations (may be empty).
+    using AmendStatus = std::function<void(int64_t done, int64_t total)>;
+    virtual Result<void> amend(const std::map<std::string, std::string> &options, bool force,
+                               const AmendStatus &status);
     // Drops every cluster this layer allocates, so that all reads fall
     // through to the backing file (QEMU's bdrv_make_empty, done by `qemu-img
     // commit` without -d). Default: ENOTSUP.

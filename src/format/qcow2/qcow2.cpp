@@ -979,60 +979,6 @@ Result<void> Qcow2Node::preallocate_locked(uint64_t from, uint64_t to, Prealloc 
     return ok();
 }
 
-Result<void> Qcow2Node::truncate(uint64_t new_size, Prealloc prealloc, bool exact) {
-    (void)exact;
-    std::lock_guard g(mu_);
-    if (read_only_) return make_error(EROFS, "Cannot write to a read-only image");
-    if (new_size % 512) return make_error(EINVAL, "The new size must be a multiple of 512");
-    if (!snapshots_.empty() && h_.version < 3) return make_error(ENOTSUP, "Can't resize a v2 image which has snapshots");
-    QIMG_TRY(prepare_write_locked());
-    if (new_size != h_.size) QIMG_TRY(resize_bitmaps_locked(new_size));
-    uint64_t old = h_.size;
-    auto publish_size = [&]() -> Result<void> {
-        uint8_t b[8];
-        put_be64(b, new_size);
-        QIMG_TRY(file_->write(24, b, 8));
-        QIMG_TRY(file_->flush());
-        h_.size = new_size;
-        return ok();
-    };
-    if (new_size < old) {
-        if (prealloc != Prealloc::Off)
-            return make_error(ENOTSUP, "Preallocation can't be used for shrinking an image");
-        // The smaller size is published before the clusters past it are
-        // dropped (QEMU drops them first): interrupted, the image then has
-        // its new size and leaked clusters, never its old size with the
-        // tail's data gone (found by tests/crash).
-        QIMG_TRY(publish_size());
-        uint64_t a = (new_size + cs_ - 1) & ~(cs_ - 1);
-        for (uint64_t c = a; c < old; c += cs_) {
-            uint64_t l1_index = c >> (cbits_ + l2_bits_);
-            if (l1_index >= l1_.size() || !(l1_[l1_index] & kL1OffsetMask)) {
-                c = ((l1_index + 1) << (cbits_ + l2_bits_)) - cs_;
-                continue;
-            }
-            QIMG_ASSIGN(Slot s, l2_slot_for_write(c));
-            uint64_t e = (*s.table)[s.index * words_];
-            if (e == 0 && (words_ == 1 || (*s.table)[s.index * 2 + 1] == 0)) continue;
-            (*s.table)[s.index * words_] = 0;
-            if (words_ == 2) (*s.table)[s.index * 2 + 1] = 0;
-            l2_->mark_dirty(s.l2_offset);
-            QIMG_TRY(free_later(e));
-        }
-        QIMG_TRY(flush_metadata_locked());
-    } else {
-        const uint32_t shift = cbits_ + l2_bits_;
-        uint64_t need = (new_size + (uint64_t{1} << shift) - 1) >> shift;
-        if (need > kMaxL1Bytes / 8) return make_error(EFBIG, "Failed to grow the L1 table: File too large");
-        QIMG_TRY(grow_l1_locked(need));
-        QIMG_TRY(publish_size());
-    }
-    if (new_size > old && prealloc != Prealloc::Off) QIMG_TRY(preallocate_locked(old, new_size, prealloc));
-    if (h_.data_file_raw() && data_file_->length() < new_size && prealloc == Prealloc::Off)
-        QIMG_TRY(data_file_->truncate(new_size, Prealloc::Off, false));
-    return ok();
-}
-
 // --- compressed writes ---------------------------------------------------
 
 // Space for one compressed cluster, packed after the previous one as QEMU's
@@ -1153,6 +1099,7 @@ const Driver *make_qcow2_driver() {
         d.create = qcow2_create;
         d.measure = measure;
         d.create_options = qcow2_create_options();
+        d.amend_options = qcow2_amend_options();
         d.supports_backing = true;
         d.supports_compression = true;
         d.formatting_order = qcow2_formatting_order();

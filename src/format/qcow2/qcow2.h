@@ -31,6 +31,10 @@ public:
     Result<void> discard(uint64_t off, uint64_t len) override;
     Result<void> flush() override;
     Result<void> truncate(uint64_t new_size, Prealloc prealloc, bool exact) override;
+    // qemu-img amend (amend.cpp): compat, refcount_bits, lazy_refcounts,
+    // data_file(_raw), size; backing_file/backing_fmt only as they are.
+    Result<void> amend(const std::map<std::string, std::string> &options, bool force,
+                       const AmendStatus &status) override;
     Result<BlockStatus> block_status(uint64_t off, uint64_t len) override;
     Result<uint64_t> allocated_size() override;
     uint32_t cluster_size() const override { return uint32_t(cs_); }
@@ -133,6 +137,20 @@ private:
     bool has_initial_layout_locked() const;
     Result<void> reset_to_initial_layout_locked();
     Result<void> unmap_all_locked();
+    // truncate.cpp
+    Result<void> truncate_locked(uint64_t new_size, Prealloc prealloc, bool exact);
+    Result<void> shrink_locked(uint64_t new_size);
+    Result<void> shrink_reftable_locked();
+    Result<void> zero_grown_area_locked(uint64_t old_size, uint64_t new_size);
+    // amend.cpp
+    Result<void> update_header_locked(const char *what);
+    Result<void> mark_clean_locked();
+    Result<void> upgrade_locked(const AmendStatus &status);
+    Result<void> downgrade_locked(const AmendStatus &status);
+    Result<void> expand_zero_clusters_locked(const AmendStatus &status);
+    Result<void> expand_zero_clusters_in_l1_locked(const std::vector<uint64_t> &l1, uint64_t &visited, uint64_t total,
+                                                   const AmendStatus &status);
+    Result<void> change_refcount_order_locked(uint32_t order, const AmendStatus &status);
     // snapshot.cpp
     Result<void> load_snapshots();
     Result<std::vector<uint64_t>> read_l1_locked(uint64_t offset, uint32_t entries, uint64_t min_entries);
@@ -209,4 +227,6 @@ namespace qimg::qcow2 {
 Result<void> qcow2_create(CreateRequest &req);
 std::vector<CreateOption> qcow2_create_options();
 std::vector<std::string> qcow2_formatting_order();
+// amend.cpp
+std::vector<CreateOption> qcow2_amend_options();
 }  // namespace qimg::qcow2

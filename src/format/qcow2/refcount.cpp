@@ -6,6 +6,8 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <unordered_set>
+#include <utility>
 
 #include "format/qcow2/header.h"
 #include "util/endian.h"
@@ -15,12 +17,46 @@ namespace {
 constexpr size_t kMaxCachedBlocksBytes = 32u << 20;
 }
 
+namespace {
+
+// One refcount of width 2^order at index i of a refcount block
+// (qcow2.txt: "Refcount blocks": sub-byte widths fill bytes from bit 0).
+uint64_t get_refcount(const uint8_t *d, uint32_t order, uint64_t i) {
+    switch (order) {
+    case 0: return (d[i / 8] >> (i % 8)) & 1;
+    case 1: return (d[i / 4] >> (2 * (i % 4))) & 3;
+    case 2: return (d[i / 2] >> (4 * (i % 2))) & 15;
+    case 3: return d[i];
+    case 4: return be16(d + 2 * i);
+    case 5: return be32(d + 4 * i);
+    default: return be64(d + 8 * i);
+    }
+}
+
+void set_refcount(uint8_t *d, uint32_t order, uint64_t i, uint64_t v) {
+    switch (order) {
+    case 0: d[i / 8] = uint8_t((d[i / 8] & ~(1u << (i % 8))) | (v << (i % 8))); break;
+    case 1: d[i / 4] = uint8_t((d[i / 4] & ~(3u << (2 * (i % 4)))) | (v << (2 * (i % 4)))); break;
+    case 2: d[i / 2] = uint8_t((d[i / 2] & ~(15u << (4 * (i % 2)))) | (v << (4 * (i % 2)))); break;
+    case 3: d[i] = uint8_t(v); break;
+    case 4: put_be16(d + 2 * i, uint16_t(v)); break;
+    case 5: put_be32(d + 4 * i, uint32_t(v)); break;
+    default: put_be64(d + 8 * i, v); break;
+    }
+}
+
+uint64_t max_refcount_for(uint32_t order) {
+    uint32_t bits = 1u << order;
+    return bits == 64 ? UINT64_MAX : (uint64_t{1} << bits) - 1;
+}
+
+}  // namespace
+
 Refcounts::Refcounts(BlockNode &file, uint32_t cluster_bits, uint32_t refcount_order, HeaderWriter hw)
     : file_(file), cluster_bits_(cluster_bits), order_(refcount_order), write_header_(std::move(hw)) {
     cluster_size_ = uint64_t{1} << cluster_bits;
     entries_per_block_ = (cluster_size_ * 8) >> refcount_order;
-    uint32_t bits = 1u << refcount_order;
-    max_ = bits == 64 ? UINT64_MAX : (uint64_t{1} << bits) - 1;
+    max_ = max_refcount_for(refcount_order);
 }
 
 Result<void> Refcounts::load(uint64_t table_offset, uint32_t table_clusters) {
@@ -35,31 +71,9 @@ Result<void> Refcounts::load(uint64_t table_offset, uint32_t table_clusters) {
     return ok();
 }
 
-uint64_t Refcounts::read_entry(const Block &b, uint64_t i) const {
-    const uint8_t *d = b.data.data();
-    switch (order_) {
-    case 0: return (d[i / 8] >> (i % 8)) & 1;
-    case 1: return (d[i / 4] >> (2 * (i % 4))) & 3;
-    case 2: return (d[i / 2] >> (4 * (i % 2))) & 15;
-    case 3: return d[i];
-    case 4: return be16(d + 2 * i);
-    case 5: return be32(d + 4 * i);
-    default: return be64(d + 8 * i);
-    }
-}
+uint64_t Refcounts::read_entry(const Block &b, uint64_t i) const { return get_refcount(b.data.data(), order_, i); }
 
-void Refcounts::write_entry(Block &b, uint64_t i, uint64_t v) {
-    uint8_t *d = b.data.data();
-    switch (order_) {
-    case 0: d[i / 8] = uint8_t((d[i / 8] & ~(1u << (i % 8))) | (v << (i % 8))); break;
-    case 1: d[i / 4] = uint8_t((d[i / 4] & ~(3u << (2 * (i % 4)))) | (v << (2 * (i % 4)))); break;
-    case 2: d[i / 2] = uint8_t((d[i / 2] & ~(15u << (4 * (i % 2)))) | (v << (4 * (i % 2)))); break;
-    case 3: d[i] = uint8_t(v); break;
-    case 4: put_be16(d + 2 * i, uint16_t(v)); break;
-    case 5: put_be32(d + 4 * i, uint32_t(v)); break;
-    default: put_be64(d + 8 * i, v); break;
-    }
-}
+void Refcounts::write_entry(Block &b, uint64_t i, uint64_t v) { set_refcount(b.data.data(), order_, i, v); }
 
 Result<void> Refcounts::evict_if_needed() {
     if (cache_.size() * cluster_size_ <= kMaxCachedBlocksBytes || cache_.size() < 4) return ok();
@@ -376,6 +390,200 @@ Result<void> Refcounts::write_back() {
         QIMG_TRY(file_.write(off, b.data.data(), cluster_size_));
         b.dirty = false;
     }
+    return ok();
+}
+
+// --- shrinking ---------------------------------------------------------------
+
+Result<void> Refcounts::drop_empty_blocks() {
+    QIMG_TRY(write_back());
+    std::vector<uint64_t> nt = table_;
+    std::vector<uint64_t> dropped;
+    for (uint64_t ti = 0; ti < table_.size(); ti++) {
+        const uint64_t bo = table_[ti] & 0xfffffffffffffe00ull;
+        if (!bo) continue;
+        if (bo & (cluster_size_ - 1)) continue;  // left for check to report
+        QIMG_ASSIGN(Block * b, load_block(bo));
+        const uint64_t self = bo >> cluster_bits_;
+        bool empty = true;
+        for (uint64_t i = 0; i < entries_per_block_ && empty; i++) {
+            if (self / entries_per_block_ == ti && i == self % entries_per_block_) continue;
+            empty = read_entry(*b, i) == 0;
+        }
+        if (!empty) continue;
+        nt[ti] = 0;
+        dropped.push_back(ti);
+    }
+    if (dropped.empty()) return ok();
+    std::vector<uint8_t> raw(table_.size() * 8, 0);
+    for (uint64_t i = 0; i < nt.size(); i++) put_be64(&raw[i * 8], nt[i]);
+    QIMG_TRY(file_.write(table_offset_, raw.data(), raw.size()));
+    QIMG_TRY(file_.flush());
+    std::vector<uint64_t> old = std::exchange(table_, std::move(nt));
+    for (uint64_t ti : dropped) {
+        const uint64_t bo = old[ti] & 0xfffffffffffffe00ull;
+        cache_.erase(bo);
+        const uint64_t self = bo >> cluster_bits_;
+        // A block that counted itself went away with its table entry;
+        // one counted by another block is released there.
+        if (self / entries_per_block_ != ti) QIMG_TRY(update(bo, cluster_size_, -1));
+        free_index_ = std::min(free_index_, self);
+    }
+    return ok();
+}
+
+Result<int64_t> Refcounts::last_used_cluster(uint64_t end_cluster) {
+    for (uint64_t c = end_cluster; c-- > 0;) {
+        QIMG_ASSIGN(uint64_t r, get(c));
+        if (r) return int64_t(c);
+    }
+    return int64_t{-1};
+}
+
+// --- refcount width change -----------------------------------------------
+
+struct Refcounts::OrderChange {
+    uint32_t order = 0;
+    uint64_t entries_per_block = 0, max = 0;
+    std::vector<uint64_t> table;  // the new refcount table (block offsets)
+    bool allocated = false;       // a walk allocated a new block
+    std::unordered_set<uint64_t> old_metadata;  // cluster indices freed by the switch
+    std::vector<uint8_t> block;   // the new block being filled (write walk)
+};
+
+// One pass over every cluster the current table covers, in new-block-sized
+// groups (QEMU's walk_over_reftable). The allocating pass gives each group
+// with a non-zero refcount a cluster (and grows the new table); the writing
+// pass stores the groups at those clusters.
+Result<void> Refcounts::walk_for_order_change(OrderChange &oc, bool write, int index, int total,
+                                              const StatusFn &status) {
+    uint64_t new_index = 0, new_ti = 0;
+    bool empty = true;
+    if (write) oc.block.assign(cluster_size_, 0);
+    auto finish_block = [&]() -> Result<void> {
+        if (write) {
+            if (new_ti < oc.table.size() && oc.table[new_ti]) {
+                QIMG_TRY(file_.write(oc.table[new_ti], oc.block.data(), cluster_size_));
+            } else if (!empty) {
+                return make_error(EIO, "Refcount block of the new width was not allocated");
+            }
+            if (!empty) std::fill(oc.block.begin(), oc.block.end(), 0);  // only non-zero values are stored
+        } else if (!empty) {
+            if (new_ti >= oc.table.size()) {
+                const uint64_t per_cluster = cluster_size_ / 8;
+                uint64_t n = (new_ti + 1 + per_cluster - 1) / per_cluster * per_cluster;
+                if (n > kMaxRefcountTableBytes / 8)
+                    return make_error(ENOTSUP, "This operation would make the refcount table grow beyond the maximum "
+                                               "size supported by QEMU, aborting");
+                oc.table.resize(n, 0);
+            }
+            if (!oc.table[new_ti]) {
+                auto off = alloc_clusters(1);
+                if (!off) return Err(off.error().prepended("Failed to allocate refblock: "));
+                oc.table[new_ti] = *off;
+                oc.allocated = true;
+            }
+        }
+        new_ti++;
+        new_index = 0;
+        empty = true;
+        return ok();
+    };
+    for (uint64_t ti = 0; ti < table_.size(); ti++) {
+        if (status) status(int64_t(uint64_t(index) * table_.size() + ti), int64_t(uint64_t(total) * table_.size()));
+        const uint64_t bo = table_[ti] & 0xfffffffffffffe00ull;
+        if (bo & (cluster_size_ - 1)) return make_error(EIO, "Image is corrupt (unaligned refblock offset)");
+        if (!bo) {
+            // No block: all zero, skipped in whole runs (tables cover far more than is used).
+            for (uint64_t left = entries_per_block_; left > 0;) {
+                if (new_index >= oc.entries_per_block) QIMG_TRY(finish_block());
+                const uint64_t n = std::min(left, oc.entries_per_block - new_index);
+                new_index += n;
+                left -= n;
+            }
+            continue;
+        }
+        // A copy: allocations in finish_block() may evict the cached block
+        // (what they change is seen by the next pass).
+        std::vector<uint8_t> old_block;
+        {
+            QIMG_ASSIGN(Block * b, load_block(bo));
+            old_block = b->data;
+        }
+        for (uint64_t bi = 0; bi < entries_per_block_; bi++) {
+            if (new_index >= oc.entries_per_block) QIMG_TRY(finish_block());
+            const uint64_t c = ti * entries_per_block_ + bi;
+            uint64_t v = get_refcount(old_block.data(), order_, bi);
+            if (v > oc.max) {
+                char m[160];
+                std::snprintf(m, sizeof m,
+                              "Cannot decrease refcount entry width to %u bits: Cluster at offset %#" PRIx64
+                              " has a refcount of %" PRIu64,
+                              1u << oc.order, c << cluster_bits_, v);
+                return make_error(EINVAL, m);
+            }
+            if (write && v && oc.old_metadata.count(c)) v = 0;
+            if (write && v) set_refcount(oc.block.data(), oc.order, new_index, v);
+            new_index++;
+            empty = empty && v == 0;
+        }
+    }
+    if (new_index > 0) QIMG_TRY(finish_block());
+    if (status) status(int64_t(uint64_t(index + 1) * table_.size()), int64_t(uint64_t(total) * table_.size()));
+    return ok();
+}
+
+Result<void> Refcounts::change_order(uint32_t new_order, const PublishFn &publish, const StatusFn &status) {
+    if (new_order > 6) return make_error(EINVAL, "Refcount width must be a power of two and may not exceed 64 bits");
+    if (new_order == order_) return ok();
+    OrderChange oc;
+    oc.order = new_order;
+    oc.entries_per_block = (cluster_size_ * 8) >> new_order;
+    oc.max = max_refcount_for(new_order);
+
+    // Allocate the new blocks and table through the current structures
+    // until a pass needs nothing more (allocations can fill new groups).
+    uint64_t table_off = 0, table_alloc_entries = 0;
+    int walk_index = 0;
+    do {
+        const int total_walks = std::max(walk_index + 2, 3);
+        oc.allocated = false;
+        QIMG_TRY(walk_for_order_change(oc, false, walk_index++, total_walks, status));
+        if (oc.allocated) {
+            if (table_off) QIMG_TRY(update(table_off, table_alloc_entries * 8, -1));
+            auto off = alloc_clusters((oc.table.size() * 8 + cluster_size_ - 1) >> cluster_bits_);
+            if (!off) return Err(off.error().prepended("Failed to allocate the new reftable: "));
+            table_off = *off;
+            table_alloc_entries = oc.table.size();
+        }
+    } while (oc.allocated);
+
+    // What the switch frees: the current table and blocks.
+    for (uint64_t c = table_offset_ >> cluster_bits_; c < (table_offset_ >> cluster_bits_) + table_clusters_; c++)
+        oc.old_metadata.insert(c);
+    for (uint64_t e : table_)
+        if (e & 0xfffffffffffffe00ull) oc.old_metadata.insert((e & 0xfffffffffffffe00ull) >> cluster_bits_);
+
+    // The allocations are durable before anything is written to them.
+    QIMG_TRY(write_back());
+    QIMG_TRY(file_.flush());
+    QIMG_TRY(walk_for_order_change(oc, true, walk_index, walk_index + 1, status));
+    std::vector<uint8_t> raw(oc.table.size() * 8, 0);
+    for (uint64_t i = 0; i < oc.table.size(); i++) put_be64(&raw[i * 8], oc.table[i]);
+    QIMG_TRY(file_.write(table_off, raw.data(), raw.size()));
+    QIMG_TRY(file_.flush());
+    const uint32_t clusters = uint32_t((raw.size() + cluster_size_ - 1) >> cluster_bits_);
+    QIMG_TRY(publish(table_off, clusters, new_order));
+
+    order_ = new_order;
+    entries_per_block_ = oc.entries_per_block;
+    max_ = oc.max;
+    table_ = std::move(oc.table);
+    table_offset_ = table_off;
+    table_clusters_ = clusters;
+    cache_.clear();
+    dirty_count_ = 0;
+    free_index_ = 0;
     return ok();
 }
 

@@ -44,6 +44,26 @@ public:
     Result<void> write_back();
     bool dirty() const { return dirty_count_ != 0; }
 
+    // Rewrites the refcount structures at width 2^new_order (qemu-img amend
+    // -o refcount_bits, QEMU's qcow2_change_refcount_order). New refcount
+    // blocks and the new table go to clusters allocated through the current
+    // structures, which are made durable; `publish` then stores the new
+    // table location and order in the header in one write. In the new
+    // structures the old table and blocks are already free, so a crash at
+    // any point leaves either layout complete (at worst with leaked
+    // clusters). `status(done, total)` reports progress as QEMU's walks do.
+    using PublishFn = std::function<Result<void>(uint64_t table_offset, uint32_t table_clusters, uint32_t order)>;
+    using StatusFn = std::function<void(int64_t done, int64_t total)>;
+    Result<void> change_order(uint32_t new_order, const PublishFn &publish, const StatusFn &status);
+    uint32_t order() const { return order_; }
+    // Drops refcount blocks that count nothing but themselves from the table
+    // (QEMU's qcow2_shrink_reftable, after a shrink): the table is written
+    // and synced before the blocks are freed.
+    Result<void> drop_empty_blocks();
+    // The highest cluster index below `end_cluster` with a non-zero
+    // refcount, or -1 (qcow2_get_last_cluster).
+    Result<int64_t> last_used_cluster(uint64_t end_cluster);
+
     uint64_t table_offset() const { return table_offset_; }
     uint32_t table_clusters() const { return table_clusters_; }
     const std::vector<uint64_t> &table() const { return table_; }
@@ -66,6 +86,8 @@ private:
     Result<void> ensure_block(uint64_t cluster_index);
     Result<void> grow_table(uint64_t min_entries);
     Result<void> write_table_entry(uint64_t index);
+    struct OrderChange;
+    Result<void> walk_for_order_change(OrderChange &oc, bool write, int index, int total, const StatusFn &status);
 
     BlockNode &file_;
     uint32_t cluster_bits_, order_;
