@@ -954,21 +954,37 @@ Result<void> Qcow2Node::preallocate_locked(uint64_t from, uint64_t to, Prealloc 
     if (!h_.has_data_file() && (p == Prealloc::Falloc || p == Prealloc::Full))
         return preallocate_area_locked(from, to, p);
     uint64_t host_end = 0;
-    for (uint64_t c = from & ~(cs_ - 1); c < to; c += cs_) {
+    // As QEMU's preallocate_co: per L2 table, the table first, then one run
+    // of data clusters for its unallocated entries.
+    for (uint64_t c = from & ~(cs_ - 1); c < to;) {
         QIMG_ASSIGN(Slot s, l2_slot_for_write(c));
         uint64_t entry = (*s.table)[s.index * words_];
-        if (entry_host(entry) || (entry & kOflagCompressed)) continue;
+        if (entry_host(entry) || (entry & kOflagCompressed)) {
+            c += cs_;
+            continue;
+        }
+        uint64_t n = 1;
+        const uint64_t table_left = l2_entries_ - s.index;
+        while (n < table_left && c + n * cs_ < to) {
+            uint64_t e = (*s.table)[(s.index + n) * words_];
+            if (entry_host(e) || (e & kOflagCompressed)) break;
+            n++;
+        }
         uint64_t host;
         if (h_.has_data_file()) {
             host = c;
         } else {
-            QIMG_ASSIGN(host, rc_->alloc_clusters(1));
+            QIMG_ASSIGN(host, rc_->alloc_clusters(n));
         }
-        QIMG_ASSIGN(Slot s2, l2_slot_for_write(c));
-        (*s2.table)[s2.index * words_] = host | kOflagCopied;
-        if (words_ == 2) (*s2.table)[s2.index * 2 + 1] = 0xffffffffull;
-        l2_->mark_dirty(s2.l2_offset);
-        host_end = std::max(host_end, host + cs_);
+        for (uint64_t i = 0; i < n; i++) {
+            QIMG_ASSIGN(Slot s2, l2_slot_for_write(c + i * cs_));
+            // Extended L2: the bitmap stays as it was (QEMU's prealloc link),
+            // so the subclusters read as before, from the backing file or zero.
+            (*s2.table)[s2.index * words_] = (host + i * cs_) | kOflagCopied;
+            l2_->mark_dirty(s2.l2_offset);
+        }
+        host_end = std::max(host_end, host + n * cs_);
+        c += n * cs_;
     }
     QIMG_TRY(flush_metadata_locked());
     BlockNode &df = *data_file_;

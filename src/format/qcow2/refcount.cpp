@@ -282,6 +282,9 @@ Result<uint64_t> Refcounts::find_free(uint64_t n) {
 Result<uint64_t> Refcounts::alloc_clusters(uint64_t n) {
     for (;;) {
         QIMG_ASSIGN(uint64_t c, find_free(n));
+        // As QEMU, whose free cluster index is already past the run when
+        // its refcounts are set: a refcount block the run needs goes after it.
+        free_index_ = std::max(free_index_, c + n);
         // Allocating refcount blocks may take any of the clusters just found
         // (also ones checked before the block was needed): check them all
         // once every block exists, and retry if one was taken.
