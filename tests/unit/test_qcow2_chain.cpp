@@ -93,7 +93,9 @@ void check_change(const std::string &old_name, const std::string &old_fmt, const
     auto got = read_header(f, false);
     ASSERT_TRUE(got);
     EXPECT_EQ(got->backing_file, new_name);
-    if (!new_name.empty()) EXPECT_EQ(got->backing_format, new_fmt);
+    if (!new_name.empty()) {
+        EXPECT_EQ(got->backing_format, new_fmt);
+    }
     // The final layout is QEMU's, byte for byte.
     Header want = base_header(new_name, new_fmt);
     auto expect = serialize_header(want);
