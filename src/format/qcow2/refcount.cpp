@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "format/qcow2/header.h"
+#include "format/qcow2/measure.h"
 #include "util/endian.h"
 
 namespace qimg::qcow2 {
@@ -320,22 +321,8 @@ Result<uint64_t> Refcounts::used_end(uint64_t limit) {
 Result<uint64_t> Refcounts::refcount_area(uint64_t start, uint64_t additional, bool exact) {
     const uint64_t per_cluster = cluster_size_ / 8;
     auto div_up = [](uint64_t a, uint64_t b) { return (a + b - 1) / b; };
-    // Fixed point of "blocks and table clusters that also count themselves"
-    // (QEMU's qcow2_refcount_metadata_size).
-    uint64_t clusters = start + additional, table = 0, blocks = 0, n = 0, last;
-    bool generous = !exact;
-    do {
-        last = n;
-        blocks = div_up(clusters + table + blocks, entries_per_block_);
-        table = div_up(blocks, per_cluster);
-        n = clusters + blocks + table;
-        if (n == last && generous) {
-            clusters += div_up(table, 2);
-            n = 0;
-            generous = false;
-        }
-    } while (n != last);
-    const uint64_t total = blocks;
+    uint64_t total = 0;  // refcount blocks covering everything, themselves included
+    refcount_metadata_size(start + additional, cluster_size_, order_, !exact, &total);
     uint64_t table_size = exact ? total : total + div_up(total, 2);
     table_size = div_up(table_size, per_cluster) * per_cluster;
     const uint64_t table_clusters = table_size / per_cluster;
