@@ -268,8 +268,7 @@ public:
 
     Result<void> run() {
         unsigned slots = std::clamp(o_.in_flight, 1u, kMaxInFlight);
-        unsigned workers = o_.workers ? o_.workers : std::max(1u, std::thread::hardware_concurrency());
-        workers = std::min(workers, slots);
+        unsigned workers = std::min(o_.workers ? o_.workers : slots, slots);
         size_t buf_bytes = o_.buf_sectors * kSectorSize;
         for (unsigned i = 0; i < slots; ++i) {
             void *p = nullptr;

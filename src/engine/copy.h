@@ -31,7 +31,11 @@ inline uint64_t sector_length(const BlockNode &n) { return (n.length() + kSector
 
 struct CopyOptions {
     unsigned in_flight = 8;       // -m: requests in flight (1..16)
-    unsigned workers = 0;         // threads; 0 = number of cores
+    // Threads; 0 = one per request slot. The file protocol's I/O is blocking,
+    // so each request in flight needs its own thread to be in flight at all
+    // (qemu-img gets the same from its coroutines over a 64-thread AIO pool);
+    // with -c the extra threads only time-share the cores.
+    unsigned workers = 0;
     bool in_order = true;         // false with -W
     uint64_t min_sparse = 8;      // -S in sectors; 0: no zero detection, fully allocate
     bool target_is_zero = false;  // target reads as zeroes (fresh or --target-is-zero)
