@@ -51,7 +51,7 @@ struct ConvertArgs {
     int64_t min_sparse = 8, rate_limit = 0;
     CompressOptions compress;  // --compress-level (qimg-only)
     std::unique_ptr<progress::JsonStream> json_progress;  // --progress-fd/-file (qimg-only)
-    long coroutines = 8;
+    long coroutines = 0;  // -m; 0: the engine's default_in_flight()
 };
 
 // qemu_strtol(s, NULL, 0, &v): the whole string must be a number.

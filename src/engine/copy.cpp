@@ -1,7 +1,7 @@
 // The convert copy pipeline (see copy.h). One dispatching thread plans
-// requests from allocation status and hands them to worker threads; each
-// request owns one buffer of a fixed pool (in_flight x buf_sectors, at most
-// 16 x 16 MiB, 2 MiB each by default). With in-order writes, a finished read
+// requests from allocation status and hands them to worker threads (one per
+// request slot); each request owns one buffer of a fixed pool (in_flight x
+// buf_sectors, 2 MiB each; by default at most 128 MiB together). With in-order writes, a finished read
 // waits in a reorder map and whichever worker completes the request at the
 // write cursor writes it and every ready successor, so no worker ever sleeps
 // while holding a buffer it could be reading into.
@@ -267,9 +267,13 @@ public:
     Pipeline(Planner &planner, BlockNode &target, const CopyOptions &o) : planner_(planner), target_(target), o_(o) {}
 
     Result<void> run() {
-        unsigned slots = std::clamp(o_.in_flight, 1u, kMaxInFlight);
-        unsigned workers = std::min(o_.workers ? o_.workers : slots, slots);
         size_t buf_bytes = o_.buf_sectors * kSectorSize;
+        unsigned slots = std::clamp(o_.in_flight, 1u, kMaxSlots);
+        if (o_.in_flight == 0) {
+            slots = default_in_flight();
+            while (slots > 1 && slots * buf_bytes > kMaxBufferBytes) --slots;
+        }
+        unsigned workers = std::min(o_.workers ? o_.workers : slots, slots);
         for (unsigned i = 0; i < slots; ++i) {
             void *p = nullptr;
             if (posix_memalign(&p, 4096, buf_bytes) != 0) return make_error(ENOMEM, "Could not allocate buffer");
@@ -524,6 +528,10 @@ private:
 };
 
 }  // namespace
+
+unsigned default_in_flight() {
+    return std::clamp(2 * std::thread::hardware_concurrency(), kMaxInFlight, kMaxSlots);
+}
 
 Result<void> copy_images(const std::vector<BlockNode *> &sources, BlockNode &target, const CopyOptions &opts) {
     std::vector<Part> parts;

@@ -21,7 +21,9 @@
 namespace qimg::engine {
 
 inline constexpr uint64_t kSectorSize = 512;
-inline constexpr unsigned kMaxInFlight = 16;                 // qemu-img's MAX_COROUTINES
+inline constexpr unsigned kMaxInFlight = 16;                 // qemu-img's MAX_COROUTINES, the -m limit
+inline constexpr unsigned kMaxSlots = 64;                    // the engine's own limit (default on big machines)
+inline constexpr uint64_t kMaxBufferBytes = 128ull << 20;    // all request buffers together, by default
 inline constexpr uint64_t kMaxBufSectors = 32768;            // 16 MiB, qemu-img's MAX_BUF_SECTORS
 inline constexpr uint64_t kDefaultBufSectors = 4096;         // 2 MiB, qemu-img's IO_BUF_SIZE
 
@@ -30,7 +32,7 @@ inline constexpr uint64_t kDefaultBufSectors = 4096;         // 2 MiB, qemu-img'
 inline uint64_t sector_length(const BlockNode &n) { return (n.length() + kSectorSize - 1) / kSectorSize * kSectorSize; }
 
 struct CopyOptions {
-    unsigned in_flight = 8;       // -m: requests in flight (1..16)
+    unsigned in_flight = 0;       // -m: requests in flight (1..16); 0: default_in_flight()
     // Threads; 0 = one per request slot. The file protocol's I/O is blocking,
     // so each request in flight needs its own thread to be in flight at all
     // (qemu-img gets the same from its coroutines over a 64-thread AIO pool);
@@ -64,6 +66,12 @@ struct CopyOptions {
     // "<text>" for warn_report (salvage).
     std::function<void(const std::string &)> on_warning;
 };
+
+// Requests in flight when -m is not given: qemu-img's 8 is a choice, not a
+// limit. 16 keeps a disk queue busy (qemu-img's best -m); with more cores
+// than 8, two per core so that compression uses them all. Buffers stay
+// within kMaxBufferBytes.
+unsigned default_in_flight();
 
 // Copies the concatenation of `sources` (each of sector_length()) into
 // `target` from offset 0. Errors carry qemu-img's convert messages
