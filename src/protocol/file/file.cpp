@@ -126,6 +126,12 @@ public:
                 return finish_write();
             }
         } else {
+            // On a device, punching a hole is a zeroing that may unmap
+            // (thin LVs, loop devices over sparse files, SSDs stay sparse);
+            // BLKZEROOUT never unmaps, so it only serves when unmapping is
+            // not allowed or the device cannot punch.
+            if ((flags & kZeroMayUnmap) && fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) == 0)
+                return finish_write();
             uint64_t range[2] = {off, len};
             if (ioctl(fd_, BLKZEROOUT, range) == 0) return finish_write();
         }
