@@ -2,26 +2,17 @@
 // temp file and opened as qcow2 (no backing chain); then the whole guest
 // content (bounded) is read and block status and format info are queried.
 // Any error is fine; a crash, hang or sanitizer report is a bug.
-#include <unistd.h>
-
 #include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "block/open.h"
+#include "fuzz_file.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static std::string path = [] {
-        char t[] = "/tmp/fuzz_qcow2_XXXXXX";
-        int fd = mkstemp(t);
-        if (fd >= 0) close(fd);
-        return std::string(t);
-    }();
-    FILE *f = std::fopen(path.c_str(), "wb");
-    if (!f) return 0;
-    std::fwrite(data, 1, size, f);
-    std::fclose(f);
+    const std::string path = qimg::fuzz::input_file("fuzz_qcow2", data, size);
+    if (path.empty()) return 0;
 
     qimg::BlockOpener opener;
     qimg::OpenOptions o;
