@@ -406,6 +406,14 @@ Result<void> Checker::check_refblocks(unsigned fix, bool &rebuild, Res &res) {
                                  std::strerror(tr ? EINVAL : tr.error().code));
                     continue;
                 }
+                if (nb > uint64_t(INT32_MAX)) {
+                    // QEMU reallocates its expected-refcount array to the new
+                    // file size here and fails with ENOMEM when it cannot; past
+                    // 2^31 clusters (where its check refuses a file as too
+                    // large) take that answer instead of walking such a range.
+                    res.check_errors++;
+                    return make_error(ENOMEM, std::strerror(ENOMEM));
+                }
                 if (nb > imrt_.size()) imrt_.resize(nb);
                 res.corruptions--;
                 res.corruptions_fixed++;
