@@ -1,20 +1,9 @@
-// The convert copy pipeline (see copy.h). One dispatching thread plans
-// requests from allocation status and hands them to worker threads (one per
-// request slot); each request owns one buffer of a fixed pool (in_flight x
-// buf_sectors, 2 MiB each; by default at most 128 MiB together). With in-order writes, a finished read
-// waits in a reorder map and whichever worker completes the request at the
-// write cursor writes it and every ready successor, so no worker ever sleeps
-// while holding a buffer it could be reading into.
-//
-// Write-behind (CopyOptions::write_behind): a convert streams through data
-// it never reads again, so left alone it fills the page cache with dirty
-// target pages (and clean source pages) until the kernel throttles it in
-// bursts. Every 64 MiB the worker that crosses the mark waits for the
-// writeback it started last time, drops clean pages of the target and the
-// sources, and starts writeback of what is dirty now: at most ~2 x 64 MiB
-// stays dirty and writeback overlaps copying. The policy is here because only
-// the engine knows the access is a one-pass stream; the mechanism
-// (sync_file_range, posix_fadvise) is the protocol's (cache_advice()).
+// convert's copy (see copy.h) as a job of the request pipeline
+// (pipeline.h): the planner follows qemu-img's convert_iteration_sectors(),
+// requests are at most buf_sectors (2 MiB by default, 16 MiB at most), the
+// workers read and zero-scan them and the pipeline writes them in order
+// (or not, with -W). Write-behind (CopyOptions::write_behind) is the
+// pipeline's.
 //
 // Compressed targets (-c): requests are single clusters, as in qemu-img;
 // the worker that read a cluster also compresses it (so compression runs on
@@ -24,17 +13,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <cstdlib>
 #include <cstring>
-#include <deque>
-#include <map>
-#include <memory>
-#include <mutex>
-#include <thread>
 
 #include "block/status.h"
+#include "engine/pipeline.h"
 
 namespace qimg::engine {
 
@@ -250,212 +232,101 @@ private:
     Kind kind_ = Kind::Data;
 };
 
-struct Request {
-    int64_t sector = 0, n = 0;
-    Kind kind = Kind::Data;
-    uint8_t *buf = nullptr;
-    bool counted = false;        // part of the planned work (progress)
-    std::vector<uint8_t> cdata;  // -c: the compressed cluster (empty: store as is)
-};
-
-struct FreeDeleter {
-    void operator()(uint8_t *p) const { std::free(p); }
-};
-
-class Pipeline {
+// convert as a pipeline job: requests in sectors of the concatenated sources.
+class CopyJob final : public PipelineJob {
 public:
-    Pipeline(Planner &planner, BlockNode &target, const CopyOptions &o) : planner_(planner), target_(target), o_(o) {}
+    CopyJob(Planner &planner, BlockNode &target, const CopyOptions &o) : planner_(planner), target_(target), o_(o) {}
 
-    Result<void> run() {
-        size_t buf_bytes = o_.buf_sectors * kSectorSize;
-        unsigned slots = std::clamp(o_.in_flight, 1u, kMaxSlots);
-        if (o_.in_flight == 0) {
-            slots = default_in_flight();
-            while (slots > 1 && slots * buf_bytes > kMaxBufferBytes) --slots;
+    // First pass: how much will be copied, for the percentage.
+    Result<uint64_t> measure() {
+        for (int64_t s = 0; s < planner_.total();) {
+            QIMG_ASSIGN(int64_t n, planner_.next(s));
+            if (counts(planner_.kind())) allocated_ += n;
+            s += n;
         }
-        unsigned workers = std::min(o_.workers ? o_.workers : slots, slots);
-        for (unsigned i = 0; i < slots; ++i) {
-            void *p = nullptr;
-            if (posix_memalign(&p, 4096, buf_bytes) != 0) return make_error(ENOMEM, "Could not allocate buffer");
-            buffers_.emplace_back(static_cast<uint8_t *>(p));
-            free_bufs_.push_back(buffers_.back().get());
-        }
-        std::vector<std::thread> pool;
-        for (unsigned i = 0; i < workers; ++i) pool.emplace_back([this] { worker(); });
+        planner_.reset();
+        return static_cast<uint64_t>(allocated_) * kSectorSize;
+    }
 
-        Result<void> plan_result = dispatch();
-
-        {
-            std::unique_lock lk(mu_);
-            closing_ = true;
-            cv_work_.notify_all();
+    Result<bool> plan(PipelineRequest &r) override {
+        if (cursor_ >= planner_.total()) return false;
+        QIMG_ASSIGN(int64_t n, planner_.next(cursor_));
+        Kind kind = planner_.kind();
+        if (!o_.min_sparse && kind == Kind::Zero) n = std::min<int64_t>(n, static_cast<int64_t>(o_.buf_sectors));
+        r.offset = static_cast<uint64_t>(cursor_) * kSectorSize;
+        r.length = static_cast<uint64_t>(n) * kSectorSize;
+        r.kind = static_cast<int>(kind);
+        r.counted = counts(kind);
+        if (r.counted) {
+            done_ += n;
+            if (o_.on_progress) o_.on_progress(static_cast<float>(100.0 * done_ / allocated_));
+            r.rate_bytes = r.length;
         }
-        for (auto &t : pool) t.join();
-        if (!plan_result) return plan_result;
-        if (failed_) return Err(error_);
+        cursor_ += n;
+        return true;
+    }
+
+    Result<void> read(PipelineRequest &r) override {
+        Kind kind = static_cast<Kind>(r.kind);
+        int64_t sector = sector_of(r), n = sectors_of(r);
+        if (kind == Kind::Data && o_.copy_offload && !offload_off_.load()) {
+            // qemu-img: the first failure turns offloading off for good
+            // and the request is copied the ordinary way.
+            if (planner_.copy_range(sector, n, target_)) kind = Kind::Done;
+            else offload_off_ = true;
+        }
+        if (kind == Kind::Data) {
+            if (auto rr = planner_.read(sector, n, r.buf); !rr) return failure(rr.error(), "reading", sector);
+            if (o_.compressed) QIMG_TRY(compress(r, kind));
+        } else if (!o_.min_sparse && kind == Kind::Zero) {
+            std::memset(r.buf, 0, static_cast<size_t>(r.length));
+            kind = Kind::Data;
+        }
+        r.kind = static_cast<int>(kind);
+        if (kind == Kind::Data || kind == Kind::Done) r.streamed = r.length;
+        return ok();
+    }
+
+    Result<void> write(PipelineRequest &r) override {
+        if (auto wr = write_request(r); !wr) return failure(wr.error(), "writing", sector_of(r));
         return ok();
     }
 
 private:
-    // Plans requests in order and queues them, at most `slots` at a time.
-    Result<void> dispatch() {
-        int64_t allocated = 0;
-        // First pass: how much will be copied, for the percentage.
-        for (int64_t s = 0; s < planner_.total();) {
-            QIMG_ASSIGN(int64_t n, planner_.next(s));
-            if (planner_.kind() == Kind::Data || (!o_.min_sparse && planner_.kind() == Kind::Zero)) allocated += n;
-            s += n;
-        }
-        planner_.reset();
-        total_bytes_ = static_cast<uint64_t>(allocated) * kSectorSize;
-        if (o_.on_bytes) o_.on_bytes(0, total_bytes_);
-        int64_t done = 0;
-        auto start = std::chrono::steady_clock::now();
-        uint64_t bytes_sent = 0;
-        for (int64_t s = 0; s < planner_.total();) {
-            {
-                std::unique_lock lk(mu_);
-                cv_free_.wait(lk, [&] { return !free_bufs_.empty() || failed_; });
-                if (failed_) return ok();
-            }
-            QIMG_ASSIGN(int64_t n, planner_.next(s));
-            Kind kind = planner_.kind();
-            if (!o_.min_sparse && kind == Kind::Zero) n = std::min<int64_t>(n, static_cast<int64_t>(o_.buf_sectors));
-            if (kind == Kind::Data || (!o_.min_sparse && kind == Kind::Zero)) {
-                done += n;
-                if (o_.on_progress) o_.on_progress(static_cast<float>(100.0 * done / allocated));
-                if (o_.rate_limit) throttle(start, bytes_sent += static_cast<uint64_t>(n) * kSectorSize);
-            }
-            std::unique_lock lk(mu_);
-            Request r{s, n, kind, free_bufs_.back(), kind == Kind::Data || (!o_.min_sparse && kind == Kind::Zero)};
-            free_bufs_.pop_back();
-            queue_.push_back(r);
-            cv_work_.notify_one();
-            s += n;
-        }
-        std::unique_lock lk(mu_);
-        cv_free_.wait(lk, [&] { return free_bufs_.size() == buffers_.size(); });
-        return ok();
-    }
-
-    // -r: keeps the bytes issued at or below rate_limit per second.
-    void throttle(std::chrono::steady_clock::time_point start, uint64_t bytes) {
-        auto due = start + std::chrono::duration<double>(static_cast<double>(bytes) / o_.rate_limit);
-        std::this_thread::sleep_until(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(due));
-    }
-
-    void worker() {
-        for (;;) {
-            Request r;
-            {
-                std::unique_lock lk(mu_);
-                cv_work_.wait(lk, [&] { return !queue_.empty() || closing_; });
-                if (queue_.empty()) return;
-                r = queue_.front();
-                queue_.pop_front();
-            }
-            process(r);
-        }
-    }
-
-    void process(Request r) {
-        if (!failed_.load()) {
-            if (r.kind == Kind::Data && o_.copy_offload && !offload_off_.load()) {
-                // qemu-img: the first failure turns offloading off for good
-                // and the request is copied the ordinary way.
-                if (planner_.copy_range(r.sector, r.n, target_)) r.kind = Kind::Done;
-                else offload_off_ = true;
-            }
-            if (r.kind == Kind::Data) {
-                auto rr = planner_.read(r.sector, r.n, r.buf);
-                if (!rr) fail(rr.error(), "reading", r.sector);
-                else if (o_.compressed) compress(r);
-            } else if (!o_.min_sparse && r.kind == Kind::Zero) {
-                std::memset(r.buf, 0, static_cast<size_t>(r.n) * kSectorSize);
-                r.kind = Kind::Data;
-            }
-        }
-        if (!o_.in_order) {
-            if (!failed_.load()) write_checked(r);
-            release(r);
-            return;
-        }
-        std::unique_lock lk(mu_);
-        if (failed_) {
-            release_locked(r);
-            drop_ready_locked();
-            return;
-        }
-        ready_[r.sector] = std::move(r);
-        if (writer_active_) return;
-        writer_active_ = true;
-        while (!failed_ && !ready_.empty() && ready_.begin()->first == write_cursor_) {
-            Request w = std::move(ready_.begin()->second);
-            ready_.erase(ready_.begin());
-            lk.unlock();
-            write_checked(w);
-            lk.lock();
-            write_cursor_ = w.sector + w.n;
-            release_locked(w);
-        }
-        if (failed_) drop_ready_locked();
-        writer_active_ = false;
-    }
+    bool counts(Kind k) const { return k == Kind::Data || (!o_.min_sparse && k == Kind::Zero); }
+    static int64_t sector_of(const PipelineRequest &r) { return static_cast<int64_t>(r.offset / kSectorSize); }
+    static int64_t sectors_of(const PipelineRequest &r) { return static_cast<int64_t>(r.length / kSectorSize); }
 
     // -c, in the worker: an all-zero cluster becomes a zero request (not
     // written on a zero-initialised target), anything else is compressed.
-    void compress(Request &r) {
-        size_t len = static_cast<size_t>(r.n) * kSectorSize;
+    Result<void> compress(PipelineRequest &r, Kind &kind) {
+        size_t len = static_cast<size_t>(r.length);
         if (o_.min_sparse && buffer_is_zero(r.buf, len)) {
-            r.kind = Kind::Zero;
-            return;
+            kind = Kind::Zero;
+            return ok();
         }
         auto c = target_.compress_cluster(r.buf, len, o_.compress);
-        if (!c) fail(c.error(), "writing", r.sector);
-        else r.cdata = std::move(*c);
-    }
-
-    void write_checked(const Request &r) {
-        auto wr = write_request(r);
-        if (!wr) {
-            fail(wr.error(), "writing", r.sector);
-            return;
-        }
-        if (o_.on_bytes && r.counted)
-            o_.on_bytes(done_bytes_ += static_cast<uint64_t>(r.n) * kSectorSize, total_bytes_);
-        if (o_.write_behind && (r.kind == Kind::Data || r.kind == Kind::Done)) {
-            uint64_t bytes = static_cast<uint64_t>(r.n) * kSectorSize;
-            uint64_t before = since_kick_.fetch_add(bytes);
-            if (before + bytes >= o_.write_behind) write_behind();
-        }
-    }
-
-    void write_behind() {
-        std::unique_lock lk(wb_mu_, std::try_to_lock);
-        if (!lk.owns_lock()) return;  // another worker is at it
-        since_kick_ = 0;
-        target_.cache_advice(BlockNode::CacheAdvice::WaitWriteback);
-        target_.cache_advice(BlockNode::CacheAdvice::DropClean);
-        target_.cache_advice(BlockNode::CacheAdvice::StartWriteback);
-        for (BlockNode *s : planner_.nodes())
-            for (BlockNode *n = s; n; n = n->backing()) n->cache_advice(BlockNode::CacheAdvice::DropClean);
+        if (!c) return failure(c.error(), "writing", sector_of(r));
+        r.cdata = std::move(*c);
+        return ok();
     }
 
     // qemu-img's convert_co_write().
-    Result<void> write_request(const Request &r) {
-        int64_t sector = r.sector, left = r.n;
+    Result<void> write_request(const PipelineRequest &r) {
+        const Kind kind = static_cast<Kind>(r.kind);
+        int64_t sector = sector_of(r), left = sectors_of(r);
         const uint8_t *buf = r.buf;
         while (left > 0) {
             int64_t n = left;
             bool as_data = false;
-            if (r.kind == Kind::Done) {
+            if (kind == Kind::Done) {
                 break;
-            } else if (r.kind == Kind::Backing) {
+            } else if (kind == Kind::Backing) {
                 // Unallocated in the source: leave it to the target's backing file.
-            } else if (r.kind == Kind::Data && o_.compressed) {
+            } else if (kind == Kind::Data && o_.compressed) {
                 return target_.write_compressed_data(static_cast<uint64_t>(sector) * kSectorSize, r.cdata, buf,
                                                      static_cast<size_t>(n) * kSectorSize);
-            } else if (r.kind == Kind::Data) {
+            } else if (kind == Kind::Data) {
                 as_data = !o_.min_sparse || o_.copy_offload ||
                           allocated_sectors_min(buf, left, &n, static_cast<int64_t>(o_.min_sparse), sector,
                                                 alignment());
@@ -463,7 +334,7 @@ private:
             if (as_data) {
                 QIMG_TRY(target_.write(static_cast<uint64_t>(sector) * kSectorSize, buf,
                                        static_cast<size_t>(n) * kSectorSize));
-            } else if (r.kind != Kind::Backing && !o_.target_is_zero) {
+            } else if (kind != Kind::Backing && !o_.target_is_zero) {
                 QIMG_TRY(target_.write_zeroes(static_cast<uint64_t>(sector) * kSectorSize,
                                               static_cast<uint64_t>(n) * kSectorSize, kZeroMayUnmap));
             }
@@ -482,56 +353,20 @@ private:
         return std::max(a, t);
     }
 
-    void fail(const Error &e, const char *what, int64_t sector) {
-        std::lock_guard lk(mu_);
-        if (failed_) return;
-        error_ = make_error(e.code, std::string("error while ") + what + " at byte " +
-                                        std::to_string(sector * static_cast<int64_t>(kSectorSize)) + ": " +
-                                        std::strerror(e.code));
-        failed_ = true;
-        cv_free_.notify_all();
-    }
-
-    void release(const Request &r) {
-        std::lock_guard lk(mu_);
-        release_locked(r);
-    }
-    void release_locked(const Request &r) {
-        free_bufs_.push_back(r.buf);
-        cv_free_.notify_all();
-    }
-    void drop_ready_locked() {
-        for (auto &[_, q] : ready_) release_locked(q);
-        ready_.clear();
+    static Error failure(const Error &e, const char *what, int64_t sector) {
+        return make_error(e.code, std::string("error while ") + what + " at byte " +
+                                      std::to_string(sector * static_cast<int64_t>(kSectorSize)) + ": " +
+                                      std::strerror(e.code));
     }
 
     Planner &planner_;
     BlockNode &target_;
     const CopyOptions &o_;
-    std::vector<std::unique_ptr<uint8_t, FreeDeleter>> buffers_;
-
-    std::mutex mu_;
-    std::condition_variable cv_work_, cv_free_;
-    std::vector<uint8_t *> free_bufs_;
-    std::deque<Request> queue_;
-    std::map<int64_t, Request> ready_;
-    int64_t write_cursor_ = 0;
-    bool writer_active_ = false;
-    bool closing_ = false;
-    std::atomic<bool> failed_{false};
-    Error error_;
-    std::mutex wb_mu_;
-    std::atomic<uint64_t> since_kick_{0};
+    int64_t cursor_ = 0, done_ = 0, allocated_ = 0;
     std::atomic<bool> offload_off_{false};
-    uint64_t total_bytes_ = 0;
-    std::atomic<uint64_t> done_bytes_{0};
 };
 
 }  // namespace
-
-unsigned default_in_flight() {
-    return std::clamp(2 * std::thread::hardware_concurrency(), kMaxInFlight, kMaxSlots);
-}
 
 Result<void> copy_images(const std::vector<BlockNode *> &sources, BlockNode &target, const CopyOptions &opts) {
     std::vector<Part> parts;
@@ -550,8 +385,21 @@ Result<void> copy_images(const std::vector<BlockNode *> &sources, BlockNode &tar
     }
     Planner planner(std::move(parts), o);
     if (planner.total() == 0) return ok();
-    Pipeline p(planner, target, o);
-    QIMG_TRY(p.run());
+    CopyJob job(planner, target, o);
+    PipelineOptions po;
+    QIMG_ASSIGN(po.total_bytes, job.measure());
+    po.in_flight = o.in_flight;
+    po.workers = o.workers;
+    po.in_order = o.in_order;
+    po.buf_bytes = o.buf_sectors * kSectorSize;
+    po.rate_limit = o.rate_limit;
+    po.conflict_granule = write_granule(target);
+    po.write_behind = o.write_behind;
+    po.target = &target;
+    po.sources = planner.nodes();
+    po.on_bytes = o.on_bytes;
+    if (o.on_bytes) o.on_bytes(0, po.total_bytes);
+    QIMG_TRY(run_pipeline(job, po));
     // qemu-img's end-of-compressed-writes signal (the driver aligns its file).
     if (o.compressed) QIMG_TRY(target.write_compressed(0, nullptr, 0));
     return ok();

@@ -17,13 +17,11 @@
 #include <vector>
 
 #include "block/node.h"
+#include "engine/pipeline.h"
 
 namespace qimg::engine {
 
 inline constexpr uint64_t kSectorSize = 512;
-inline constexpr unsigned kMaxInFlight = 16;                 // qemu-img's MAX_COROUTINES, the -m limit
-inline constexpr unsigned kMaxSlots = 64;                    // the engine's own limit (default on big machines)
-inline constexpr uint64_t kMaxBufferBytes = 128ull << 20;    // all request buffers together, by default
 inline constexpr uint64_t kMaxBufSectors = 32768;            // 16 MiB, qemu-img's MAX_BUF_SECTORS
 inline constexpr uint64_t kDefaultBufSectors = 4096;         // 2 MiB, qemu-img's IO_BUF_SIZE
 
@@ -33,11 +31,7 @@ inline uint64_t sector_length(const BlockNode &n) { return (n.length() + kSector
 
 struct CopyOptions {
     unsigned in_flight = 0;       // -m: requests in flight (1..16); 0: default_in_flight()
-    // Threads; 0 = one per request slot. The file protocol's I/O is blocking,
-    // so each request in flight needs its own thread to be in flight at all
-    // (qemu-img gets the same from its coroutines over a 64-thread AIO pool);
-    // with -c the extra threads only time-share the cores.
-    unsigned workers = 0;
+    unsigned workers = 0;         // threads; 0 = one per request (see PipelineOptions)
     bool in_order = true;         // false with -W
     uint64_t min_sparse = 8;      // -S in sectors; 0: no zero detection, fully allocate
     bool target_is_zero = false;  // target reads as zeroes (fresh or --target-is-zero)
@@ -66,12 +60,6 @@ struct CopyOptions {
     // "<text>" for warn_report (salvage).
     std::function<void(const std::string &)> on_warning;
 };
-
-// Requests in flight when -m is not given: qemu-img's 8 is a choice, not a
-// limit. 16 keeps a disk queue busy (qemu-img's best -m); with more cores
-// than 8, two per core so that compression uses them all. Buffers stay
-// within kMaxBufferBytes.
-unsigned default_in_flight();
 
 // Copies the concatenation of `sources` (each of sector_length()) into
 // `target` from offset 0. Errors carry qemu-img's convert messages

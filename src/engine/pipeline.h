@@ -1,0 +1,104 @@
+// The request pipeline shared by the engine's copying jobs (convert's copy,
+// commit, rebase): one dispatching thread plans requests in order and hands
+// them to worker threads; each request owns one buffer of a fixed pool, so
+// at most `in_flight` requests exist at once. A job says what a request is
+// (PipelineJob); the pipeline owns the threads, the buffers, the ordering,
+// the rate limit, write-behind and the first error.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "block/node.h"
+
+namespace qimg::engine {
+
+inline constexpr unsigned kMaxInFlight = 16;               // qemu-img's MAX_COROUTINES, the -m limit
+inline constexpr unsigned kMaxSlots = 64;                  // the engine's own limit (default on big machines)
+inline constexpr uint64_t kMaxBufferBytes = 128ull << 20;  // all request buffers together, by default
+
+// Requests in flight when none is asked for (-m not given): qemu-img's 8 is
+// a choice, not a limit. 16 keeps a disk queue busy (qemu-img's best -m);
+// with more than 8 cores, two per core so that compression uses them all.
+// Buffers stay within kMaxBufferBytes.
+unsigned default_in_flight();
+
+struct PipelineRequest {
+    uint64_t seq = 0;         // plan order (set by the pipeline)
+    uint64_t offset = 0;      // the target range the request writes (bytes)
+    uint64_t length = 0;
+    int kind = 0;             // the job's
+    uint8_t *buf = nullptr;   // PipelineOptions::buf_bytes, 4 KiB aligned
+    uint64_t rate_bytes = 0;  // charged to the rate limit when dispatched
+    bool counted = false;     // reported through on_bytes once written
+    // Bytes the write stage streamed to the target (write-behind accounting).
+    uint64_t streamed = 0;
+    // The dispatcher waits until this request and all before it are written
+    // before it plans the next one (a job whose planning reads state that
+    // this request's writes may change).
+    bool drain_after = false;
+    std::vector<uint8_t> cdata;  // job scratch: one compressed cluster
+    // Job scratch: what the write stage writes, when the read stage decides.
+    struct Piece {
+        uint64_t offset = 0, length = 0;
+        size_t buf_offset = 0;  // the bytes in `buf`
+        int kind = 0;
+        std::vector<uint8_t> data;
+    };
+    std::vector<Piece> pieces;
+};
+
+class PipelineJob {
+public:
+    virtual ~PipelineJob() = default;
+    // Dispatching thread, one call per request: fills in offset, length,
+    // kind, rate_bytes, counted, drain_after. Returns false at the end.
+    virtual Result<bool> plan(PipelineRequest &r) = 0;
+    // Worker threads, concurrently and in any order: reads (and transforms)
+    // what the request will write. Not called once the pipeline failed.
+    virtual Result<void> read(PipelineRequest &r) = 0;
+    // Worker threads: writes the request; in plan order with `in_order`,
+    // otherwise as soon as it is read.
+    virtual Result<void> write(PipelineRequest &r) = 0;
+};
+
+struct PipelineOptions {
+    unsigned in_flight = 0;    // requests (and buffers) in flight, 1..kMaxSlots; 0: default_in_flight()
+    // Threads; 0 = one per request slot. The file protocol's I/O is blocking,
+    // so each request in flight needs its own thread to be in flight at all
+    // (qemu-img gets the same from its coroutines over a 64-thread AIO pool);
+    // with -c the extra threads only time-share the cores.
+    unsigned workers = 0;
+    bool in_order = true;      // writes in plan order (one at a time)
+    size_t buf_bytes = 2 << 20;
+    uint64_t rate_limit = 0;   // bytes per second of rate_bytes, 0 = unlimited
+    // Out-of-order writes: two requests that touch the same aligned block of
+    // this size are never written at the same time (a cluster whose
+    // copy-on-write, zeroing or read-modify-write must not interleave with
+    // another write into it). 0 or 1: no restriction.
+    uint64_t conflict_granule = 0;
+    // Bounded page cache (see copy.h): every `write_behind` streamed bytes,
+    // wait for the target's last writeback, drop the clean pages of the
+    // target and of the sources' chains, start writeback again. 0: off.
+    uint64_t write_behind = 0;
+    BlockNode *target = nullptr;
+    std::vector<BlockNode *> sources;
+    // After each counted write, from the workers, concurrently (the callee
+    // serialises): bytes done and `total_bytes`.
+    std::function<void(uint64_t done, uint64_t total)> on_bytes;
+    uint64_t total_bytes = 0;
+};
+
+// The conflict granule for writes into `target`: its cluster (a
+// copy-on-write or zeroing unit) or its request alignment (O_DIRECT
+// read-modify-write), whichever is larger.
+inline uint64_t write_granule(const BlockNode &target) {
+    return std::max<uint64_t>(target.cluster_size(), target.request_alignment());
+}
+
+// Runs `job` to its end or its first error (the error its stage returned).
+Result<void> run_pipeline(PipelineJob &job, const PipelineOptions &o);
+
+}  // namespace qimg::engine
