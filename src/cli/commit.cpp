@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/printers.h"
+#include "engine/commit.h"
 #include "util/progress.h"
 #include "util/size.h"
 
@@ -37,50 +38,6 @@ std::string strip_open_prefixes(std::string msg) {
     }
 }
 
-// The ranges allocated between `top` and `base` (what commit copies), in
-// order, at most `chunk` bytes each.
-struct Extent {
-    uint64_t off, len;
-    bool zero;
-};
-Result<std::vector<Extent>> commit_extents(BlockNode &top, BlockNode &base, uint64_t chunk) {
-    std::vector<Extent> out;
-    uint64_t size = top.length();
-    for (uint64_t off = 0; off < size;) {
-        QIMG_ASSIGN(ChainStatus s, chain_status(top, &base, off, std::min(chunk, size - off)));
-        if (s.bytes == 0) break;
-        if (s.flags & kStatusAllocated) out.push_back({off, s.bytes, (s.flags & kStatusZero) != 0});
-        off += s.bytes;
-    }
-    return out;
-}
-
-// Copies every range allocated between `top` and `base` into `base`.
-// Progress counts the bytes to copy, as QEMU's commit (mirror) job does, so
-// an image with little data goes from 0% to 100% at once.
-Result<void> commit_data(BlockNode &top, BlockNode &base) {
-    uint64_t size = top.length();
-    if (base.length() < size) QIMG_TRY(base.truncate(size, Prealloc::Off, false));
-    constexpr uint64_t kChunk = 2 << 20;
-    QIMG_ASSIGN(std::vector<Extent> extents, commit_extents(top, base, kChunk));
-    uint64_t total = 0, done = 0;
-    for (const Extent &e : extents) total += e.len;
-    std::vector<uint8_t> buf(kChunk);
-    for (const Extent &e : extents) {
-        if (e.zero) {
-            // QEMU's active commit is a mirror job with unmap on: zeroes
-            // may deallocate the base's clusters / punch holes.
-            QIMG_TRY(base.write_zeroes(e.off, e.len, kZeroMayUnmap));
-        } else {
-            QIMG_TRY(top.read(e.off, buf.data(), e.len));
-            QIMG_TRY(base.write(e.off, buf.data(), e.len));
-        }
-        done += e.len;
-        progress::print(static_cast<float>(done) * 100.f / static_cast<float>(total), 0);
-    }
-    return base.flush();
-}
-
 }  // namespace
 
 int cmd_commit(int argc, char **argv) {
@@ -92,6 +49,7 @@ int cmd_commit(int argc, char **argv) {
     };
     std::string fmt, cache = "writeback", base;
     bool have_base = false, progress = false, quiet = false, drop = false, image_opts = false;
+    uint64_t rate_limit = 0;  // -r: bytes per second, as QEMU's commit job speed
     int c;
     while ((c = getopt_long(argc, argv, ":f:ht:b:dpqr:", kLong, nullptr)) != -1) {
         switch (c) {
@@ -121,12 +79,12 @@ int cmd_commit(int argc, char **argv) {
             quiet = true;
             break;
         case 'r': {
-            // Accepted and validated; a rate limit only slows a local copy.
             auto v = cvtnum("rate limit", optarg, g_argv0);
             if (!v) {
                 error_report(v.error().message);
                 return 1;
             }
+            rate_limit = *v;
             break;
         }
         case kOptObject:
@@ -194,7 +152,10 @@ int cmd_commit(int argc, char **argv) {
         if (!base_node) return fail("Image does not have a backing file");
         opener = std::move(rw_opener);
     }
-    auto r = commit_data(*node, *base_node);
+    engine::CommitOptions co;
+    co.rate_limit = rate_limit;
+    co.on_progress = [](float p) { progress::print(p, 0); };
+    auto r = engine::commit_image(*node, *base_node, co);
     if (!r) return fail(r.error().message);
     // Without -d the committed image is emptied; a format that cannot
     // (ENOTSUP) keeps its data, which QEMU accepts silently too.

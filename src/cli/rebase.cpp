@@ -1,7 +1,8 @@
 // qemu-img rebase: changes an image's backing file. In safe mode the data
 // the image reads through its old backing chain is preserved: ranges that
 // differ between old and new backing are copied into the image first.
-// With -u only the name in the header changes.
+// With -u only the name in the header changes. The comparing and copying is
+// the engine's (engine/rebase.h).
 //
 // Crash safety: the preserved data is written and flushed before the header
 // names the new backing file (qemu-img 7.2 does not flush in between, so the
@@ -19,123 +20,13 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/printers.h"
+#include "engine/rebase.h"
 #include "util/progress.h"
 
 namespace qimg::cli {
 namespace {
 
 enum { kOptObject = 256, kOptImageOpts };
-constexpr uint64_t kIoBufSize = 2 << 20;  // qemu-img.c IO_BUF_SIZE
-
-// Data in `top` itself (not its backing chain) over [off, off+n)?
-Result<bool> allocated_here(BlockNode &top, uint64_t off, uint64_t &n) {
-    QIMG_ASSIGN(BlockStatus s, node_status(top, off, n));
-    if (s.bytes) n = std::min(n, s.bytes);
-    return (s.flags & kStatusAllocated) != 0;
-}
-
-// Writes the 512-byte sectors of `old_buf` that differ from `new_buf` into
-// `top` at `off` (n bytes). With `compress`, whole clusters that differ
-// anywhere are written compressed (qemu-img rebase -c of newer QEMU); the
-// rest, and partial clusters at the edges of the range, as plain sectors.
-Result<void> write_differences(BlockNode &top, uint64_t off, const uint8_t *old_buf, const uint8_t *new_buf,
-                               uint64_t n, bool old_zero, bool compress) {
-    const uint64_t cs = compress ? top.compressed_cluster_size() : 0;
-    const uint64_t size = top.length();
-    for (uint64_t done = 0; done < n;) {
-        const uint64_t pos = off + done;
-        if (cs && pos % cs == 0 && !old_zero) {
-            uint64_t len = std::min(cs, size - pos);
-            if (len <= n - done) {
-                if (std::memcmp(old_buf + done, new_buf + done, len) != 0)
-                    QIMG_TRY(top.write_compressed(pos, old_buf + done, len));
-                done += len;
-                continue;
-            }
-        }
-        uint64_t len = std::min<uint64_t>(512 - pos % 512, n - done);
-        if (cs && !old_zero) len = std::min(len, cs - pos % cs);
-        if (std::memcmp(old_buf + done, new_buf + done, len) != 0) {
-            // Runs of differing sectors become one write (up to a cluster edge with -c).
-            uint64_t run = len;
-            while (done + run < n && (!cs || old_zero || (pos + run) % cs != 0)) {
-                uint64_t l2 = std::min<uint64_t>(512, n - done - run);
-                if (std::memcmp(old_buf + done + run, new_buf + done + run, l2) == 0) break;
-                run += l2;
-            }
-            QIMG_TRY(old_zero ? top.write_zeroes(pos, run, 0) : top.write(pos, old_buf + done, run));
-            len = run;
-        }
-        done += len;
-    }
-    return ok();
-}
-
-// Copies into `top` what the old backing shows and the new does not.
-Result<void> preserve_contents(BlockNode &top, BlockNode *old_backing, BlockNode *new_backing,
-                               BlockNode *prefix_base, bool compress, std::string &what) {
-    uint64_t size = top.length();
-    uint64_t old_size = old_backing ? old_backing->length() : 0;
-    uint64_t new_size = new_backing ? new_backing->length() : 0;
-    std::vector<uint8_t> buf_old(kIoBufSize), buf_new(kIoBufSize);
-    float step = size ? 100.f / static_cast<float>(size / std::min(size, kIoBufSize)) : 0.f;
-    for (uint64_t off = 0; off < size;) {
-        uint64_t n = std::min(kIoBufSize, size - off);
-        auto here = allocated_here(top, off, n);
-        if (!here) {
-            what = "error while reading image metadata: " + std::string(std::strerror(here.error().code));
-            return here.error();
-        }
-        if (*here) {
-            off += n;
-            continue;
-        }
-        if (prefix_base && top.backing() == prefix_base) {
-            // Rebasing onto the current backing file: nothing differs.
-            off += n;
-            continue;
-        }
-        if (prefix_base && top.backing()) {
-            auto cs = chain_status(*top.backing(), prefix_base, off, n);
-            if (!cs) {
-                what = "error while reading image metadata: " + std::string(std::strerror(cs.error().code));
-                return cs.error();
-            }
-            if (cs->bytes) n = std::min(n, cs->bytes);
-            if (!(cs->flags & kStatusAllocated)) {
-                off += n;
-                continue;
-            }
-        }
-        bool old_zero = false;
-        if (off >= old_size) {
-            std::fill_n(buf_old.begin(), n, 0);
-            old_zero = true;
-        } else {
-            n = std::min(n, old_size - off);
-            if (auto r = old_backing->read(off, buf_old.data(), n); !r) {
-                what = "error while reading from old backing file";
-                return r.error();
-            }
-        }
-        if (off >= new_size || !new_backing) {
-            std::fill_n(buf_new.begin(), n, 0);
-        } else {
-            n = std::min(n, new_size - off);
-            if (auto r = new_backing->read(off, buf_new.data(), n); !r) {
-                what = "error while reading from new backing file";
-                return r.error();
-            }
-        }
-        if (auto w = write_differences(top, off, buf_old.data(), buf_new.data(), n, old_zero, compress); !w) {
-            what = "Error while writing to COW image: " + std::string(std::strerror(w.error().code));
-            return w.error();
-        }
-        off += n;
-        progress::print(step, 100);
-    }
-    return ok();
-}
 
 }  // namespace
 
@@ -259,8 +150,11 @@ int cmd_rebase(int argc, char **argv) {
                 new_backing = new_owned.get();
             }
         }
-        std::string what;
-        if (!preserve_contents(*node, old_backing, new_backing, prefix, compress, what)) return fail(what);
+        engine::RebaseOptions ro;
+        ro.compress = compress;
+        ro.on_progress = [](float step) { progress::print(step, 100); };
+        if (auto p = engine::rebase_preserve(*node, old_backing, new_backing, prefix, ro); !p)
+            return fail(p.error().message);
         // The preserved data must be durable before the header stops
         // pointing at the old backing file.
         if (auto f = node->flush(); !f)
