@@ -94,34 +94,11 @@ gen_layer base.raw "$size" "$SEED" 100
 gen_layer top.raw "$size" $((SEED + 1)) 40
 gen_layer new.raw "$size" $((SEED + 2)) 20
 $QEMU_IMG convert -f raw -O qcow2 base.raw base.qcow2
-# overlay LAYER.raw OUT.raw: OUT = base with LAYER's extents written over it
-overlay() {
-    cp --sparse=always base.raw "$2"
-    python3 - "$1" "$2" <<'EOF'
+# extents FILE: "offset length" of each data extent of a sparse file
+extents() {
+    python3 - "$1" <<'EOF'
 import os, sys
-src, dst = open(sys.argv[1], "rb"), open(sys.argv[2], "r+b")
-fd, off = src.fileno(), 0
-while True:
-    try:
-        off = os.lseek(fd, off, os.SEEK_DATA)
-    except OSError:
-        break
-    hole = os.lseek(fd, off, os.SEEK_HOLE)
-    src.seek(off)
-    dst.seek(off)
-    dst.write(src.read(hole - off))
-    off = hole
-EOF
-}
-overlay new.raw new.full.raw
-$QEMU_IMG convert -f raw -O qcow2 new.full.raw new.qcow2
-# top: the extents of top.raw written by qemu-io (from files cut out with
-# dd, 100 extents per qemu-io run), then zeroed extents and compressed
-# clusters
-$QEMU_IMG create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
-python3 - <<'EOF' >top.extents
-import os
-fd, off = os.open("top.raw", os.O_RDONLY), 0
+fd, off = os.open(sys.argv[1], os.O_RDONLY), 0
 while True:
     try:
         off = os.lseek(fd, off, os.SEEK_DATA)
@@ -131,6 +108,22 @@ while True:
     print(off, hole - off)
     off = hole
 EOF
+}
+# overlay LAYER.raw OUT.raw: OUT = base with LAYER's extents written over it
+overlay() {
+    cp --sparse=always base.raw "$2"
+    extents "$1" | while read -r off len; do
+        dd if="$1" of="$2" bs=1M iflag=skip_bytes,count_bytes oflag=seek_bytes conv=notrunc status=none \
+            skip="$off" seek="$off" count="$len"
+    done
+}
+overlay new.raw new.full.raw
+$QEMU_IMG convert -f raw -O qcow2 new.full.raw new.qcow2
+# top: the extents of top.raw written by qemu-io (from files cut out with
+# dd, 100 extents per qemu-io run), then zeroed extents and compressed
+# clusters
+$QEMU_IMG create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
+extents top.raw >top.extents
 split -l 100 top.extents top.extents.
 for part in top.extents.?*; do
     args=()
