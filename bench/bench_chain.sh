@@ -11,6 +11,7 @@
 #   BENCH_TMP=/var/tmp  scratch (needs ~8 x SIZE_MIB free)
 #   SEED=20240501       content seed
 #   OPS="commit-qcow2 commit-raw rebase rebase-flatten"
+#   KEEP_WORK=1         keep the scratch dir (the chain) and print where
 #   QIMG_B=             optional second qimg binary (e.g. an older build),
 #                       timed as tool "qimg-b"
 #
@@ -19,7 +20,8 @@
 # 4 KiB-1 MiB at unaligned offsets over ~40 % of the image, some zeroed
 # extents and some compressed clusters; `new` (for rebase) differs from the
 # base in other extents over ~20 %. Every run starts from fresh copies (the
-# copy is not timed); page caches are warm for both tools alike.
+# copy is not timed, and synced); page caches are warm for both tools
+# alike.
 #   commit-qcow2    commit -d top.qcow2            (qcow2 base)
 #   commit-raw      commit -d top.qcow2            (raw base)
 #   rebase          rebase -b new.qcow2 -F qcow2 top.qcow2
@@ -51,7 +53,7 @@ done
 [[ -x $QEMU_IMG ]] || die "the real qemu-img is missing: apt-get install qemu-utils"
 
 WORK=$(mktemp -d "$BENCH_TMP/qimg-bench-chain.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+if [[ ${KEEP_WORK:-0} == 1 ]]; then trap 'note "kept $WORK"' EXIT; else trap 'rm -rf "$WORK"' EXIT; fi
 cd "$WORK"
 
 # gen_layer OUT.raw SIZE SEED COVER: a sparse raw file holding seeded random
@@ -155,6 +157,7 @@ run() {
         commit-raw) cp --sparse=always base.raw run/ && cp top-raw.qcow2 run/top.qcow2 ;;
     esac
     [[ $op == rebase ]] && cp new.qcow2 run/
+    sync  # the copies' dirty pages are not the tool's to write back
     local cmd
     case $op in
         commit-*) cmd=(commit -d top.qcow2) ;;

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -152,6 +153,9 @@ int cmd_rebase(int argc, char **argv) {
         }
         engine::RebaseOptions ro;
         ro.compress = compress;
+        // Benchmark knob (bench/README.md): write-behind interval in MiB, 0 = off.
+        if (const char *wb = std::getenv("QIMG_WRITE_BEHIND_MIB"))
+            ro.write_behind = std::strtoull(wb, nullptr, 10) << 20;
         ro.on_progress = [](float step) { progress::print(step, 100); };
         if (auto p = engine::rebase_preserve(*node, old_backing, new_backing, prefix, ro); !p)
             return fail(p.error().message);
