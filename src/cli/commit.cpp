@@ -1,15 +1,13 @@
 // qemu-img commit: writes the data an image holds above its base (by
 // default its immediate backing file, or -b BASE further down the chain)
-// into the base, then empties the image unless -d/-b.
+// into the base, then empties the image unless -d/-b. The copy is the
+// engine's (engine/commit.h).
 #include <getopt.h>
 #include <stdlib.h>
 
-#include <algorithm>
-#include <climits>
 #include <cstdio>
-#include <vector>
+#include <cstdlib>
 
-#include "block/status.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/printers.h"

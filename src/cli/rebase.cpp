@@ -11,13 +11,10 @@
 // old backing file with all the data it needs, or the new one.
 #include <getopt.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <vector>
 
-#include "block/status.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/printers.h"
