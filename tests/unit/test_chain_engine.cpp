@@ -230,6 +230,7 @@ public:
     Result<void> flush() override { return ok(); }
     std::vector<uint8_t> data_;
     std::atomic<int> overlaps{0};
+    bool linger = true;
 
 private:
     static constexpr uint64_t kCluster = 65536;
@@ -239,7 +240,7 @@ private:
             for (uint64_t c = off / kCluster; c <= (off + len - 1) / kCluster; ++c)
                 if (busy_[c]++) ++overlaps;
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        if (linger) std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     void leave(uint64_t off, uint64_t len) {
         std::lock_guard lk(mu_);
@@ -292,6 +293,7 @@ TEST(PipelineConflicts, RequestsSharingABaseClusterAreNotWrittenTogether) {
 // limit is a lower bound on time, so this cannot fail on a slow machine).
 TEST(CommitRate, RateLimitSpreadsTheCopy) {
     auto base = std::make_shared<ConflictNode>(4 << 20);
+    base->linger = false;
     StripedTop top(base, 4 << 20);
     CommitOptions co;
     co.rate_limit = 4 << 20;  // 4 MiB/s; the data stripes are half of 4 MiB
