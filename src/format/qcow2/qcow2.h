@@ -139,7 +139,7 @@ private:
     Result<void> unmap_all_locked();
     // truncate.cpp
     Result<void> truncate_locked(uint64_t new_size, Prealloc prealloc, bool exact);
-    Result<void> shrink_locked(uint64_t new_size);
+    Result<void> shrink_locked(uint64_t old, uint64_t new_size);
     Result<void> shrink_reftable_locked();
     Result<void> zero_grown_area_locked(uint64_t old_size, uint64_t new_size);
     // amend.cpp

@@ -41,7 +41,11 @@ Result<void> Qcow2Node::truncate_locked(uint64_t new_size, Prealloc prealloc, bo
         auto pw = file_->write(24, nb, 8);
         if (pw) pw = file_->flush();
         if (!pw) return Err(pw.error().prepended("Failed to update the image size: "));
-        QIMG_TRY(shrink_locked(new_size));
+        // The header in memory follows: a later header write (the bitmaps
+        // stored at close after a failed step) must not restore the old
+        // size over the dropped tail (found by tests/crash).
+        h_.size = new_size;
+        QIMG_TRY(shrink_locked(old, new_size));
     } else {
         if (new_l1 > kMaxL1Bytes / 8) return make_error(EFBIG, "Failed to grow the L1 table: File too large");
         QIMG_TRY(grow_l1_locked(new_l1));
@@ -102,8 +106,7 @@ Result<void> Qcow2Node::zero_grown_area_locked(uint64_t old_size, uint64_t new_s
 
 // qcow2_cluster_discard(full) of the cropped clusters, qcow2_shrink_l1_table,
 // qcow2_shrink_reftable and the file tail cut.
-Result<void> Qcow2Node::shrink_locked(uint64_t new_size) {
-    const uint64_t old = h_.size;
+Result<void> Qcow2Node::shrink_locked(uint64_t old, uint64_t new_size) {
     const uint32_t shift = cbits_ + l2_bits_;
     const uint64_t new_l1 = (new_size + (uint64_t{1} << shift) - 1) >> shift;
     {
