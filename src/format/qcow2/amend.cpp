@@ -335,8 +335,17 @@ Result<void> Qcow2Node::expand_zero_clusters_in_l1_locked(const std::vector<uint
                     return make_error(EIO, m);
                 }
                 QIMG_TRY(check_metadata_overlap(host, cs_));
+                // A new cluster is counted once per user of the table; a
+                // preallocated one may also be shared through another L2
+                // table (a snapshot's copy of this one). QEMU 7.2 judges
+                // both by the table's refcount and sets COPIED on shared
+                // clusters, which its own check reports as corruption.
+                uint64_t refcount = l2_refcount;
+                if (type == SubclusterType::ZeroAlloc && !h_.has_data_file()) {
+                    QIMG_ASSIGN(refcount, rc_->get(host >> cbits_));
+                }
                 QIMG_TRY(data_file_->write(host, zeroes.data(), cs_));
-                t[j] = host | (l2_refcount == 1 ? kOflagCopied : 0);
+                t[j] = host | (refcount == 1 ? kOflagCopied : 0);
                 dirty = true;
             }
             if (dirty) {
