@@ -201,6 +201,15 @@ Result<void> Refcounts::grow_table(uint64_t min_entries) {
         next_block++;
     }
     const uint64_t table_off = (start + nblocks) << cluster_bits_;
+    // Area clusters that pre-existing blocks cover are counted there before
+    // the header points at the new table: those blocks serve both tables,
+    // and a crash right after the switch must not leave the new table's
+    // clusters at refcount 0, free to be allocated over (found by tests/crash).
+    for (uint64_t c = start; c < area_end; c++) {
+        const uint64_t bi = c / entries_per_block_;
+        if (bi < old_entries && (table_[bi] & 0xfffffffffffffe00ull)) QIMG_TRY(set(c, 1));
+    }
+    QIMG_TRY(write_back());
     for (auto &[off, b] : fresh) QIMG_TRY(file_.write(off, b.data.data(), cluster_size_));
     std::vector<uint8_t> raw(table_clusters * cluster_size_, 0);
     for (uint64_t i = 0; i < want; i++) put_be64(&raw[i * 8], nt[i]);
@@ -215,13 +224,6 @@ Result<void> Refcounts::grow_table(uint64_t min_entries) {
     table_clusters_ = uint32_t(table_clusters);
     for (auto &[off, b] : fresh) cache_[off] = std::move(b);
     end_cluster_ = std::max(end_cluster_, area_end);
-    // Area clusters inside pre-existing blocks, then the old table.
-    for (uint64_t c = start; c < area_end; c++) {
-        uint64_t bi = c / entries_per_block_;
-        if (bi < old_entries && (table_[bi] & 0xfffffffffffffe00ull) &&
-            std::none_of(fresh.begin(), fresh.end(), [&](auto &f) { return f.first == table_[bi]; }))
-            QIMG_TRY(set(c, 1));
-    }
     QIMG_TRY(update(old_off, uint64_t(old_clusters) << cluster_bits_, -1));
     return ok();
 }
