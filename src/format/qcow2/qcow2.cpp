@@ -975,6 +975,12 @@ Result<void> Qcow2Node::preallocate_locked(uint64_t from, uint64_t to, Prealloc 
             host = c;
         } else {
             QIMG_ASSIGN(host, rc_->alloc_clusters(n));
+            // The file reaches the run before any L2 entry points at it (a
+            // table may be written by a cache eviction): interrupted, the
+            // image must not map clusters past its end, which qemu-img check
+            // counts as corruption (QEMU extends the file only at the end;
+            // found by tests/crash).
+            if (host + n * cs_ > file_->length()) QIMG_TRY(file_->truncate(host + n * cs_, Prealloc::Off, false));
         }
         for (uint64_t i = 0; i < n; i++) {
             QIMG_ASSIGN(Slot s2, l2_slot_for_write(c + i * cs_));
