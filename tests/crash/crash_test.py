@@ -16,12 +16,18 @@ For each operation in OPERATIONS the harness
      before or its after content (per block for images rewritten piece by
      piece by nature, such as a commit's base or convert -n's target); a
      dirty v3 image may fail the check if `qemu-img check -r all` repairs
-     it completely, as QEMU repairs dirty images on a read-write open.
+     it completely, as QEMU repairs dirty images on a read-write open;
+     with `bitmaps`, every persistent bitmap reads (through the real
+     qemu-nbd) as its before or its after state, or is marked in-use, which
+     QEMU treats as inconsistent and refuses to use; with `repair` (a repair
+     of a damaged image), `qemu-img check -r all` still repairs the result
+     completely and the repaired image reads as before.
 
 Adding an operation is one entry in OPERATIONS; see docs/crash-testing.md.
 """
 import argparse
 import concurrent.futures
+import json
 import os
 import shlex
 import shutil
@@ -32,6 +38,7 @@ import time
 
 QEMU_IMG = os.environ.get("QEMU_IMG_REAL", "/usr/bin/qemu-img")
 QEMU_IO = "/usr/bin/qemu-io"
+QEMU_NBD = "/usr/bin/qemu-nbd"
 MAX_POINTS = 16        # kill points per operation (all events when fewer)
 ERROR_POINTS = 5        # error-mode points per operation
 
@@ -48,12 +55,20 @@ class Op:
              nature, such as the base of a commit or the target of
              convert -n
     unit:    the block size of those comparisons (the operation's write unit)
+    bitmaps: also compare the persistent bitmaps of the checked images
+    repair:  the images are damaged before the operation (a check -r): an
+             interrupted repair may leave the damage, but the real
+             `qemu-img check -r all` must then repair it completely, and the
+             repaired image must read as before
+    fails:   the uninterrupted run is expected to fail (a refusal after
+             some changes were made); its result is the after state
     """
 
-    def __init__(self, name, setup, run, images, unit=65536):
+    def __init__(self, name, setup, run, images, unit=65536, bitmaps=False, repair=False, fails=False):
         self.name, self.setup, self.run, self.unit = name, setup, run, unit
         self.images = [i.split(":")[0] for i in images]
         self.by_blocks = {i.split(":")[0] for i in images if i.endswith(":blocks")}
+        self.bitmaps, self.repair, self.fails = bitmaps, repair, fails
 
 
 def base_chain(top_writes):
@@ -74,6 +89,68 @@ LEAKY = [
     "python3 -c \"import os;f=open('leaky.qcow2','r+b');n=os.path.getsize('leaky.qcow2')//65536;"
     "f.truncate((n+1)*65536);f.seek(2*65536+2*n);f.write(b'\\x00\\x01')\"",
 ]
+
+# An image with two persistent bitmaps holding dirty ranges (made by the
+# real tools; qemu-io records its writes in the enabled ones): b1 disabled,
+# b2 enabled with another granularity.
+BITMAPS = [
+    "qemu-img create -q -f qcow2 b.qcow2 1M",
+    "qemu-img bitmap --add b.qcow2 b1",
+    "qemu-io -c 'write -P 0xa1 0 64k' -c 'write -P 0xa2 512k 128k' b.qcow2",
+    "qemu-img bitmap --add -g 128k b.qcow2 b2",
+    "qemu-io -c 'write -P 0xa3 256k 64k' -c 'write -P 0xa4 960k 64k' b.qcow2",
+    "qemu-img bitmap --disable b.qcow2 b1",
+]
+
+# Zero clusters (plain and preallocated) in an image with a backing file and
+# a snapshot sharing them, for the compat=0.10 downgrade to expand.
+ZEROES = [
+    "qemu-img create -q -f qcow2 base.qcow2 1M",
+    "qemu-io -c 'write -P 0x11 0 1M' base.qcow2",
+    "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 z.qcow2",
+    "qemu-io -c 'write -P 0x22 0 256k' -c 'write -z 64k 64k' -c 'write -z 512k 128k' z.qcow2",
+    "qemu-img snapshot -c s1 z.qcow2",
+    "qemu-io -c 'write -z 0 64k' -c 'write -P 0x23 768k 64k' z.qcow2",
+]
+
+POKE = "python3 " + shlex.quote(os.path.join(os.path.dirname(os.path.abspath(__file__)), "qcow2_poke.py"))
+
+# Damage the real check repairs without a rebuild (-r all): a shared cluster
+# counted once, a cluster of its own without OFLAG_COPIED, a shared cluster
+# counted three times (a leak).
+DAMAGED = [
+    "qemu-img create -q -f qcow2 d.qcow2 1M",
+    "qemu-io -c 'write -P 0x66 0 256k' d.qcow2",
+    "qemu-img snapshot -c s1 d.qcow2",
+    "qemu-io -c 'write -P 0x68 0 64k' d.qcow2",
+    f"{POKE} d.qcow2 refcount 1 1",
+    f"{POKE} d.qcow2 uncopy 0",
+    f"{POKE} d.qcow2 refcount 2 3",
+]
+
+# The first refcount table entry zeroed: the refcount structure is rebuilt.
+NO_REFBLOCK = [
+    "qemu-img create -q -f qcow2 n.qcow2 1M",
+    "qemu-io -c 'write -P 0x67 0 256k' n.qcow2",
+    f"{POKE} n.qcow2 reftable 0 0",
+]
+
+
+def chain3():
+    return [
+        "qemu-img create -q -f qcow2 base.qcow2 1M",
+        "qemu-io -c 'write -P 0x11 0 1M' base.qcow2",
+        "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2",
+        "qemu-io -c 'write -P 0x22 128k 256k' -c 'write -z 640k 64k' mid.qcow2",
+        "qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2",
+        "qemu-io -c 'write -P 0x33 320k 128k' -c 'write -c -P 0x34 896k 64k' top.qcow2",
+    ]
+
+
+def small(name, size="1M", opts="", writes=("write -P 0x71 0 256k", "write -P 0x72 768k 256k")):
+    return [f"qemu-img create -q -f qcow2 {opts} {name} {size}",
+            "qemu-io " + " ".join(f"-c '{w}'" for w in writes) + f" {name}"]
+
 
 OPERATIONS = [
     Op("commit", base_chain(TOP_WRITES), "commit top.qcow2", ["top.qcow2", "base.qcow2:blocks"]),
@@ -111,6 +188,64 @@ OPERATIONS = [
     Op("guest writes (bench -w)",
        ["qemu-img create -q -f qcow2 w.qcow2 1M", "qemu-io -c 'write -P 0x91 0 256k' w.qcow2"],
        "bench -w -c 12 -d 1 -s 64k -S 80k --pattern=0x92 -f qcow2 w.qcow2", ["w.qcow2:blocks"], unit=16384),
+    Op("commit -b through a 3-level chain", chain3(), "commit -b base.qcow2 top.qcow2",
+       ["top.qcow2", "base.qcow2:blocks"]),
+    # amend
+    Op("amend compat=0.10 (zero clusters, backing, snapshot)", ZEROES, "amend -o compat=0.10 z.qcow2", ["z.qcow2"]),
+    Op("amend compat=1.1 (v2 snapshot table rewritten)",
+       small("a.qcow2", opts="-o compat=0.10") + ["qemu-img snapshot -c s1 a.qcow2",
+                                                  "qemu-io -c 'write -P 0x73 0 64k' a.qcow2"],
+       "amend -o compat=1.1 a.qcow2", ["a.qcow2"]),
+    Op("amend refcount_bits=1", small("a.qcow2"), "amend -o refcount_bits=1 a.qcow2", ["a.qcow2"]),
+    Op("amend refcount_bits=64 (512-byte clusters, snapshot)",
+       small("a.qcow2", opts="-o cluster_size=512") + ["qemu-img snapshot -c s1 a.qcow2",
+                                                       "qemu-io -c 'write -P 0x73 0 64k' a.qcow2"],
+       "amend -o refcount_bits=64 a.qcow2", ["a.qcow2"]),
+    Op("amend refcount_bits 1->16", small("a.qcow2", opts="-o refcount_bits=1"),
+       "amend -o refcount_bits=16 a.qcow2", ["a.qcow2"]),
+    Op("amend lazy_refcounts=on", small("a.qcow2"), "amend -o lazy_refcounts=on a.qcow2", ["a.qcow2"]),
+    Op("amend lazy_refcounts=off", small("a.qcow2", opts="-o lazy_refcounts=on"),
+       "amend -o lazy_refcounts=off a.qcow2", ["a.qcow2"]),
+    Op("amend size grow", small("a.qcow2"), "amend -o size=3M a.qcow2", ["a.qcow2"]),
+    Op("amend size shrink", small("a.qcow2"), "amend -o size=512k a.qcow2", ["a.qcow2"]),
+    Op("amend backing_file (refused after refcount_bits)",
+       ["qemu-img create -q -f qcow2 base.qcow2 1M", "qemu-img create -q -f qcow2 other.qcow2 1M"] +
+       ["qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 a.qcow2", "qemu-io -c 'write -P 0x74 0 256k' a.qcow2"],
+       "amend -o refcount_bits=64,backing_file=other.qcow2 a.qcow2", ["a.qcow2"], fails=True),
+    # resize
+    Op("resize grow (L1 and refcount table grow)", small("r.qcow2", opts="-o cluster_size=512,refcount_bits=64"),
+       "resize -f qcow2 r.qcow2 3M", ["r.qcow2"]),
+    Op("resize grow preallocation=metadata", small("r.qcow2", opts="-o cluster_size=512,refcount_bits=64"),
+       "resize -f qcow2 --preallocation=metadata r.qcow2 3M", ["r.qcow2"]),
+    Op("resize grow preallocation=metadata (data past the file end)", small("r.qcow2"),
+       "resize -f qcow2 --preallocation=metadata r.qcow2 3M", ["r.qcow2"]),
+    Op("resize grow preallocation=falloc", small("r.qcow2", opts="-o cluster_size=512,refcount_bits=64"),
+       "resize -f qcow2 --preallocation=falloc r.qcow2 3M", ["r.qcow2"]),
+    Op("resize grow preallocation=full", small("r.qcow2"),
+       "resize -f qcow2 --preallocation=full r.qcow2 3M", ["r.qcow2"]),
+    Op("resize --shrink (snapshot)", small("r.qcow2", "2M", writes=("write -P 0x75 0 2M",)) +
+       ["qemu-img snapshot -c s1 r.qcow2", "qemu-io -c 'write -P 0x76 1536k 256k' r.qcow2"],
+       "resize -f qcow2 --shrink r.qcow2 1M", ["r.qcow2"]),
+    Op("resize grow (bitmaps)", BITMAPS, "resize -f qcow2 b.qcow2 2M", ["b.qcow2"], bitmaps=True),
+    Op("resize --shrink (bitmaps)", BITMAPS, "resize -f qcow2 --shrink b.qcow2 576k", ["b.qcow2"], bitmaps=True),
+    # bitmap
+    Op("bitmap --add", BITMAPS, "bitmap --add -g 32k b.qcow2 b3", ["b.qcow2"], bitmaps=True),
+    Op("bitmap --remove", BITMAPS, "bitmap --remove b.qcow2 b1", ["b.qcow2"], bitmaps=True),
+    Op("bitmap --clear", BITMAPS, "bitmap --clear b.qcow2 b1", ["b.qcow2"], bitmaps=True),
+    Op("bitmap --enable", BITMAPS, "bitmap --enable b.qcow2 b1", ["b.qcow2"], bitmaps=True),
+    Op("bitmap --disable", BITMAPS, "bitmap --disable b.qcow2 b2", ["b.qcow2"], bitmaps=True),
+    Op("bitmap --merge", BITMAPS, "bitmap --merge b2 b.qcow2 b1", ["b.qcow2"], bitmaps=True),
+    Op("bitmap --merge -b another image",
+       BITMAPS + ["qemu-img create -q -f qcow2 o.qcow2 1M", "qemu-img bitmap --add o.qcow2 ob",
+                  "qemu-io -c 'write 832k 64k' o.qcow2"],
+       "bitmap --merge ob -b o.qcow2 -F qcow2 b.qcow2 b2", ["b.qcow2", "o.qcow2"], bitmaps=True),
+    Op("snapshot -d (bitmaps)",
+       BITMAPS + ["qemu-img snapshot -c snap1 b.qcow2", "qemu-io -c 'write -P 0xa4 0 128k' b.qcow2"],
+       "snapshot -d snap1 b.qcow2", ["b.qcow2"], bitmaps=True),
+    # check -r on damaged images
+    Op("check -r leaks", LEAKY, "check -r leaks leaky.qcow2", ["leaky.qcow2"], repair=True),
+    Op("check -r all (refcount too low, OFLAG_COPIED, leak)", DAMAGED, "check -r all d.qcow2", ["d.qcow2"], repair=True),
+    Op("check -r all (refcount structure rebuilt)", NO_REFBLOCK, "check -r all n.qcow2", ["n.qcow2"], repair=True),
 ]
 
 
@@ -165,28 +300,110 @@ def is_dirty_qcow2(path):
             and int.from_bytes(head[72:80], "big") & 1)
 
 
-def verify(op, cwd, refs):
+def bitmap_ranges(img, names, cwd):
+    """{name: dirty ranges} as QEMU itself reads the bitmaps (the way of
+    tests/interop/tools/bitmap-ranges, one server for all of them): the real
+    qemu-nbd exports them, the real qemu-img map reads each through
+    x-dirty-bitmap, where dirty ranges show as "data": false. A string if
+    one cannot be read."""
+    sock = os.path.join(os.path.abspath(cwd), "nbd.sock")
+    cmd = [QEMU_NBD, "-r", "-t", "-k", sock, "-f", "qcow2"] + [a for n in names for a in ("-B", n)] + [img]
+    srv = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(1000):
+            if os.path.exists(sock) or srv.poll() is not None:
+                break
+            time.sleep(0.005)
+        out = {}
+        for n in names:
+            opts = f"driver=nbd,server.type=unix,server.path={sock},x-dirty-bitmap=qemu:dirty-bitmap:{n}"
+            r = subprocess.run([QEMU_IMG, "map", "--output=json", "--image-opts", opts], cwd=cwd,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if r.returncode != 0:
+                srv.kill()
+                return f"the real qemu-nbd cannot export bitmap {n} of {img}:\n{r.stdout}\n{srv.communicate()[0]}"
+            out[n] = [(e["start"], e["length"]) for e in json.loads(r.stdout) if not e["data"]]
+        return out
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+        srv.wait()
+        if os.path.exists(sock):
+            os.unlink(sock)
+
+
+def bitmap_state(img, cwd):
+    """{name: (flags, granularity, dirty ranges)} as the real tools read the
+    persistent bitmaps; an in-use bitmap (inconsistent to QEMU) has no ranges."""
+    r = sh(f"{QEMU_IMG} info -U --output=json -f qcow2 {shlex.quote(img)}", cwd)
+    if r.returncode != 0:
+        return f"qemu-img info {img} failed:\n{r.stdout}"
+    listed = json.loads(r.stdout).get("format-specific", {}).get("data", {}).get("bitmaps", [])
+    readable = [b["name"] for b in listed if "in-use" not in b["flags"]]
+    ranges = bitmap_ranges(img, readable, cwd) if readable else {}
+    if isinstance(ranges, str):
+        return ranges
+    return {b["name"]: (tuple(sorted(b["flags"])), b["granularity"], ranges.get(b["name"])) for b in listed}
+
+
+def bitmaps_ok(img, state, before, after):
+    """None if each bitmap is as before, as after, or marked in-use; else why not."""
+    for name in sorted(set(state) | set(before) | set(after)):
+        s = state.get(name)
+        if s == before.get(name) or s == after.get(name):
+            continue
+        if s is not None and "in-use" in s[0] and (name in before or name in after):
+            continue  # QEMU refuses to use it: inconsistent, not silently wrong
+        return f"{img}: bitmap {name} is {s}, neither before ({before.get(name)}) nor after ({after.get(name)})"
+    return None
+
+
+def repaired(img, cwd):
+    """Repairs a copy of img with the real qemu-img check -r all; None if clean afterwards, else why not."""
+    shutil.copy(os.path.join(cwd, img), os.path.join(cwd, img + ".repaired"))
+    rep = sh(f"{QEMU_IMG} check -r all -f qcow2 {shlex.quote(img)}.repaired", cwd)
+    again = sh(f"{QEMU_IMG} check -f qcow2 {shlex.quote(img)}.repaired", cwd)
+    if again.returncode != 0:
+        return f"{img} is not repaired by qemu-img check -r all:\n{rep.stdout}\n{again.stdout}"
+    return None
+
+
+def verify(op, cwd, refs, bm_refs, repair=False):
     """None if every checked image is consistent and reads as before or after; else why not."""
     for img in op.images:
-        chk = sh(f"{QEMU_IMG} check -U {shlex.quote(img)}", cwd)
-        # 0: clean, 3: leaks only. 2: corruption, 1: could not check.
-        if chk.returncode == 2 and is_dirty_qcow2(os.path.join(cwd, img)):
-            # Marked dirty: QEMU repairs it when it opens it read-write
-            # (qcow2_do_open), so it must repair completely.
-            shutil.copy(os.path.join(cwd, img), os.path.join(cwd, img + ".repaired"))
-            rep = sh(f"{QEMU_IMG} check -r all -f qcow2 {shlex.quote(img)}.repaired", cwd)
-            again = sh(f"{QEMU_IMG} check -f qcow2 {shlex.quote(img)}.repaired", cwd)
-            if again.returncode != 0:
-                return f"dirty {img} is not repaired by qemu-img check -r all:\n{rep.stdout}\n{again.stdout}"
-        elif chk.returncode not in (0, 3):
-            return f"qemu-img check {img} exited {chk.returncode}:\n{chk.stdout}"
-        err = flat_copy(img, cwd, img + ".state.raw")
+        read_from = img
+        if repair:
+            # An interrupted repair: whatever damage is left, the real tools
+            # must still repair it, and the repaired image reads as before.
+            why = repaired(img, cwd)
+            if why:
+                return why
+            read_from = img + ".repaired"
+        else:
+            chk = sh(f"{QEMU_IMG} check -U {shlex.quote(img)}", cwd)
+            # 0: clean, 3: leaks only. 2: corruption, 1: could not check.
+            if chk.returncode == 2 and is_dirty_qcow2(os.path.join(cwd, img)):
+                # Marked dirty: QEMU repairs it when it opens it read-write
+                # (qcow2_do_open), so it must repair completely.
+                why = repaired(img, cwd)
+                if why:
+                    return "dirty " + why
+            elif chk.returncode not in (0, 3):
+                return f"qemu-img check {img} exited {chk.returncode}:\n{chk.stdout}"
+        err = flat_copy(read_from, cwd, img + ".state.raw")
         if err:
             return f"cannot read {img}: {err}"
         state = read(os.path.join(cwd, img + ".state.raw"))
         before, after = refs[img]
         if not content_ok(state, before, after, op.unit if img in op.by_blocks else 0):
             return f"{img}: guest content is neither the before nor the after state"
+        if op.bitmaps:
+            bm = bitmap_state(img, cwd)
+            if isinstance(bm, str):
+                return bm
+            why = bitmaps_ok(img, bm, *bm_refs[img])
+            if why:
+                return why
     return None
 
 
@@ -196,7 +413,7 @@ def spread(n, count):
     return sorted({1 + round(i * (n - 1) / (count - 1)) for i in range(count)})
 
 
-def test_op(qimg, op, root):
+def test_op(qimg, op, root, max_points=MAX_POINTS):
     tmpl = os.path.join(root, "template")
     os.makedirs(tmpl)
     env = tools_env(tmpl)
@@ -204,29 +421,40 @@ def test_op(qimg, op, root):
         r = sh(line, tmpl, env)
         if r.returncode != 0:
             return [f"setup failed: {line}\n{r.stdout}"]
-    refs = {}
+    refs, bm_refs = {}, {}
     for img in op.images:
         if flat_copy(img, tmpl, img + ".before.raw"):
             return [f"cannot read {img} before the operation"]
+        if op.bitmaps:
+            bm_refs[img] = (bitmap_state(img, tmpl),)
+            if isinstance(bm_refs[img][0], str):
+                return [bm_refs[img][0]]
     # The uninterrupted run: its event count and the after state.
     full = os.path.join(root, "full")
     shutil.copytree(tmpl, full)
     log = os.path.join(root, "events.log")
     r = run_qimg(qimg, op, full, {"QIMG_FAULT_LOG": log})
-    if r.returncode != 0:
-        return [f"the operation itself failed ({r.returncode}): {r.stderr}"]
+    if (r.returncode != 0) != op.fails:
+        return [f"the operation itself exited {r.returncode}: {r.stderr}"]
     events = read(log).decode().splitlines() if os.path.exists(log) else []
     why = None
     for img in op.images:
         if flat_copy(img, full, img + ".after.raw"):
             return [f"cannot read {img} after the operation"]
         refs[img] = (read(os.path.join(tmpl, img + ".before.raw")), read(os.path.join(full, img + ".after.raw")))
-    why = verify(op, full, refs)
+        if op.bitmaps:
+            after = bitmap_state(img, full)
+            if isinstance(after, str):
+                return [after]
+            if any("in-use" in b[0] for b in after.values()):
+                return [f"after an uninterrupted run: {img} has in-use bitmaps: {after}"]
+            bm_refs[img] += (after,)
+    why = verify(op, full, refs, bm_refs)
     if why:
         return [f"after an uninterrupted run: {why}"]
     failures = []
-    points = [(k, "kill") for k in spread(len(events), MAX_POINTS)]
-    points += [(k, "error") for k in spread(len(events), ERROR_POINTS)]
+    points = [(k, "kill") for k in spread(len(events), max_points or len(events))]
+    points += [(k, "error") for k in spread(len(events), ERROR_POINTS if max_points else len(events))]
     for k, mode in points:
         d = os.path.join(root, f"{mode}-{k}")
         shutil.copytree(tmpl, d)
@@ -234,7 +462,7 @@ def test_op(qimg, op, root):
         if mode == "error":
             fenv["QIMG_FAULT_MODE"] = "error"
         run_qimg(qimg, op, d, fenv)
-        why = verify(op, d, refs)
+        why = verify(op, d, refs, bm_refs, op.repair)
         if why:
             failures.append(f"{mode} at event {k}/{len(events)} ({events[k - 1]}): {why}")
         else:
@@ -248,6 +476,8 @@ def main():
     ap.add_argument("-k", default="", help="only operations whose name contains this")
     ap.add_argument("-j", type=int, default=2)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--points", type=int, default=MAX_POINTS,
+                    help=f"kill points per operation (default {MAX_POINTS}; 0: kill and fail at every event, for a thorough local run)")
     a = ap.parse_args()
     qimg = os.path.abspath(a.qimg)
     ops = [o for o in OPERATIONS if a.k in o.name]
@@ -255,7 +485,7 @@ def main():
     start = time.time()
     bad = 0
     with concurrent.futures.ThreadPoolExecutor(a.j) as pool:
-        futs = {pool.submit(test_op, qimg, o, os.path.join(root, f"{i:02d}")): o for i, o in enumerate(ops)}
+        futs = {pool.submit(test_op, qimg, o, os.path.join(root, f"{i:02d}"), a.points): o for i, o in enumerate(ops)}
         for fut in concurrent.futures.as_completed(futs):
             o = futs[fut]
             res = fut.result()
