@@ -206,6 +206,10 @@ OPERATIONS = [
     Op("amend lazy_refcounts=on", small("a.qcow2"), "amend -o lazy_refcounts=on a.qcow2", ["a.qcow2"]),
     Op("amend lazy_refcounts=off", small("a.qcow2", opts="-o lazy_refcounts=on"),
        "amend -o lazy_refcounts=off a.qcow2", ["a.qcow2"]),
+    Op("amend lazy_refcounts=off (dirty image repaired at open)",
+       small("a.qcow2", opts="-o lazy_refcounts=on") +
+       ["ulimit -c 0; qemu-io -c 'write -P 0x75 128k 256k' -c abort a.qcow2 || true"],
+       "amend -o lazy_refcounts=off a.qcow2", ["a.qcow2"]),
     Op("amend size grow", small("a.qcow2"), "amend -o size=3M a.qcow2", ["a.qcow2"]),
     Op("amend size shrink", small("a.qcow2"), "amend -o size=512k a.qcow2", ["a.qcow2"]),
     Op("amend backing_file (refused after refcount_bits)",

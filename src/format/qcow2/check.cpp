@@ -904,6 +904,10 @@ Result<void> Qcow2Node::repair_dirty() {
     Res res;
     auto r = c.run(kFixLeaks | kFixErrors, res);
     if (!r || res.check_errors) {
+        // The open fails and QEMU never opens the node, so its dirty bit
+        // stays: close() (from the destructor) must not mark an image
+        // clean whose refcounts were not repaired (found by tests/crash).
+        dirty_change_pending_ = true;
         int code = r ? EIO : (r.error().code ? r.error().code : EIO);
         return make_error(code, std::string("Could not repair dirty image: ") + std::strerror(code));
     }
