@@ -916,7 +916,8 @@ Result<void> Qcow2Node::preallocate_area_locked(uint64_t from, uint64_t to, Prea
     QIMG_TRY(flush_metadata_locked());
     QIMG_ASSIGN(uint64_t used, rc_->used_end((file_->length() + cs_ - 1) >> cbits_));
     QIMG_ASSIGN(uint64_t data_c, rc_->refcount_area(used, nb_data + nb_l2, true));
-    QIMG_TRY(rc_->alloc_clusters_at(data_c, nb_data));
+    QIMG_ASSIGN(uint64_t got, rc_->alloc_clusters_at(data_c, nb_data));
+    if (got != nb_data) return make_error(EIO, "Preallocated clusters are in use");
     QIMG_TRY(rc_->write_back());
     auto tr = file_->truncate((data_c + nb_data) << cbits_, p, false);
     if (!tr) {

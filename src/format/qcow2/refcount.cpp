@@ -120,112 +120,82 @@ Result<void> Refcounts::write_table_entry(uint64_t index) {
     return file_.write(table_offset_ + index * 8, e, 8);
 }
 
-// Makes sure a refcount block covers `cluster_index`, allocating one (and
-// growing the table) as QEMU's alloc_refcount_block does: the new block goes
-// to the first free cluster and describes itself when it falls in its own range.
+bool Refcounts::has_block(uint64_t table_index) const {
+    return table_index < table_.size() && (table_[table_index] & 0xfffffffffffffe00ull);
+}
+
+// Makes sure a refcount block covers `cluster_index` (for callers that do
+// not allocate: they need no restart, just the block).
 Result<void> Refcounts::ensure_block(uint64_t cluster_index) {
-    uint64_t ti = cluster_index / entries_per_block_;
-    if (ti < table_.size() && (table_[ti] & 0xfffffffffffffe00ull)) return ok();
-    if (ti >= table_.size()) {
-        QIMG_TRY(grow_table(ti + 1));
-        if (table_[ti] & 0xfffffffffffffe00ull) return ok();  // the growth area covered it
-    }
+    while (!has_block(cluster_index / entries_per_block_)) QIMG_TRY(alloc_refcount_block(cluster_index));
+    return ok();
+}
+
+// QEMU's alloc_refcount_block for a cluster without a refcount block: the
+// block goes to the first free cluster (counting itself when it falls in
+// its own range, else counted by another block); when the table is too
+// small, new self-describing structures start at the first refcount-block
+// boundary past the block (qcow2_refcount_area). Returns true when it
+// allocated something: the caller's free clusters may be gone, it must
+// search again.
+Result<bool> Refcounts::alloc_refcount_block(uint64_t cluster_index) {
+    const uint64_t ti = cluster_index / entries_per_block_;
+    if (has_block(ti)) return false;
     QIMG_ASSIGN(uint64_t nb, find_free(1));
+    if (nb == 0) return make_error(EIO, "Preventing invalid allocation of refcount block at offset 0");
     Block b;
     b.data.assign(cluster_size_, 0);
-    b.dirty = true;
     b.tick = ++tick_;
     if (nb / entries_per_block_ == ti) {
         write_entry(b, nb % entries_per_block_, 1);
     } else {
-        QIMG_TRY(ensure_block(nb));
-        QIMG_TRY(set(nb, 1));
+        // Counted elsewhere; that may need a block of its own first.
+        QIMG_ASSIGN(bool again, increase(nb, 1));
+        if (again) return true;
     }
     end_cluster_ = std::max(end_cluster_, nb + 1);
-    uint64_t bo = nb << cluster_bits_;
+    const uint64_t bo = nb << cluster_bits_;
     // The block must be on disk before the table points at it.
     QIMG_TRY(write_back());
     QIMG_TRY(file_.write(bo, b.data.data(), cluster_size_));
     QIMG_TRY(file_.flush());
-    b.dirty = false;
     cache_[bo] = std::move(b);
-    table_[ti] = bo;
-    QIMG_TRY(write_table_entry(ti));
-    return ok();
+    if (ti < table_.size()) {
+        table_[ti] = bo;
+        QIMG_TRY(write_table_entry(ti));
+        QIMG_TRY(file_.flush());
+        return true;
+    }
+    const uint64_t blocks_used = (std::max(cluster_index, nb) + 1 + entries_per_block_ - 1) / entries_per_block_;
+    QIMG_TRY(refcount_area(blocks_used * entries_per_block_, 0, false, ti, bo));
+    return true;
 }
 
-// Moves the refcount table to a larger area at the end of the image, with
-// new refcount blocks for that area placed just before it.
-Result<void> Refcounts::grow_table(uint64_t min_entries) {
-    const uint64_t per_cluster = cluster_size_ / 8;
-    uint64_t old_entries = table_.size();
-    uint64_t want = std::max<uint64_t>(min_entries, old_entries + (old_entries + 1) / 2);
-    uint64_t start = std::max(end_cluster_, (file_.length() + cluster_size_ - 1) >> cluster_bits_);
-    uint64_t table_clusters = 0, nblocks = 0;
-    for (;;) {
-        table_clusters = (want + per_cluster - 1) / per_cluster;
-        uint64_t blocks = 0;
-        for (;;) {
-            uint64_t end = start + blocks + table_clusters;
-            uint64_t first = start / entries_per_block_, last = (end - 1) / entries_per_block_;
-            uint64_t count = 0;
-            for (uint64_t bi = first; bi <= last; bi++)
-                if (bi >= old_entries || !(table_[bi] & 0xfffffffffffffe00ull)) count++;
-            if (count == blocks) break;
-            blocks = count;
+// QEMU's update_refcount(+1) over `n` clusters from `first`, for an
+// allocation: when a refcount block had to be allocated on the way, the
+// increments done so far are undone, the free cluster index goes back to
+// `first` and true asks the caller to search for free clusters again.
+Result<bool> Refcounts::increase(uint64_t first, uint64_t n) {
+    uint64_t loaded = UINT64_MAX;
+    for (uint64_t c = first; c < first + n; c++) {
+        const uint64_t ti = c / entries_per_block_;
+        if (ti != loaded) {
+            QIMG_ASSIGN(bool again, alloc_refcount_block(c));
+            if (again) {
+                free_index_ = std::min(free_index_, first);
+                for (uint64_t d = first; d < c; d++) {
+                    QIMG_ASSIGN(uint64_t cur, get(d));
+                    QIMG_TRY(set(d, cur - 1));
+                }
+                return true;
+            }
+            loaded = ti;
         }
-        nblocks = blocks;
-        uint64_t last_block = (start + nblocks + table_clusters - 1) / entries_per_block_;
-        if (last_block < want) break;
-        want = last_block + 1;
+        QIMG_ASSIGN(uint64_t cur, get(c));
+        if (cur == max_) return make_error(ERANGE, "refcount overflow");
+        QIMG_TRY(set(c, cur + 1));
     }
-    if (table_clusters * cluster_size_ > kMaxRefcountTableBytes)
-        return make_error(EFBIG, "Refcount table too large");
-    want = table_clusters * per_cluster;
-
-    QIMG_TRY(write_back());
-    std::vector<uint64_t> nt = table_;
-    nt.resize(want, 0);
-    const uint64_t area_end = start + nblocks + table_clusters;
-    // New refcount blocks, each covering part of the area.
-    uint64_t next_block = start;
-    std::vector<std::pair<uint64_t, Block>> fresh;
-    for (uint64_t bi = start / entries_per_block_; bi <= (area_end - 1) / entries_per_block_; bi++) {
-        if (bi < old_entries && (table_[bi] & 0xfffffffffffffe00ull)) continue;
-        Block b;
-        b.data.assign(cluster_size_, 0);
-        for (uint64_t c = std::max(start, bi * entries_per_block_); c < std::min(area_end, (bi + 1) * entries_per_block_); c++)
-            write_entry(b, c % entries_per_block_, 1);
-        nt[bi] = next_block << cluster_bits_;
-        fresh.emplace_back(next_block << cluster_bits_, std::move(b));
-        next_block++;
-    }
-    const uint64_t table_off = (start + nblocks) << cluster_bits_;
-    // Area clusters that pre-existing blocks cover are counted there before
-    // the header points at the new table: those blocks serve both tables,
-    // and a crash right after the switch must not leave the new table's
-    // clusters at refcount 0, free to be allocated over (found by tests/crash).
-    for (uint64_t c = start; c < area_end; c++) {
-        const uint64_t bi = c / entries_per_block_;
-        if (bi < old_entries && (table_[bi] & 0xfffffffffffffe00ull)) QIMG_TRY(set(c, 1));
-    }
-    QIMG_TRY(write_back());
-    for (auto &[off, b] : fresh) QIMG_TRY(file_.write(off, b.data.data(), cluster_size_));
-    std::vector<uint8_t> raw(table_clusters * cluster_size_, 0);
-    for (uint64_t i = 0; i < want; i++) put_be64(&raw[i * 8], nt[i]);
-    QIMG_TRY(file_.write(table_off, raw.data(), raw.size()));
-    QIMG_TRY(file_.flush());
-    QIMG_TRY(write_header_(table_off, uint32_t(table_clusters)));
-
-    uint64_t old_off = table_offset_;
-    uint32_t old_clusters = table_clusters_;
-    table_ = std::move(nt);
-    table_offset_ = table_off;
-    table_clusters_ = uint32_t(table_clusters);
-    for (auto &[off, b] : fresh) cache_[off] = std::move(b);
-    end_cluster_ = std::max(end_cluster_, area_end);
-    QIMG_TRY(update(old_off, uint64_t(old_clusters) << cluster_bits_, -1));
-    return ok();
+    return false;
 }
 
 Result<void> Refcounts::set(uint64_t cluster_index, uint64_t value) {
@@ -258,58 +228,40 @@ Result<void> Refcounts::update(uint64_t offset, uint64_t length, int64_t delta) 
     return ok();
 }
 
+// QEMU's alloc_clusters_noref: the first run of `n` free clusters from the
+// free cluster index, which moves past the run (a hole too small for the
+// run is skipped for good, until a cluster before the index is freed).
 Result<uint64_t> Refcounts::find_free(uint64_t n) {
-    uint64_t start = free_index_, run = 0;
-    uint64_t first_free = UINT64_MAX;  // first free cluster seen by this scan
-    for (uint64_t c = free_index_;; c++) {
-        if (c >= (uint64_t{1} << (56 - cluster_bits_))) return make_error(EFBIG, "No space left in the image");
+    const uint64_t limit = uint64_t{1} << (56 - cluster_bits_);
+    for (uint64_t run = 0; run < n;) {
+        const uint64_t c = free_index_++;
+        if (c >= limit) return make_error(EFBIG, "No space left in the image");
         QIMG_ASSIGN(uint64_t r, get(c));
-        if (r != 0) {
-            run = 0;
-            start = c + 1;
-            continue;
-        }
-        first_free = std::min(first_free, c);
-        if (run == 0) start = c;
-        if (++run == n) break;
+        run = r ? 0 : run + 1;
     }
-    // Like QEMU, keep the scan position only when the first free cluster was
-    // taken; otherwise at least skip the used clusters before the first free
-    // one (no allocation can pick them, and rescanning them made allocating
-    // many L2 tables quadratic).
-    if (start == free_index_) free_index_ = start + n;
-    else free_index_ = first_free;
-    return start;
+    return free_index_ - n;
 }
 
+// QEMU's qcow2_alloc_clusters: search, count, and search again whenever
+// counting had to allocate refcount structures.
 Result<uint64_t> Refcounts::alloc_clusters(uint64_t n) {
     for (;;) {
         QIMG_ASSIGN(uint64_t c, find_free(n));
-        // As QEMU, whose free cluster index is already past the run when
-        // its refcounts are set: a refcount block the run needs goes after it.
-        free_index_ = std::max(free_index_, c + n);
-        // Allocating refcount blocks may take any of the clusters just found
-        // (also ones checked before the block was needed): check them all
-        // once every block exists, and retry if one was taken.
-        for (uint64_t i = c; i < c + n; i++) QIMG_TRY(ensure_block(i));
-        bool moved = false;
-        for (uint64_t i = c; i < c + n && !moved; i++) {
-            QIMG_ASSIGN(uint64_t r, get(i));
-            moved = r != 0;
-        }
-        if (moved) continue;
-        for (uint64_t i = c; i < c + n; i++) QIMG_TRY(set(i, 1));
-        return c << cluster_bits_;
+        QIMG_ASSIGN(bool again, increase(c, n));
+        if (!again) return c << cluster_bits_;
     }
 }
 
-Result<void> Refcounts::alloc_clusters_at(uint64_t first, uint64_t n) {
-    for (uint64_t c = first; c < first + n; c++) {
-        QIMG_ASSIGN(uint64_t r, get(c));
-        if (r != 0) return make_error(EIO, "Cluster to allocate is in use");
+Result<uint64_t> Refcounts::alloc_clusters_at(uint64_t first, uint64_t n) {
+    for (;;) {
+        uint64_t count = 0;
+        for (; count < n; count++) {
+            QIMG_ASSIGN(uint64_t r, get(first + count));
+            if (r != 0) break;
+        }
+        QIMG_ASSIGN(bool again, increase(first, count));
+        if (!again) return count;
     }
-    for (uint64_t c = first; c < first + n; c++) QIMG_TRY(set(c, 1));
-    return ok();
 }
 
 Result<uint64_t> Refcounts::used_end(uint64_t limit) {
@@ -320,7 +272,8 @@ Result<uint64_t> Refcounts::used_end(uint64_t limit) {
     return uint64_t{0};
 }
 
-Result<uint64_t> Refcounts::refcount_area(uint64_t start, uint64_t additional, bool exact) {
+Result<uint64_t> Refcounts::refcount_area(uint64_t start, uint64_t additional, bool exact, uint64_t new_block_index,
+                                          uint64_t new_block_offset) {
     const uint64_t per_cluster = cluster_size_ / 8;
     auto div_up = [](uint64_t a, uint64_t b) { return (a + b - 1) / b; };
     uint64_t total = 0;  // refcount blocks covering everything, themselves included
@@ -333,6 +286,10 @@ Result<uint64_t> Refcounts::refcount_area(uint64_t start, uint64_t additional, b
     const uint64_t area_index = start / entries_per_block_;
     std::vector<uint64_t> nt(table_size, 0);
     std::copy_n(table_.begin(), std::min<uint64_t>(table_.size(), table_size), nt.begin());
+    if (new_block_offset) {
+        if (new_block_index >= total) return make_error(EIO, "New refcount block outside the new refcount table");
+        nt[new_block_index] = new_block_offset;
+    }
     uint64_t new_blocks = 0;
     for (uint64_t i = area_index; i < total; i++)
         if (!(nt[i] & 0xfffffffffffffe00ull)) new_blocks++;

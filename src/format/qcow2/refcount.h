@@ -29,15 +29,18 @@ public:
     Result<void> update(uint64_t offset, uint64_t length, int64_t delta);
     // Allocates `n` contiguous clusters (refcount 1), returns the host offset.
     Result<uint64_t> alloc_clusters(uint64_t n);
-    // Sets the refcount of the `n` free clusters from `first` to 1 (QEMU's
-    // qcow2_alloc_clusters_at); fails if one is in use.
-    Result<void> alloc_clusters_at(uint64_t first, uint64_t n);
+    // QEMU's qcow2_alloc_clusters_at: sets the refcount of the free clusters
+    // from `first` (at most `n`, up to the first one in use) to 1 and
+    // returns how many.
+    Result<uint64_t> alloc_clusters_at(uint64_t first, uint64_t n);
     // QEMU's qcow2_refcount_area: a new refcount table, and refcount blocks
     // where needed, placed at cluster `start` (all free from there on) and
     // sized to cover `start + additional` clusters plus themselves; switched
     // in crash-safely (blocks, table, sync, header, then the old table is
-    // freed). Returns the first cluster after the new structures.
-    Result<uint64_t> refcount_area(uint64_t start, uint64_t additional, bool exact);
+    // freed). A `new_block_offset` (already written) is entered at
+    // `new_block_index`. Returns the first cluster after the new structures.
+    Result<uint64_t> refcount_area(uint64_t start, uint64_t additional, bool exact, uint64_t new_block_index = 0,
+                                   uint64_t new_block_offset = 0);
     // One past the last cluster with a non-zero refcount below `limit`.
     Result<uint64_t> used_end(uint64_t limit);
     // Writes dirty refcount blocks (no sync).
@@ -83,8 +86,10 @@ private:
     void write_entry(Block &b, uint64_t i, uint64_t v);
     Result<void> set(uint64_t cluster_index, uint64_t value);
     Result<uint64_t> find_free(uint64_t n);
+    bool has_block(uint64_t table_index) const;
     Result<void> ensure_block(uint64_t cluster_index);
-    Result<void> grow_table(uint64_t min_entries);
+    Result<bool> alloc_refcount_block(uint64_t cluster_index);
+    Result<bool> increase(uint64_t first, uint64_t n);
     Result<void> write_table_entry(uint64_t index);
     struct OrderChange;
     Result<void> walk_for_order_change(OrderChange &oc, bool write, int index, int total, const StatusFn &status);
