@@ -125,6 +125,18 @@ private:
     Result<void> preallocate_area_locked(uint64_t from, uint64_t to, Prealloc p);
     Result<void> check_metadata_overlap(uint64_t host, uint64_t len) const;
     Result<void> preallocate_locked(uint64_t from, uint64_t to, Prealloc p);
+    // prealloc.cpp: one allocation of preallocate_co (QEMU's QCowL2Meta).
+    struct PreallocRun {
+        uint64_t guest = 0, host = 0, clusters = 0;  // cluster-aligned
+        bool keep_old = false;                       // clusters already there
+        uint64_t cow_start_from = 0, cow_start_to = 0, cow_end_from = 0, cow_end_to = 0;  // bytes in the run
+        uint64_t host_end = 0;  // host offset where the guest range of the run ends
+    };
+    bool needs_new_alloc(uint64_t entry) const;
+    Result<bool> prealloc_cow_locked(PreallocRun &r, const L2Table &t, uint64_t index, uint64_t in,
+                                     uint64_t bytes) const;
+    Result<void> prealloc_link_locked(const PreallocRun &r);
+    Result<uint64_t> prealloc_step_locked(uint64_t &offset, uint64_t to);
     Result<uint64_t> alloc_compressed_bytes_locked(uint64_t size);
     Result<void> write_compressed_cluster(uint64_t off, const uint8_t *buf, size_t len);
     // Stores one compressed cluster (or `raw` when `data` is empty); QEMU
