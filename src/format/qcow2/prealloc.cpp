@@ -18,7 +18,8 @@ namespace qimg::qcow2 {
 Result<void> Qcow2Node::preallocate_area_locked(uint64_t from, uint64_t to, Prealloc p) {
     const uint64_t first_c = from >> cbits_;
     const uint64_t nb_data = ((to + cs_ - 1) >> cbits_) - first_c;
-    if (nb_data == 0) return ok();
+    // Even with no data cluster (create with size 0) QEMU sets up the
+    // refcount area for one L2 table and extends the file to it.
     const uint64_t nb_l2 = (nb_data + l2_entries_ - 1) / l2_entries_ + 1;
     QIMG_TRY(flush_metadata_locked());
     QIMG_ASSIGN(uint64_t used, rc_->used_end((file_->length() + cs_ - 1) >> cbits_));
