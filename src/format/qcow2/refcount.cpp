@@ -68,7 +68,6 @@ Result<void> Refcounts::load(uint64_t table_offset, uint32_t table_clusters) {
     QIMG_TRY(read_padded(file_, table_offset, raw.data(), raw.size()));
     table_.resize(n);
     for (uint64_t i = 0; i < n; i++) table_[i] = be64(&raw[i * 8]);
-    end_cluster_ = (file_.length() + cluster_size_ - 1) >> cluster_bits_;
     return ok();
 }
 
@@ -153,7 +152,6 @@ Result<bool> Refcounts::alloc_refcount_block(uint64_t cluster_index) {
         QIMG_ASSIGN(bool again, increase(nb, 1));
         if (again) return true;
     }
-    end_cluster_ = std::max(end_cluster_, nb + 1);
     const uint64_t bo = nb << cluster_bits_;
     // The block must be on disk before the table points at it.
     QIMG_TRY(write_back());
@@ -206,7 +204,6 @@ Result<void> Refcounts::set(uint64_t cluster_index, uint64_t value) {
     write_entry(*b, cluster_index % entries_per_block_, value);
     b->dirty = true;
     if (value == 0 && cluster_index < free_index_) free_index_ = cluster_index;
-    if (value != 0) end_cluster_ = std::max(end_cluster_, cluster_index + 1);
     return ok();
 }
 
@@ -328,7 +325,6 @@ Result<uint64_t> Refcounts::refcount_area(uint64_t start, uint64_t additional, b
     table_offset_ = table_c << cluster_bits_;
     table_clusters_ = uint32_t(table_clusters);
     for (auto &[off, blk] : fresh) cache_[off] = std::move(blk);
-    end_cluster_ = std::max(end_cluster_, end_c);
     QIMG_TRY(update(old_off, uint64_t(old_clusters) << cluster_bits_, -1));
     return end_c;
 }

@@ -70,8 +70,6 @@ public:
     uint64_t table_offset() const { return table_offset_; }
     uint32_t table_clusters() const { return table_clusters_; }
     const std::vector<uint64_t> &table() const { return table_; }
-    // One past the highest cluster index known to be in use (for placement).
-    uint64_t end_cluster() const { return end_cluster_; }
     uint64_t max_refcount() const { return max_; }
 
 private:
@@ -103,7 +101,7 @@ private:
     uint32_t table_clusters_ = 0;
     std::map<uint64_t, Block> cache_;
     uint64_t tick_ = 0, dirty_count_ = 0;
-    uint64_t free_index_ = 0, end_cluster_ = 0;
+    uint64_t free_index_ = 0;
 };
 
 }  // namespace qimg::qcow2
