@@ -39,12 +39,6 @@ struct Res {
     int64_t total = 0, allocated = 0, fragmented = 0, compressed = 0;
 };
 
-struct Snap {
-    std::string id, name;
-    uint64_t l1_offset = 0;
-    uint32_t l1_size = 0;
-};
-
 enum class ClusterType { Unallocated, ZeroPlain, ZeroAlloc, Normal, Compressed };
 
 }  // namespace
@@ -58,7 +52,9 @@ public:
     Result<void> run(unsigned fix, Res &res);
 
 private:
-    Result<void> read_snapshots();
+    // QEMU's qcow2_check_read_snapshot_table and qcow2_check_fix_snapshot_table.
+    Result<void> read_snapshot_table(unsigned fix, Res &res);
+    Result<void> fix_snapshot_table(unsigned fix, Res &res);
     Result<void> inc(int64_t offset, int64_t size, Res &res);
     ClusterType type_of(uint64_t e) const;
     Result<void> check_l2(uint64_t l2_offset, bool frag, unsigned fix, bool active, Res &res);
@@ -89,36 +85,96 @@ private:
     uint32_t cbits_;
     uint64_t max_;
     RefcountArray imrt_;  // expected refcount per host cluster
-    std::vector<Snap> snaps_;
-    uint64_t snapshots_size_ = 0;
     bool signaled_ = false;
     std::vector<uint64_t> freed_;  // clusters whose refcount a repair dropped to 0
 };
 
-Result<void> Checker::read_snapshots() {
-    const Header &h = n_.h_;
-    snaps_.clear();
-    uint64_t off = h.snapshots_offset;
-    for (uint32_t i = 0; i < h.nb_snapshots; i++) {
-        off = (off + 7) & ~uint64_t{7};
-        uint8_t hd[40];
-        QIMG_TRY(read_padded(file_, off, hd, sizeof hd));
-        Snap s;
-        s.l1_offset = be64(hd);
-        s.l1_size = be32(hd + 8);
-        uint16_t id_size = be16(hd + 12), name_size = be16(hd + 14);
-        uint32_t extra = be32(hd + 36);
-        off += 40 + uint64_t(extra);
-        std::string id(id_size, '\0'), name(name_size, '\0');
-        if (id_size) QIMG_TRY(read_padded(file_, off, id.data(), id_size));
-        off += id_size;
-        if (name_size) QIMG_TRY(read_padded(file_, off, name.data(), name_size));
-        off += name_size;
-        s.id = std::move(id);
-        s.name = std::move(name);
-        snaps_.push_back(std::move(s));
+// The snapshot table as the header on disk has it (a check-mode open reads
+// neither), with repairs under -r all: a count above QEMU's limit and a
+// table past its size limit are cut (the header count is rewritten at once;
+// the dropped entries then merely leak), too much extra data is truncated
+// and, on v3, entries without disk_size are completed; the last two need the
+// whole table rewritten, which fix_snapshot_table() does once the refcounts
+// can be trusted.
+Result<void> Checker::read_snapshot_table(unsigned fix, Res &res) {
+    uint8_t ptr[12];
+    if (auto r = file_.read(60, ptr, sizeof ptr); !r) {
+        res.check_errors++;
+        std::fprintf(stderr, "ERROR failed to read the snapshot table pointer from the image header: %s\n",
+                     std::strerror(r.error().code));
+        return Err(r.error());
     }
-    snapshots_size_ = h.nb_snapshots ? off - h.snapshots_offset : 0;
+    uint32_t nb = be32(ptr);
+    const uint64_t offset = be64(ptr + 4);
+    uint32_t reduced = 0;
+    if (nb > kMaxSnapshots && (fix & kFixErrors)) {
+        std::fprintf(stderr, "Discarding %" PRIu64 " overhanging snapshots\n", uint64_t(nb) - kMaxSnapshots);
+        reduced += uint32_t(nb - kMaxSnapshots);
+        nb = uint32_t(kMaxSnapshots);
+    }
+    if (auto v = validate_table(offset, nb, kSnapshotHeaderSize, kSnapshotHeaderSize * kMaxSnapshots, cs_,
+                                "snapshot table");
+        !v) {
+        res.check_errors++;
+        std::fprintf(stderr, "qemu-img: ERROR %s\n", v.error().message.c_str());
+        if (nb > kMaxSnapshots)
+            std::fprintf(stderr, "You can force-remove all %" PRIu64 " overhanging snapshots with qemu-img check -r all\n",
+                         uint64_t(nb) - kMaxSnapshots);
+        return Err(v.error());
+    }
+    SnapshotTableRepair rep;
+    auto t = qcow2::read_snapshot_table(file_, offset, nb, n_.h_.size & ~uint64_t{511},
+                                        (fix & kFixErrors) ? &rep : nullptr);
+    if (!t) {
+        res.check_errors++;
+        std::fprintf(stderr, "qemu-img: ERROR failed to read the snapshot table: %s\n", t.error().message.c_str());
+        return Err(t.error());
+    }
+    reduced += rep.overhanging;
+    n_.snapshots_ = std::move(t->list);
+    n_.snapshots_size_ = t->size;
+    n_.h_.snapshots_offset = offset;
+    n_.h_.nb_snapshots = uint32_t(n_.snapshots_.size());
+    res.corruptions += int64_t(reduced) + rep.extra_dropped;
+    if (reduced) {
+        // The count on disk must match before the refcounts are checked.
+        uint8_t b[4];
+        put_be32(b, n_.h_.nb_snapshots);
+        auto w = file_.write(60, b, sizeof b);
+        if (w) w = file_.flush();
+        if (!w) {
+            res.check_errors++;
+            std::fprintf(stderr, "ERROR failed to update the snapshot count in the image header: %s\n",
+                         std::strerror(w.error().code));
+            return Err(w.error());
+        }
+        res.corruptions_fixed += reduced;
+        res.corruptions -= reduced;
+    }
+    // A v3 entry has at least vm_state_size_large and disk_size.
+    if (n_.h_.version >= 3) {
+        for (size_t i = 0; i < n_.snapshots_.size(); i++) {
+            if (n_.snapshots_[i].extra_data_size >= 16) continue;
+            res.corruptions++;
+            std::fprintf(stderr, "%s snapshot table entry %zu is incomplete\n",
+                         (fix & kFixErrors) ? "Repairing" : "ERROR", i);
+        }
+    }
+    return ok();
+}
+
+Result<void> Checker::fix_snapshot_table(unsigned fix, Res &res) {
+    if (!res.corruptions || !(fix & kFixErrors)) return ok();
+    auto w = n_.write_snapshots_locked(n_.snapshots_, [this](uint64_t off, uint64_t size) {
+        return pre_write_check(off, size, false);
+    });
+    if (!w) {
+        res.check_errors++;
+        std::fprintf(stderr, "ERROR failed to update snapshot table: %s\n", std::strerror(w.error().code));
+        return Err(w.error());
+    }
+    res.corruptions_fixed += res.corruptions;
+    res.corruptions = 0;
     return ok();
 }
 
@@ -438,16 +494,16 @@ Result<void> Checker::calculate(unsigned fix, bool &rebuild, Res &res) {
     const Header &h = n_.h_;
     QIMG_TRY(inc(0, int64_t(cs_), res));
     QIMG_TRY(check_l1(h.l1_table_offset, h.l1_size, true, fix, true, res));
-    if (h.has_data_file() && h.nb_snapshots) {
-        std::fprintf(stderr, "ERROR %d snapshots in image with data file\n", int(h.nb_snapshots));
+    if (h.has_data_file() && !n_.snapshots_.empty()) {
+        std::fprintf(stderr, "ERROR %d snapshots in image with data file\n", int(n_.snapshots_.size()));
         res.corruptions++;
     }
-    for (const Snap &s : snaps_) {
-        if (s.l1_offset & (cs_ - 1)) {
+    for (const Snapshot &s : n_.snapshots_) {
+        if (s.l1_table_offset & (cs_ - 1)) {
             std::fprintf(stderr,
                          "ERROR snapshot %s (%s) l1_offset=%#" PRIx64
                          ": L1 table is not cluster aligned; snapshot table entry corrupted\n",
-                         s.id.c_str(), s.name.c_str(), s.l1_offset);
+                         s.id.c_str(), s.name.c_str(), s.l1_table_offset);
             res.corruptions++;
             continue;
         }
@@ -459,9 +515,9 @@ Result<void> Checker::calculate(unsigned fix, bool &rebuild, Res &res) {
             res.corruptions++;
             continue;
         }
-        QIMG_TRY(check_l1(s.l1_offset, s.l1_size, false, fix, false, res));
+        QIMG_TRY(check_l1(s.l1_table_offset, s.l1_size, false, fix, false, res));
     }
-    QIMG_TRY(inc(int64_t(h.snapshots_offset), int64_t(snapshots_size_), res));
+    QIMG_TRY(inc(int64_t(h.snapshots_offset), int64_t(n_.snapshots_size_), res));
     QIMG_TRY(inc(int64_t(n_.rc_->table_offset()), int64_t(n_.rc_->table().size() * 8), res));
     QIMG_TRY(check_bitmaps(res));
     return check_refblocks(fix, rebuild, res);
@@ -496,9 +552,9 @@ const char *Checker::overlap(uint64_t offset, uint64_t size, bool ign_active_l2)
     if (!n_.l1_.empty() && hit(h.l1_table_offset, n_.l1_.size() * 8)) return "active L1 table";
     const auto &rt = n_.rc_->table();
     if (!rt.empty() && hit(n_.rc_->table_offset(), rt.size() * 8)) return "refcount table";
-    if (hit(h.snapshots_offset, snapshots_size_)) return "snapshot table";
-    for (const Snap &sn : snaps_)
-        if (sn.l1_size && hit(sn.l1_offset, uint64_t(sn.l1_size) * 8)) return "inactive L1 table";
+    if (hit(h.snapshots_offset, n_.snapshots_size_)) return "snapshot table";
+    for (const Snapshot &sn : n_.snapshots_)
+        if (sn.l1_size && hit(sn.l1_table_offset, uint64_t(sn.l1_size) * 8)) return "inactive L1 table";
     if (!ign_active_l2)
         for (uint64_t e : n_.l1_)
             if ((e & kL1OffsetMask) && hit(e & kL1OffsetMask, cs_)) return "active L2 table";
@@ -838,10 +894,24 @@ Result<void> Checker::write_incompat(uint64_t v) {
 
 Result<void> Checker::run(unsigned fix, Res &res) {
     res = Res{};
-    QIMG_TRY(read_snapshots());
-    Res rc;
+    // As qcow2_co_check_locked: the snapshot table's findings are kept apart
+    // (their repair waits for trusted refcounts) and added in the end.
+    Res snap, rc;
+    const auto add_counts = [&res](const Res &src) {
+        res.corruptions += src.corruptions;
+        res.leaks += src.leaks;
+        res.check_errors += src.check_errors;
+        res.corruptions_fixed += src.corruptions_fixed;
+        res.leaks_fixed += src.leaks_fixed;
+    };
+    if (auto r = read_snapshot_table(fix, snap); !r) {
+        add_counts(snap);
+        return r;
+    }
     auto r = check_refcounts(fix, rc);
     res = rc;
+    if (r) r = fix_snapshot_table(fix, snap);
+    add_counts(snap);
     QIMG_TRY(r);
     if (fix && res.check_errors == 0 && res.corruptions == 0) {
         const uint64_t inc = n_.h_.incompatible;

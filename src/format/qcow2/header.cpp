@@ -15,16 +15,6 @@ namespace {
 
 uint64_t round_up8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
 
-// QEMU's qcow2_validate_table: a bounded entry count and an aligned offset
-// that leaves room for the table below INT64_MAX.
-Result<void> validate_table(uint64_t offset, uint64_t entries, uint64_t entry_len, uint64_t max_bytes,
-                            uint64_t cluster_size, const char *name) {
-    if (entries > max_bytes / entry_len) return make_error(EFBIG, std::string(name) + " too large");
-    if (uint64_t(INT64_MAX) - entries * entry_len < offset || (offset & (cluster_size - 1)) != 0)
-        return make_error(EINVAL, std::string(name) + " offset invalid");
-    return ok();
-}
-
 std::string feature_list(const std::vector<FeatureName> &table, uint64_t mask) {
     std::string out;
     for (const FeatureName &f : table) {
@@ -122,7 +112,15 @@ Result<void> parse_extensions(Header &h, const std::vector<uint8_t> &head, uint6
 
 }  // namespace
 
-Result<Header> read_header(BlockNode &file, bool read_write) {
+Result<void> validate_table(uint64_t offset, uint64_t entries, uint64_t entry_len, uint64_t max_bytes,
+                            uint64_t cluster_size, const char *name) {
+    if (entries > max_bytes / entry_len) return make_error(EFBIG, std::string(name) + " too large");
+    if (uint64_t(INT64_MAX) - entries * entry_len < offset || (offset & (cluster_size - 1)) != 0)
+        return make_error(EINVAL, std::string(name) + " offset invalid");
+    return ok();
+}
+
+Result<Header> read_header(BlockNode &file, bool read_write, bool check_mode) {
     uint8_t b[kHeaderLengthWithCompression] = {};
     {
         auto r = read_padded(file, 0, b, sizeof b);
@@ -195,8 +193,10 @@ Result<Header> read_header(BlockNode &file, bool read_write) {
     if (h.refcount_table_clusters == 0) return make_error(EINVAL, "Image does not contain a reference count table");
     QIMG_TRY(validate_table(h.refcount_table_offset, h.refcount_table_clusters, cs, kMaxRefcountTableBytes, cs,
                             "Reference count table"));
-    QIMG_TRY(validate_table(h.snapshots_offset, h.nb_snapshots, kSnapshotHeaderSize,
-                            kSnapshotHeaderSize * kMaxSnapshots, cs, "Snapshot table"));
+    // qemu-img check reads (and may repair) the snapshot table itself.
+    if (!check_mode)
+        QIMG_TRY(validate_table(h.snapshots_offset, h.nb_snapshots, kSnapshotHeaderSize,
+                                kSnapshotHeaderSize * kMaxSnapshots, cs, "Snapshot table"));
     QIMG_TRY(validate_table(h.l1_table_offset, h.l1_size, 8, kMaxL1Bytes, cs, "Active L1 table"));
     const uint32_t l2_bits = h.cluster_bits - (h.extended_l2() ? 4 : 3);
     const uint32_t shift = h.cluster_bits + l2_bits;

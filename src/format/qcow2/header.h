@@ -99,8 +99,15 @@ struct Header {
 };
 
 // Reads and validates the header of `file` (QEMU's qcow2_do_open checks and
-// messages). `read_write` refuses corrupt images as QEMU does.
-Result<Header> read_header(BlockNode &file, bool read_write);
+// messages). `read_write` refuses corrupt images as QEMU does; `check_mode`
+// (BDRV_O_CHECK) leaves the snapshot table pointer to the check.
+Result<Header> read_header(BlockNode &file, bool read_write, bool check_mode = false);
+
+// QEMU's qcow2_validate_table: at most max_bytes / entry_len entries ("<name>
+// too large", EFBIG) and a cluster-aligned offset that leaves room for the
+// table below INT64_MAX ("<name> offset invalid", EINVAL).
+Result<void> validate_table(uint64_t offset, uint64_t entries, uint64_t entry_len, uint64_t max_bytes,
+                            uint64_t cluster_size, const char *name);
 
 // The first cluster as QEMU's qcow2_update_header writes it: header fields,
 // backing format, data file name, feature name table, bitmaps extension,

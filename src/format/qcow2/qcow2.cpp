@@ -105,12 +105,14 @@ Result<void> Qcow2Node::init() {
 Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     const bool rw = req.flags.read_write;
     // qemu-img check (BDRV_O_CHECK) may open corrupt images read-write to repair them.
-    QIMG_ASSIGN(Header h, read_header(*req.file, rw && !req.flags.check));
+    QIMG_ASSIGN(Header h, read_header(*req.file, rw && !req.flags.check, req.flags.check));
     auto node = std::make_shared<Qcow2Node>(req.file, std::move(h));
     node->set_filename(req.filename);
     node->set_read_only(!rw);
     QIMG_TRY(node->init());
-    QIMG_TRY(node->load_snapshots());
+    // In check mode the check reads the snapshot table (QEMU skips it too,
+    // so that a broken table can be reported and repaired).
+    if (!req.flags.check) QIMG_TRY(node->load_snapshots());
     QIMG_TRY(node->load_bitmaps());
     const Header &hh = node->h_;
     if (hh.has_data_file()) {

@@ -3,6 +3,7 @@
 // and create.cpp (which formats an image through a node).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -168,7 +169,10 @@ private:
     Result<std::vector<uint64_t>> read_l1_locked(uint64_t offset, uint32_t entries, uint64_t min_entries);
     Result<void> write_active_l1_locked();
     Result<void> update_snapshot_refcount_locked(std::vector<uint64_t> &l1, int addend, bool active);
-    Result<void> write_snapshots_locked(std::vector<Snapshot> list);
+    // `pre_write` (check's metadata overlap check) vets the new table's
+    // clusters before they are written.
+    Result<void> write_snapshots_locked(std::vector<Snapshot> list,
+                                        const std::function<Result<void>(uint64_t, uint64_t)> &pre_write = {});
     Result<void> cow_l2_locked(uint64_t l1_index);
     void forget_freed_state_locked();
     // bitmap_node.cpp

@@ -75,13 +75,15 @@ std::string hex(uint64_t v) {
 
 }  // namespace
 
-Result<SnapshotTable> read_snapshot_table(BlockNode &file, const Header &h, uint64_t disk_size) {
+Result<SnapshotTable> read_snapshot_table(BlockNode &file, uint64_t snapshots_offset, uint32_t nb,
+                                          uint64_t disk_size, SnapshotTableRepair *repair) {
     SnapshotTable t;
-    if (h.nb_snapshots == 0) return t;
+    if (nb == 0) return t;
     Cursor c(file);
-    uint64_t offset = h.snapshots_offset, table_length = 0;
-    t.list.reserve(std::min<uint32_t>(h.nb_snapshots, 1024));
-    for (uint32_t i = 0; i < h.nb_snapshots; i++) {
+    uint64_t offset = snapshots_offset, table_length = 0;
+    t.list.reserve(std::min<uint32_t>(nb, 1024));
+    for (uint32_t i = 0; i < nb; i++) {
+        const uint64_t entry_start = offset;
         table_length = round8(table_length);
         offset = round8(offset);
         uint8_t b[40];
@@ -96,9 +98,16 @@ Result<SnapshotTable> read_snapshot_table(BlockNode &file, const Header &h, uint
         sn.vm_clock_nsec = be64(b + 24);
         sn.vm_state_size = be32(b + 32);
         sn.extra_data_size = be32(b + 36);
-        if (sn.extra_data_size > kMaxSnapshotExtraData)
-            return make_error(EFBIG, "Too much extra metadata in snapshot table entry " + std::to_string(i) +
-                                         "\nYou can force-remove this extra metadata with qemu-img check -r all");
+        bool truncate_extra = false;
+        if (sn.extra_data_size > kMaxSnapshotExtraData) {
+            if (!repair)
+                return make_error(EFBIG, "Too much extra metadata in snapshot table entry " + std::to_string(i) +
+                                             "\nYou can force-remove this extra metadata with qemu-img check -r all");
+            std::fprintf(stderr, "Discarding too much extra metadata in snapshot table entry %u (%" PRIu32 " > %u)\n",
+                         i, sn.extra_data_size, kMaxSnapshotExtraData);
+            repair->extra_dropped++;
+            truncate_extra = true;
+        }
         uint8_t extra[kSnapshotExtraSize] = {};
         uint32_t known = std::min(kSnapshotExtraSize, sn.extra_data_size);
         QIMG_TRY(c.read(offset, extra, known));
@@ -107,9 +116,11 @@ Result<SnapshotTable> read_snapshot_table(BlockNode &file, const Header &h, uint
         sn.disk_size = sn.extra_data_size >= 16 ? be64(extra + 8) : disk_size;
         sn.icount = sn.extra_data_size >= 24 ? be64(extra + 16) : UINT64_MAX;
         if (sn.extra_data_size > kSnapshotExtraSize) {
+            const uint64_t extra_end = offset + (sn.extra_data_size - kSnapshotExtraSize);
+            if (truncate_extra) sn.extra_data_size = kMaxSnapshotExtraData;
             sn.unknown_extra.resize(sn.extra_data_size - kSnapshotExtraSize);
             QIMG_TRY(c.read(offset, sn.unknown_extra.data(), sn.unknown_extra.size()));
-            offset += sn.unknown_extra.size();
+            offset = extra_end;
         }
         sn.id.resize(id_size);
         QIMG_TRY(c.read(offset, sn.id.data(), id_size));
@@ -120,15 +131,26 @@ Result<SnapshotTable> read_snapshot_table(BlockNode &file, const Header &h, uint
         // C strings in QEMU: an embedded NUL ends them.
         sn.id.resize(std::strlen(sn.id.c_str()));
         sn.name.resize(std::strlen(sn.name.c_str()));
+        // Counts the extra data as kept (truncated), the offset as read.
         table_length += 40 + sn.extra_data_size + id_size + name_size;
-        if (table_length > kMaxSnapshotsSize || offset - h.snapshots_offset > uint64_t(INT_MAX))
-            return make_error(EFBIG, "Snapshot table is too big\nYou can force-remove all " +
-                                         std::to_string(h.nb_snapshots - i) +
-                                         " overhanging snapshots with qemu-img check -r all");
+        if (table_length > kMaxSnapshotsSize || offset - snapshots_offset > uint64_t(INT_MAX)) {
+            if (!repair)
+                return make_error(EFBIG, "Snapshot table is too big\nYou can force-remove all " +
+                                             std::to_string(nb - i) +
+                                             " overhanging snapshots with qemu-img check -r all");
+            std::fprintf(stderr, "Discarding %u overhanging snapshots (snapshot table is too big)\n", nb - i);
+            repair->overhanging += nb - i;
+            offset = entry_start;
+            break;
+        }
         t.list.push_back(std::move(sn));
     }
-    t.size = offset - h.snapshots_offset;
+    t.size = offset - snapshots_offset;
     return t;
+}
+
+Result<SnapshotTable> read_snapshot_table(BlockNode &file, const Header &h, uint64_t disk_size) {
+    return read_snapshot_table(file, h.snapshots_offset, h.nb_snapshots, disk_size);
 }
 
 Result<std::vector<uint8_t>> serialize_snapshot_table(const std::vector<Snapshot> &list) {
@@ -305,13 +327,17 @@ Result<void> Qcow2Node::update_snapshot_refcount_locked(std::vector<uint64_t> &l
 
 // Publishes `list` as the snapshot table: the new table is written and
 // durable before the header points at it; the old one is freed after.
-Result<void> Qcow2Node::write_snapshots_locked(std::vector<Snapshot> list) {
+Result<void> Qcow2Node::write_snapshots_locked(std::vector<Snapshot> list,
+                                              const std::function<Result<void>(uint64_t, uint64_t)> &pre_write) {
     QIMG_ASSIGN(std::vector<uint8_t> raw, serialize_snapshot_table(list));
     uint64_t new_off = 0;
     if (!raw.empty()) {
         QIMG_ASSIGN(new_off, rc_->alloc_clusters((raw.size() + cs_ - 1) / cs_));
         QIMG_TRY(flush_metadata_locked());
         QIMG_TRY(file_->flush());
+        // A refusal marks the image corrupt; like QEMU, which then stops
+        // writing to it, the allocation (already durable) is left to leak.
+        if (pre_write) QIMG_TRY(pre_write(new_off, raw.size()));
         QIMG_TRY(file_->write(new_off, raw.data(), raw.size()));
     }
     QIMG_TRY(file_->flush());
@@ -325,7 +351,15 @@ Result<void> Qcow2Node::write_snapshots_locked(std::vector<Snapshot> list) {
     h_.snapshots_offset = new_off;
     snapshots_ = std::move(list);
     snapshots_size_ = raw.size();
-    if (old_off && old_size) QIMG_TRY(rc_->update(old_off, old_size, -1));
+    if (old_off && old_size) {
+        QIMG_TRY(rc_->update(old_off, old_size, -1));
+        // QEMU frees it with QCOW2_DISCARD_SNAPSHOT: the file layer punches
+        // out every cluster that became free.
+        for (uint64_t c = old_off >> cbits_; c <= (old_off + old_size - 1) >> cbits_; c++) {
+            QIMG_ASSIGN(uint64_t rc, rc_->get(c));
+            if (rc == 0) (void)file_->discard(c << cbits_, cs_);
+        }
+    }
     return ok();
 }
 

@@ -38,9 +38,21 @@ struct SnapshotTable {
     uint64_t size = 0;  // bytes the table occupies from snapshots_offset
 };
 
-// Reads the `h.nb_snapshots` entries at `h.snapshots_offset` (already
-// bounds-checked by read_header). `disk_size` is the size reported for
-// entries without that extra field. Errors carry QEMU's wording.
+// What a repairing read (qemu-img check -r all) cut off.
+struct SnapshotTableRepair {
+    uint32_t overhanging = 0;    // entries dropped off the end (table too big)
+    uint32_t extra_dropped = 0;  // entries whose extra data was truncated
+};
+
+// Reads the `nb` entries at `offset` (bounds-checked by the caller, as
+// read_header does). `disk_size` is the size reported for entries without
+// that extra field. Errors carry QEMU's wording. With `repair`, as QEMU's
+// qcow2_do_read_snapshots in check -r all: extra data past the limit is
+// truncated and a table past the size limit is cut off at the entry that
+// crosses it, each announced on stderr, instead of failing.
+Result<SnapshotTable> read_snapshot_table(BlockNode &file, uint64_t offset, uint32_t nb, uint64_t disk_size,
+                                          SnapshotTableRepair *repair = nullptr);
+// The table the header `h` points at.
 Result<SnapshotTable> read_snapshot_table(BlockNode &file, const Header &h, uint64_t disk_size);
 
 // The table as qcow2_write_snapshots writes it (every entry with at least
