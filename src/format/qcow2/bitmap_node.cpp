@@ -2,12 +2,14 @@
 // validating them at open, qemu-img bitmap actions, recording guest writes
 // in enabled bitmaps, and storing them.
 //
-// Guest writes: before the first change to an image with enabled bitmaps,
-// the directory is republished with those bitmaps IN_USE (QEMU's rule: an
-// IN_USE bitmap was not saved cleanly); writes then set bits in memory, and
-// close() stores the data and republishes the directory without IN_USE.
-// Disabled bitmaps keep their tables untouched. The bitmaps autoclear bit
-// stays set throughout, so QEMU trusts every bitmap not marked IN_USE.
+// Read-write opens, as QEMU: every consistent bitmap is marked IN_USE in
+// the published directory at once (QEMU's rule: an IN_USE bitmap was not
+// saved cleanly); guest writes then set bits in memory in the enabled ones,
+// and close() stores every one of them again (new data clusters, tables and
+// directory, the old ones freed) without IN_USE, so the file comes out as
+// QEMU leaves it. A removal republishes the directory at once. The bitmaps
+// autoclear bit stays set throughout, so QEMU trusts every bitmap not
+// marked IN_USE.
 //
 // Crash safety: every store writes new data clusters, new tables and a new
 // directory to newly allocated clusters, makes them and their refcounts
@@ -42,10 +44,10 @@ Result<std::vector<uint64_t>> Qcow2Node::read_bitmap_table(const BitmapDirEntry 
 
 // Queues a published bitmap's clusters (data and table) for freeing.
 void Qcow2Node::drop_bitmap_clusters(const BitmapDirEntry &e, const std::vector<uint64_t> &table,
-                                     std::vector<std::pair<uint64_t, uint64_t>> &drops) const {
+                                     std::vector<BitmapDrop> &drops) const {
     for (uint64_t t : table)
-        if (t & kBmeTableOffsetMask) drops.emplace_back(t & kBmeTableOffsetMask, cs_);
-    drops.emplace_back(e.table_offset, uint64_t(e.table_size) * 8);
+        if (t & kBmeTableOffsetMask) drops.push_back({t & kBmeTableOffsetMask, cs_, true});
+    drops.push_back({e.table_offset, uint64_t(e.table_size) * 8, false});
 }
 
 // At open (QEMU's qcow2_load_dirty_bitmaps): the directory and every
@@ -76,6 +78,20 @@ Result<void> Qcow2Node::load_bitmaps() {
         }
         bitmaps_.push_back(std::move(b));
     }
+    return ok();
+}
+
+// A read-write open, as QEMU's qcow2_load_dirty_bitmaps: every consistent
+// bitmap is published IN_USE at once, whether or not the image changes,
+// and close() stores each one again (new data clusters, tables and
+// directory; the old ones freed), so that the file comes out as QEMU leaves
+// it after any read-write use.
+Result<void> Qcow2Node::claim_bitmaps() {
+    std::lock_guard g(mu_);
+    for (LoadedBitmap &b : bitmaps_)
+        if (!b.inconsistent) b.bits_changed = true;
+    auto r = start_bitmap_tracking_locked(true);
+    if (!r) return errno_error(r.error().code, "Can't update bitmap directory");
     return ok();
 }
 
@@ -205,8 +221,9 @@ Result<uint64_t> Qcow2Node::write_bitmap_locked(const DirtyBits &bits, std::vect
 // the header extension, then frees what the old directory referenced.
 // `keep_tracking`: bitmaps marked in_use are published IN_USE (before
 // guest writes); otherwise IN_USE is cleared and tracking ends.
-Result<void> Qcow2Node::store_bitmaps_locked(bool keep_tracking) {
-    std::vector<std::pair<uint64_t, uint64_t>> allocated, drops = bitmap_drops_;
+Result<void> Qcow2Node::store_bitmaps_locked(bool keep_tracking, bool directory_only) {
+    std::vector<std::pair<uint64_t, uint64_t>> allocated;
+    std::vector<BitmapDrop> drops = bitmap_drops_;
     auto undo = [&](Error e) -> Result<void> {
         for (auto [off, len] : allocated) (void)rc_->update(off, len, -1);
         return Err(std::move(e));
@@ -216,7 +233,7 @@ Result<void> Qcow2Node::store_bitmaps_locked(bool keep_tracking) {
     std::vector<size_t> order;
     for (size_t i = 0; i < bitmaps_.size(); i++)
         if (!bitmaps_[i].table.empty() || bitmaps_[i].inconsistent) order.push_back(i);
-    for (size_t i = bitmaps_.size(); i-- > 0;)
+    for (size_t i = bitmaps_.size(); i-- > 0 && !directory_only;)
         if (bitmaps_[i].table.empty() && !bitmaps_[i].inconsistent) order.push_back(i);
 
     struct Pending {
@@ -230,7 +247,7 @@ Result<void> Qcow2Node::store_bitmaps_locked(bool keep_tracking) {
         LoadedBitmap &b = bitmaps_[i];
         Pending &p = next[i];
         p.entry = b.entry;
-        if (!b.inconsistent) {
+        if (!b.inconsistent && !directory_only) {
             if (b.bits_changed || b.table.empty()) {
                 QIMG_TRY(load_bitmap_data_locked(b));
                 auto t = write_bitmap_locked(b.bits, p.table, allocated);
@@ -269,9 +286,10 @@ Result<void> Qcow2Node::store_bitmaps_locked(bool keep_tracking) {
         return undo(r.error());
     }
     // Published: the in-memory state follows, then the old clusters go.
-    if (old_ext) drops.emplace_back(old_ext->directory_offset, old_ext->directory_size);
+    if (old_ext) drops.push_back({old_ext->directory_offset, old_ext->directory_size, false});
     std::vector<LoadedBitmap> kept;
     for (size_t i : order) {
+        if (directory_only) break;
         LoadedBitmap &b = bitmaps_[i];
         b.entry = next[i].entry;
         if (next[i].rewritten) {
@@ -281,13 +299,18 @@ Result<void> Qcow2Node::store_bitmaps_locked(bool keep_tracking) {
         if (!keep_tracking) b.in_use = false;
         kept.push_back(std::move(b));
     }
-    bitmaps_ = std::move(kept);
+    if (!directory_only) bitmaps_ = std::move(kept);
     bitmap_drops_.clear();
-    if (!keep_tracking) {
+    if (!keep_tracking && !directory_only) {
         bitmaps_tracking_ = false;
         bitmaps_need_store_ = false;
     }
-    for (auto [off, len] : drops) QIMG_TRY(rc_->update(off, len, -1));
+    for (const BitmapDrop &d : drops) {
+        QIMG_TRY(rc_->update(d.offset, d.length, -1));
+        if (!d.discard) continue;
+        QIMG_ASSIGN(uint64_t rc, rc_->get(d.offset >> cbits_));
+        if (rc == 0) (void)file_->discard(d.offset, cs_);
+    }
     return rc_->write_back();
 }
 
@@ -324,7 +347,8 @@ Result<void> Qcow2Node::bitmap_action(const BitmapAction &a) {
     LoadedBitmap *b = find_bitmap_locked(a.name);
     if (!b) return make_error(ENOENT, "Dirty bitmap '" + a.name + "' not found");
     switch (a.kind) {
-    case Kind::Remove:
+    case Kind::Remove: {
+        const bool published = !b->table.empty() || b->inconsistent;
         if (!b->table.empty()) {
             drop_bitmap_clusters(b->entry, b->table, bitmap_drops_);
         } else if (b->inconsistent) {
@@ -333,7 +357,11 @@ Result<void> Qcow2Node::bitmap_action(const BitmapAction &a) {
             if (auto t = read_bitmap_table(b->entry)) drop_bitmap_clusters(b->entry, *t, bitmap_drops_);
         }
         bitmaps_.erase(bitmaps_.begin() + (b - bitmaps_.data()));
+        // QEMU's qcow2_co_remove_persistent_dirty_bitmap republishes the
+        // directory without it at once; the others are stored at close.
+        if (published) return store_bitmaps_locked(true, true);
         break;
+    }
     case Kind::Clear:
         if (b->inconsistent) return make_error(EINVAL, inconsistent_message(a.name));
         QIMG_TRY(load_bitmap_data_locked(*b));

@@ -76,8 +76,9 @@ Result<void> parse_extensions(Header &h, const std::vector<uint8_t> &head, uint6
             } else if (magic == kExtBitmaps) {
                 if (len != 24) return make_error(EINVAL, "bitmaps_ext: Invalid extension length");
                 if (!(h.autoclear & kAutoclearBitmaps)) {
-                    // Left by a program without bitmap support: QEMU drops it
-                    // (with a warning) when it next writes the header.
+                    // Left by a program without bitmap support: QEMU warns
+                    // and drops it when it next writes the header.
+                    h.stale_bitmaps_extension = true;
                     break;
                 }
                 if (be32(data + 4) != 0) return make_error(EINVAL, "bitmaps_ext: Reserved field is not zero");

@@ -90,6 +90,7 @@ struct Header {
     std::optional<BitmapsExtension> bitmaps;
     std::vector<FeatureName> feature_table;
     std::vector<UnknownExtension> unknown_extensions;
+    bool stale_bitmaps_extension = false;  // present without the autoclear bit (ignored)
 
     uint64_t cluster_size() const { return uint64_t{1} << cluster_bits; }
     bool extended_l2() const { return incompatible & kIncompatExtL2; }

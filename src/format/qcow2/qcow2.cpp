@@ -106,6 +106,16 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     const bool rw = req.flags.read_write;
     // qemu-img check (BDRV_O_CHECK) may open corrupt images read-write to repair them.
     QIMG_ASSIGN(Header h, read_header(*req.file, rw && !req.flags.check, req.flags.check));
+    if (h.stale_bitmaps_extension) {
+        // QEMU's qcow2_read_extensions, on every open (no newline at the end).
+        std::fprintf(stderr, "qemu-img: warning: %s\nSome clusters may be leaked, run 'qemu-img check -r' on the "
+                             "image file to fix.",
+                     h.version < 3 ? "This qcow2 v2 image contains bitmaps, but they may have been modified by a "
+                                     "program without persistent bitmap support; so now they must all be "
+                                     "considered inconsistent"
+                                   : "a program lacking bitmap support modified this file, so all bitmaps are now "
+                                     "considered inconsistent");
+    }
     auto node = std::make_shared<Qcow2Node>(req.file, std::move(h));
     node->set_filename(req.filename);
     node->set_read_only(!rw);
@@ -114,6 +124,14 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     // so that a broken table can be reported and repaired).
     if (!req.flags.check) QIMG_TRY(node->load_snapshots());
     QIMG_TRY(node->load_bitmaps());
+    if (rw) QIMG_TRY(node->claim_bitmaps());
+    if (rw && node->h_.stale_bitmaps_extension) {
+        // QEMU rewrites the header at once, without the stale extension.
+        std::lock_guard g(node->mu_);
+        node->h_.stale_bitmaps_extension = false;
+        auto r = node->write_header_locked();
+        if (!r) return Err(errno_error(r.error().code, "Could not update qcow2 header"));
+    }
     const Header &hh = node->h_;
     if (hh.has_data_file()) {
         OptionMap o;
@@ -373,7 +391,8 @@ Result<void> Qcow2Node::write_header_locked() {
 
 Result<void> Qcow2Node::prepare_write_locked() {
     if (read_only_) return make_error(EROFS, "Cannot write to a read-only image");
-    // Enabled bitmaps are published IN_USE before the image changes (bitmap_node.cpp).
+    // Bitmaps are published IN_USE before the image changes (bitmap_node.cpp;
+    // normally already at open).
     if (!bitmaps_tracking_ && !bitmaps_.empty()) QIMG_TRY(start_bitmap_tracking_locked(false));
     if (first_write_done_) return ok();
     bool update = false;

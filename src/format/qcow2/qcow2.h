@@ -187,16 +187,26 @@ private:
         DirtyBits bits;
     };
     Result<void> load_bitmaps();
+    Result<void> claim_bitmaps();
     Result<std::vector<uint64_t>> read_bitmap_table(const BitmapDirEntry &e);
+    // Clusters a bitmap store frees; data clusters are also discarded, as
+    // QEMU frees them with QCOW2_DISCARD_ALWAYS (tables and directories
+    // with QCOW2_DISCARD_OTHER, which qemu-img does not pass down).
+    struct BitmapDrop {
+        uint64_t offset = 0, length = 0;
+        bool discard = false;
+    };
     void drop_bitmap_clusters(const BitmapDirEntry &e, const std::vector<uint64_t> &table,
-                              std::vector<std::pair<uint64_t, uint64_t>> &drops) const;
+                              std::vector<BitmapDrop> &drops) const;
     Result<void> load_bitmap_data_locked(LoadedBitmap &b);
     LoadedBitmap *find_bitmap_locked(const std::string &name);
     Result<void> start_bitmap_tracking_locked(bool all);
     Result<void> publish_in_use_in_place_locked();
     void mark_bitmaps_dirty_locked(uint64_t off, uint64_t len);
     Result<void> resize_bitmaps_locked(uint64_t new_size);
-    Result<void> store_bitmaps_locked(bool keep_tracking);
+    // `directory_only`: a new directory of the published bitmaps as they
+    // are (after a removal), nothing rewritten, tracking state unchanged.
+    Result<void> store_bitmaps_locked(bool keep_tracking, bool directory_only = false);
     Result<uint64_t> write_bitmap_locked(const DirtyBits &bits, std::vector<uint64_t> &table,
                                          std::vector<std::pair<uint64_t, uint64_t>> &allocated);
     Result<void> merge_bitmap_locked(const BitmapAction &a);
@@ -225,7 +235,7 @@ private:
     std::vector<Snapshot> snapshots_;
     uint64_t snapshots_size_ = 0;  // bytes of the snapshot table on disk
     std::vector<LoadedBitmap> bitmaps_;  // directory order, then ones not stored yet
-    std::vector<std::pair<uint64_t, uint64_t>> bitmap_drops_;  // freed after the next directory update
+    std::vector<BitmapDrop> bitmap_drops_;  // freed after the next directory update
     bool bitmaps_need_store_ = false;
     bool bitmaps_tracking_ = false;  // IN_USE published; guest writes are recorded
 
