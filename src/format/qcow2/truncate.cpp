@@ -109,6 +109,17 @@ Result<void> Qcow2Node::zero_grown_area_locked(uint64_t old_size, uint64_t new_s
 Result<void> Qcow2Node::shrink_locked(uint64_t old, uint64_t new_size) {
     const uint32_t shift = cbits_ + l2_bits_;
     const uint64_t new_l1 = (new_size + (uint64_t{1} << shift) - 1) >> shift;
+    // QEMU frees the cropped clusters and L2 tables with QCOW2_DISCARD_ALWAYS:
+    // the file layer punches out each host cluster that became free.
+    std::vector<uint64_t> freed_hosts;
+    const auto discard_freed = [&]() -> Result<void> {
+        for (uint64_t host : freed_hosts) {
+            QIMG_ASSIGN(uint64_t rc, rc_->get(host >> cbits_));
+            if (rc == 0) (void)file_->discard(host, cs_);
+        }
+        freed_hosts.clear();
+        return ok();
+    };
     {
         auto discard = [&]() -> Result<void> {
             for (uint64_t c = (new_size + cs_ - 1) & ~(cs_ - 1); c < old; c += cs_) {
@@ -127,9 +138,15 @@ Result<void> Qcow2Node::shrink_locked(uint64_t old, uint64_t new_size) {
                 if (words_ == 2) (*s.table)[s.index * 2 + 1] = 0;
                 l2_->mark_dirty(s.l2_offset);
                 QIMG_TRY(free_later(e));
+                if (!h_.has_data_file()) {
+                    const uint64_t host = (e & kOflagCompressed) ? (e & ((uint64_t{1} << csize_shift_) - 1))
+                                                                 : entry_host(e);
+                    if (host) freed_hosts.push_back(host & ~(cs_ - 1));
+                }
             }
             // L2 tables written (and synced) before the clusters are freed.
-            return flush_metadata_locked();
+            QIMG_TRY(flush_metadata_locked());
+            return discard_freed();
         };
         auto r = discard();
         if (!r) return Err(r.error().prepended("Failed to discard cropped clusters: "));
@@ -146,8 +163,10 @@ Result<void> Qcow2Node::shrink_locked(uint64_t old, uint64_t new_size) {
                 if (!l2) continue;
                 l2_->drop(l2);
                 QIMG_TRY(rc_->update(l2, cs_, -1));
+                freed_hosts.push_back(l2);
             }
-            return rc_->write_back();
+            QIMG_TRY(rc_->write_back());
+            return discard_freed();
         };
         auto r = shrink_l1();
         if (!r) return Err(r.error().prepended("Failed to reduce the number of L2 tables: "));
