@@ -6,7 +6,9 @@
 // refcounts on disk. Problems are reported on stderr in QEMU's wording and
 // order (QEMU prints them itself, below qemu-img); repairs free leaks, fix
 // refcounts and OFLAG_COPIED, and rebuild the refcount structures when the
-// on-disk ones cannot be trusted.
+// on-disk ones cannot be trusted. The snapshot table is read by the check
+// itself (a check-mode open skips it), so that a broken one is reported
+// and, with -r all, cut, truncated or rewritten as QEMU does.
 #pragma once
 
 namespace qimg::qcow2 {
