@@ -440,6 +440,14 @@ Result<void> Qcow2Node::free_later(uint64_t entry) {
     return ok();
 }
 
+Result<void> Qcow2Node::discard_freed_locked(const std::vector<uint64_t> &hosts) {
+    for (uint64_t host : hosts) {
+        QIMG_ASSIGN(uint64_t rc, rc_->get(host >> cbits_));
+        if (rc == 0) (void)file_->discard(host & ~(cs_ - 1), cs_);
+    }
+    return ok();
+}
+
 Result<void> Qcow2Node::flush_metadata_locked() {
     QIMG_TRY(l2_->write_back());
     if (!pending_frees_.empty()) {

@@ -120,6 +120,11 @@ private:
     Result<void> write_header_locked();
     Result<void> flush_metadata_locked();
     Result<void> free_later(uint64_t l2_entry);
+    // Punches out each of these host clusters whose refcount is now 0, as
+    // QEMU's file layer does for frees of the discard types it passes down
+    // (QCOW2_DISCARD_ALWAYS and _SNAPSHOT). Only for clusters nothing
+    // durable references any more.
+    Result<void> discard_freed_locked(const std::vector<uint64_t> &hosts);
     Result<void> zero_or_discard_cluster_locked(uint64_t off, bool zero, bool unmap);
     Result<void> zero_subclusters_locked(uint64_t off, uint64_t len);
     Result<bool> reads_as_zero(uint64_t a, uint64_t b);

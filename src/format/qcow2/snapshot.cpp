@@ -273,6 +273,7 @@ Result<void> Qcow2Node::write_active_l1_locked() {
 // are left alone: nothing reads them. Metadata must be flushed before.
 Result<void> Qcow2Node::update_snapshot_refcount_locked(std::vector<uint64_t> &l1, int addend, bool active) {
     bool l1_modified = false;
+    std::vector<uint64_t> dropped;  // clusters a -1 may have freed
     const uint64_t per_table = l2_entries_;
     for (size_t i = 0; i < l1.size(); i++) {
         uint64_t l2_off = l1[i] & kL1OffsetMask;
@@ -293,6 +294,7 @@ Result<void> Qcow2Node::update_snapshot_refcount_locked(std::vector<uint64_t> &l
                     uint64_t nsec = ((e >> csize_shift_) & csize_mask_) + 1;
                     uint64_t csize = nsec * 512 - (coff & 511);
                     QIMG_TRY(rc_->update(coff, csize, addend));
+                    if (addend < 0) dropped.push_back(coff);
                 }
                 refcount = 2;  // compressed clusters are never rewritten in place
             } else if (entry_host(e) != 0) {
@@ -302,6 +304,7 @@ Result<void> Qcow2Node::update_snapshot_refcount_locked(std::vector<uint64_t> &l
                                                hex(l2_off) + ", L2 index: " + hex(j) + ")");
                 if (addend != 0) QIMG_TRY(rc_->update(host, cs_, addend));
                 QIMG_ASSIGN(refcount, rc_->get(host >> cbits_));
+                if (addend < 0 && refcount == 0) dropped.push_back(host);
             }
             if (refcount == 1) e |= kOflagCopied;
             if (active && e != old) {
@@ -312,7 +315,10 @@ Result<void> Qcow2Node::update_snapshot_refcount_locked(std::vector<uint64_t> &l
         if (dirty) l2_->mark_dirty(l2_off);
         if (addend != 0) QIMG_TRY(rc_->update(l2_off, cs_, addend));
         QIMG_ASSIGN(uint64_t rc, rc_->get(l2_off >> cbits_));
-        if (rc == 0) l2_->drop(l2_off);  // freed: nothing may write it back
+        if (rc == 0) {
+            l2_->drop(l2_off);  // freed: nothing may write it back
+            if (addend < 0) dropped.push_back(l2_off);
+        }
         uint64_t ne = rc == 1 ? (l2_off | kOflagCopied) : l2_off;
         if (ne != l1[i]) {
             l1[i] = ne;
@@ -322,7 +328,9 @@ Result<void> Qcow2Node::update_snapshot_refcount_locked(std::vector<uint64_t> &l
     QIMG_TRY(flush_metadata_locked());
     QIMG_TRY(file_->flush());
     if (active && l1_modified) QIMG_TRY(write_active_l1_locked());
-    return ok();
+    // As QEMU's QCOW2_DISCARD_SNAPSHOT frees; callers drop references only
+    // to clusters that nothing published names any more.
+    return discard_freed_locked(dropped);
 }
 
 // Publishes `list` as the snapshot table: the new table is written and
@@ -355,10 +363,9 @@ Result<void> Qcow2Node::write_snapshots_locked(std::vector<Snapshot> list,
         QIMG_TRY(rc_->update(old_off, old_size, -1));
         // QEMU frees it with QCOW2_DISCARD_SNAPSHOT: the file layer punches
         // out every cluster that became free.
-        for (uint64_t c = old_off >> cbits_; c <= (old_off + old_size - 1) >> cbits_; c++) {
-            QIMG_ASSIGN(uint64_t rc, rc_->get(c));
-            if (rc == 0) (void)file_->discard(c << cbits_, cs_);
-        }
+        std::vector<uint64_t> hosts;
+        for (uint64_t c = old_off >> cbits_; c <= (old_off + old_size - 1) >> cbits_; c++) hosts.push_back(c << cbits_);
+        QIMG_TRY(discard_freed_locked(hosts));
     }
     return ok();
 }
@@ -473,7 +480,13 @@ Result<void> Qcow2Node::snapshot_delete(const std::string &id, const std::string
         if (!u) r = Err(u.error());
     }
     if (!r) return Err(errno_error(r.error().code, "Failed to free the cluster and L1 table"));
-    if (sn.l1_size) QIMG_TRY(rc_->update(sn.l1_table_offset, uint64_t(sn.l1_size) * 8, -1));
+    if (sn.l1_size) {
+        QIMG_TRY(rc_->update(sn.l1_table_offset, uint64_t(sn.l1_size) * 8, -1));
+        std::vector<uint64_t> hosts;
+        for (uint64_t o = sn.l1_table_offset; o < sn.l1_table_offset + uint64_t(sn.l1_size) * 8; o += cs_)
+            hosts.push_back(o);
+        QIMG_TRY(discard_freed_locked(hosts));
+    }
     {
         auto u = update_snapshot_refcount_locked(l1_, 0, true);
         if (!u) return Err(errno_error(u.error().code, "Failed to update snapshot status in disk"));

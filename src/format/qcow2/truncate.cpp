@@ -113,10 +113,7 @@ Result<void> Qcow2Node::shrink_locked(uint64_t old, uint64_t new_size) {
     // the file layer punches out each host cluster that became free.
     std::vector<uint64_t> freed_hosts;
     const auto discard_freed = [&]() -> Result<void> {
-        for (uint64_t host : freed_hosts) {
-            QIMG_ASSIGN(uint64_t rc, rc_->get(host >> cbits_));
-            if (rc == 0) (void)file_->discard(host, cs_);
-        }
+        QIMG_TRY(discard_freed_locked(freed_hosts));
         freed_hosts.clear();
         return ok();
     };
