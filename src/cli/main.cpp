@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/version.h"
+#include "util/progname.h"
 
 namespace {
 
@@ -33,6 +34,7 @@ constexpr Command kCommands[] = {
 int main(int argc, char **argv) {
     using namespace qimg::cli;
     g_argv0 = argc > 0 ? argv[0] : "qemu-img";
+    qimg::set_program_name(g_argv0);
     // stdout keeps stdio's default buffering, as qemu-img's: line-buffered
     // on a terminal, block-buffered into a pipe or file (map on a
     // many-extent image writes hundreds of thousands of lines).

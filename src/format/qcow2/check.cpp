@@ -18,6 +18,7 @@
 
 #include "format/qcow2/qcow2.h"
 #include "util/endian.h"
+#include "util/progname.h"
 
 namespace qimg::qcow2 {
 namespace {
@@ -116,7 +117,7 @@ Result<void> Checker::read_snapshot_table(unsigned fix, Res &res) {
                                 "snapshot table");
         !v) {
         res.check_errors++;
-        std::fprintf(stderr, "qemu-img: ERROR %s\n", v.error().message.c_str());
+        std::fprintf(stderr, "%s: ERROR %s\n", program_name().c_str(), v.error().message.c_str());
         if (nb > kMaxSnapshots)
             std::fprintf(stderr, "You can force-remove all %" PRIu64 " overhanging snapshots with qemu-img check -r all\n",
                          uint64_t(nb) - kMaxSnapshots);
@@ -127,7 +128,8 @@ Result<void> Checker::read_snapshot_table(unsigned fix, Res &res) {
                                         (fix & kFixErrors) ? &rep : nullptr);
     if (!t) {
         res.check_errors++;
-        std::fprintf(stderr, "qemu-img: ERROR failed to read the snapshot table: %s\n", t.error().message.c_str());
+        std::fprintf(stderr, "%s: ERROR failed to read the snapshot table: %s\n", program_name().c_str(),
+                     t.error().message.c_str());
         return Err(t.error());
     }
     reduced += rep.overhanging;
@@ -453,7 +455,7 @@ Result<void> Checker::check_refblocks(unsigned fix, bool &rebuild, Res &res) {
                 Result<void> tr = make_error(EINVAL, "offset too large");
                 if (offset <= uint64_t(INT64_MAX) - cs_) {
                     tr = file_.truncate(offset + cs_, Prealloc::Off, false);
-                    if (!tr) std::fprintf(stderr, "qemu-img: %s\n", tr.error().message.c_str());
+                    if (!tr) std::fprintf(stderr, "%s: %s\n", program_name().c_str(), tr.error().message.c_str());
                 }
                 uint64_t nb = (file_.length() + cs_ - 1) >> cbits_;
                 if (!tr || cluster >= nb) {
@@ -793,7 +795,7 @@ Result<bool> Checker::write_refblocks(uint64_t first, uint64_t end, std::vector<
 Result<void> Checker::rebuild(Res &res) {
     std::vector<uint64_t> reftable;
     auto fail = [&](const Error &e) -> Result<void> {
-        std::fprintf(stderr, "qemu-img: %s\n", e.message.c_str());
+        std::fprintf(stderr, "%s: %s\n", program_name().c_str(), e.message.c_str());
         res.check_errors++;
         return Err(e);
     };

@@ -30,6 +30,7 @@
 #include "block/status.h"
 #include "format/qcow2/compress.h"
 #include "util/endian.h"
+#include "util/progname.h"
 
 namespace qimg::qcow2 {
 namespace {
@@ -108,8 +109,9 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     QIMG_ASSIGN(Header h, read_header(*req.file, rw && !req.flags.check, req.flags.check));
     if (h.stale_bitmaps_extension) {
         // QEMU's qcow2_read_extensions, on every open (no newline at the end).
-        std::fprintf(stderr, "qemu-img: warning: %s\nSome clusters may be leaked, run 'qemu-img check -r' on the "
+        std::fprintf(stderr, "%s: warning: %s\nSome clusters may be leaked, run 'qemu-img check -r' on the "
                              "image file to fix.",
+                     program_name().c_str(),
                      h.version < 3 ? "This qcow2 v2 image contains bitmaps, but they may have been modified by a "
                                      "program without persistent bitmap support; so now they must all be "
                                      "considered inconsistent"
