@@ -69,8 +69,8 @@ public:
         return size_;
     }
 
-    // True if no entry of [i, i + n) can be non-zero without a page (a
-    // fast "all zero" answer for whole pages never written).
+    // True if the page holding entry `i` was never written: every entry of
+    // that page is 0 (lets walks skip a whole page at once).
     bool page_absent(uint64_t i) const { return i < size_ && !page(i); }
 
 private:
