@@ -18,6 +18,7 @@
 #                          if qimg can create a qcow2 the real tool accepts)
 #   TASKSET=0              run both tools under `taskset -c $TASKSET` (e.g. one core)
 #   KEEP_SOURCE=1          keep the generated source image for the next run
+#   QIMG_ARGS=             extra arguments for qimg's convert (e.g. --write-behind=0)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -32,6 +33,7 @@ ALL_OPS="raw-raw raw-raw-m16W raw-qcow2 qcow2-raw qcow2-qcow2 raw-qcow2-c raw-qc
 OPS=${OPS:-$ALL_OPS}
 TASKSET=${TASKSET:-}
 KEEP_SOURCE=${KEEP_SOURCE:-0}
+QIMG_ARGS=${QIMG_ARGS:-}
 DATASETS=${DATASETS:-ext4 mixed}
 
 die() { echo "bench_convert.sh: $*" >&2; exit 1; }
@@ -147,6 +149,7 @@ run_one() {
     read -r src src_fmt out_fmt extra <<<"$(op_spec "$op")"
     # qimg-only arguments of an operation.
     [[ $op == raw-qcow2-cfast && $tool == "$QIMG" ]] && extra="$extra --compress-level=fast"
+    [[ $tool == "$QIMG" && -n $QIMG_ARGS ]] && extra="$extra $QIMG_ARGS"
     local pin=()
     [[ -n $TASKSET ]] && pin=(taskset -c "$TASKSET")
     out=$WORK/out.$out_fmt

@@ -48,8 +48,8 @@ Result<void> BlockNode::copy_range_to(BlockNode &, uint64_t, uint64_t, uint64_t)
     return make_error(ENOTSUP, "Copy offloading is not supported");
 }
 
-void BlockNode::cache_advice(CacheAdvice a) {
-    if (file_) file_->cache_advice(a);
+void BlockNode::cache_advice(CacheAdvice a, uint64_t, uint64_t len) {
+    if (file_ && len == 0) file_->cache_advice(a);
 }
 
 Result<void> BlockNode::discard(uint64_t, uint64_t) { return ok(); }  // a hint: ignoring it is correct

@@ -173,10 +173,19 @@ public:
     // Page-cache advice for bulk streaming copies (convert), which neither
     // re-read what they wrote nor what they read: StartWriteback begins
     // writing back dirty pages, WaitWriteback waits for writeback begun
-    // earlier, DropClean drops clean cached pages. Whole-file, best effort.
-    // Host-file protocols act on it; the default passes it to file().
+    // earlier, DropClean drops clean cached pages. Best effort.
+    // Host-file protocols act on it. len == 0: the whole node; the default
+    // passes that to file(). A range [off, off+len) is in this node's
+    // offsets: a format that maps them to its file's (raw) passes it on,
+    // the default ignores it (it cannot tell where the range is stored).
     enum class CacheAdvice { StartWriteback, WaitWriteback, DropClean };
-    virtual void cache_advice(CacheAdvice a);
+    virtual void cache_advice(CacheAdvice a, uint64_t off = 0, uint64_t len = 0);
+
+    // Whether the order of writes changes what the image looks like
+    // (formats that allocate as they go: qcow2 places clusters in write
+    // order). When it does not (raw), a copy may write out of order
+    // without -W and produce the same image.
+    virtual bool layout_follows_write_order() const { return true; }
 
     // Offloaded copy (convert -C, QEMU's copy_range): copies [off, off+len)
     // of this node to `dst` at `dst_off` without passing the data through

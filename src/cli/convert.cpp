@@ -37,6 +37,7 @@ enum {
     kOptCompressLevel,  // qimg-only
     kOptProgressFd,     // qimg-only
     kOptProgressFile,   // qimg-only
+    kOptWriteBehind,    // qimg-only
 };
 
 struct ConvertArgs {
@@ -52,6 +53,7 @@ struct ConvertArgs {
     CompressOptions compress;  // --compress-level (qimg-only)
     std::unique_ptr<progress::JsonStream> json_progress;  // --progress-fd/-file (qimg-only)
     long coroutines = 0;  // -m; 0: the engine's default_in_flight()
+    int64_t write_behind = -1;  // --write-behind (qimg-only); -1: the engine's default
 };
 
 // qemu_strtol(s, NULL, 0, &v): the whole string must be a number.
@@ -92,6 +94,7 @@ int parse_args(int argc, char **argv, ConvertArgs &a) {
         {"compress-level", required_argument, nullptr, kOptCompressLevel},
         {"progress-fd", required_argument, nullptr, kOptProgressFd},
         {"progress-file", required_argument, nullptr, kOptProgressFile},
+        {"write-behind", required_argument, nullptr, kOptWriteBehind},
         {nullptr, 0, nullptr, 0},
     };
     int c;
@@ -199,6 +202,11 @@ int parse_args(int argc, char **argv, ConvertArgs &a) {
             a.json_progress = std::make_unique<progress::JsonStream>(fd, false);
             break;
         }
+        case kOptWriteBehind:
+            // qimg-only: how much of the target may sit in the page cache
+            // (0: the kernel decides, as with qemu-img).
+            if (!cvt("write-behind size", optarg, a.write_behind)) return 1;
+            break;
         case kOptCompressLevel: {
             // qimg-only: "fast" (ISA-L deflate when built with it) or a
             // codec level (zlib 1..9, zstd 1..19); default QEMU's output.
@@ -455,8 +463,7 @@ private:
         o.salvage = a_.salvage;
         o.quiet = a_.quiet;
         o.rate_limit = static_cast<uint64_t>(a_.rate_limit);
-        // Benchmark knob (bench/README.md): write-behind interval in MiB, 0 = off.
-        if (const char *wb = std::getenv("QIMG_WRITE_BEHIND_MIB")) o.write_behind = std::strtoull(wb, nullptr, 10) << 20;
+        if (a_.write_behind >= 0) o.write_behind = static_cast<uint64_t>(a_.write_behind);
         if (a_.compressed) {
             o.compressed = true;
             o.cluster_sectors = target->compressed_cluster_size() / engine::kSectorSize;

@@ -41,6 +41,9 @@ public:
     }
     uint64_t total() const { return total_; }
 
+    // The top and its chain down to the base hold the same offsets.
+    void drop_read_cache(uint64_t from, uint64_t to) override { drop_chain_cache(&top_, from, to - from); }
+
     Result<bool> plan(PipelineRequest &r) override {
         if (next_ == extents_.size()) return false;
         const Extent &e = extents_[next_++];
@@ -91,7 +94,6 @@ Result<void> commit_image(BlockNode &top, BlockNode &base, const CommitOptions &
     po.conflict_granule = write_granule(base);
     po.write_behind = o.write_behind;
     po.target = &base;
-    po.sources = {&top};
     po.total_bytes = job.total();
     QIMG_TRY(run_pipeline(job, po));
     return base.flush();

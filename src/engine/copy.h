@@ -24,6 +24,9 @@ namespace qimg::engine {
 inline constexpr uint64_t kSectorSize = 512;
 inline constexpr uint64_t kMaxBufSectors = 32768;            // 16 MiB, qemu-img's MAX_BUF_SECTORS
 inline constexpr uint64_t kDefaultBufSectors = 4096;         // 2 MiB, qemu-img's IO_BUF_SIZE
+// convert's page-cache budget for the target (--write-behind): 64, 128 and
+// 256 MiB measured alike on a 2 GiB copy (bench/RESULTS.md).
+inline constexpr uint64_t kDefaultWriteBehind = 128ull << 20;
 
 // The size qemu sees for a node: its length rounded up to whole sectors
 // (QEMU 7.2 keeps sizes in sectors; the tail reads as zeroes).
@@ -47,10 +50,9 @@ struct CopyOptions {
     bool compressed = false;
     uint64_t cluster_sectors = 0;
     CompressOptions compress;
-    // Bounded page cache: after every `write_behind` bytes copied, wait for
-    // the writeback started last time, drop the target's and the sources'
-    // clean cached pages and start writing back the new dirty ones (0: off).
-    uint64_t write_behind = 64ull << 20;
+    // Bounded page cache: at most about this many bytes of the target are
+    // dirty or cached at once (PipelineOptions::write_behind; 0: off).
+    uint64_t write_behind = kDefaultWriteBehind;
     // Called from the dispatching thread only, with qemu-img's percentage.
     std::function<void(float)> on_progress;
     // Bytes of the planned work (data; zeroes too with -S 0) completed, and

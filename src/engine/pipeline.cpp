@@ -8,13 +8,19 @@
 //
 // Write-behind: a copy streams through data it never reads again, so left
 // alone it fills the page cache with dirty target pages (and clean source
-// pages) until the kernel throttles it in bursts. Every `write_behind` bytes
-// the worker that crosses the mark waits for the writeback it started last
-// time, drops clean pages of the target and the sources, and starts
-// writeback of what is dirty now: at most ~2 x write_behind stays dirty and
-// writeback overlaps copying. The policy is here because only the engine
-// knows the access is a one-pass stream; the mechanism (sync_file_range,
-// posix_fadvise) is the protocol's (cache_advice()).
+// pages) until the kernel throttles it in bursts; a container that imports
+// a big image is OOM-killed for that dirty memory. With `write_behind` set,
+// a thread of its own keeps writing the target back as the copy goes: once
+// a quarter of the budget has been written since its last round it starts
+// writeback of the whole target (sync_file_range), waits for it, drops the
+// clean pages, and lets the job drop the source pages every request below
+// the read frontier has been read from. The workers never wait for the
+// disk unless the bytes written and not yet written back exceed the
+// budget, so copying and writeback overlap; at most about `write_behind`
+// bytes of the target are in the page cache at any time. The policy is
+// here because only the engine knows the access is a one-pass stream; the
+// mechanism (sync_file_range, posix_fadvise) is the protocol's
+// (cache_advice()).
 #include "engine/pipeline.h"
 
 #include <algorithm>
@@ -26,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 
 namespace qimg::engine {
@@ -55,6 +62,8 @@ public:
         }
         std::vector<std::thread> pool;
         for (unsigned i = 0; i < workers; ++i) pool.emplace_back([this] { worker(); });
+        std::thread wb;
+        if (o_.write_behind && o_.target) wb = std::thread([this] { write_behind_loop(); });
 
         Result<void> plan_result = dispatch();
 
@@ -64,6 +73,14 @@ public:
             cv_work_.notify_all();
         }
         for (auto &t : pool) t.join();
+        if (wb.joinable()) {
+            {
+                std::lock_guard lk(wb_mu_);
+                wb_stop_ = true;
+                wb_cv_.notify_all();
+            }
+            wb.join();
+        }
         if (!plan_result) return plan_result;
         if (failed_) return Err(error_);
         return ok();
@@ -91,6 +108,8 @@ private:
                 std::unique_lock lk(mu_);
                 r.buf = free_bufs_.back();
                 free_bufs_.pop_back();
+                reading_.insert(r.offset);
+                planned_end_ = r.offset + r.length;
                 queue_.push_back(std::move(r));
                 cv_work_.notify_one();
             }
@@ -130,12 +149,14 @@ private:
         if (!failed_.load()) {
             if (auto rr = job_.read(r); !rr) fail(rr.error());
         }
+        std::unique_lock lk(mu_);
+        reading_.erase(reading_.find(r.offset));
         if (!o_.in_order) {
+            lk.unlock();
             if (!failed_.load()) write_unordered(r);
             release(r);
             return;
         }
-        std::unique_lock lk(mu_);
         if (failed_) {
             release_locked(r);
             drop_ready_locked();
@@ -188,20 +209,43 @@ private:
         }
         if (o_.on_bytes && r.counted) o_.on_bytes(done_bytes_ += r.length, o_.total_bytes);
         if (o_.write_behind && o_.target && r.streamed) {
-            uint64_t before = since_kick_.fetch_add(r.streamed);
-            if (before + r.streamed >= o_.write_behind) write_behind();
+            std::unique_lock lk(wb_mu_);
+            written_ += r.streamed;
+            if (written_ - kicked_ >= kick_bytes()) wb_cv_.notify_all();
+            // Over budget: wait for the round in progress to write back.
+            wb_room_.wait(lk, [&] { return written_ - clean_ <= o_.write_behind || wb_stop_ || failed_.load(); });
         }
     }
 
-    void write_behind() {
-        std::unique_lock lk(wb_mu_, std::try_to_lock);
-        if (!lk.owns_lock()) return;  // another worker is at it
-        since_kick_ = 0;
-        o_.target->cache_advice(BlockNode::CacheAdvice::WaitWriteback);
-        o_.target->cache_advice(BlockNode::CacheAdvice::DropClean);
-        o_.target->cache_advice(BlockNode::CacheAdvice::StartWriteback);
-        for (BlockNode *s : o_.sources)
-            for (BlockNode *n = s; n; n = n->backing()) n->cache_advice(BlockNode::CacheAdvice::DropClean);
+    uint64_t kick_bytes() const { return std::max<uint64_t>(o_.write_behind / 4, 1); }
+
+    // The write-behind thread (see the top of this file).
+    void write_behind_loop() {
+        uint64_t dropped_to = 0;
+        for (;;) {
+            uint64_t snap;
+            {
+                std::unique_lock lk(wb_mu_);
+                wb_cv_.wait(lk, [&] { return wb_stop_ || written_ - kicked_ >= kick_bytes(); });
+                if (wb_stop_) return;
+                snap = kicked_ = written_;
+            }
+            o_.target->cache_advice(BlockNode::CacheAdvice::StartWriteback);
+            o_.target->cache_advice(BlockNode::CacheAdvice::WaitWriteback);
+            o_.target->cache_advice(BlockNode::CacheAdvice::DropClean);
+            uint64_t frontier;
+            {
+                std::lock_guard lk(mu_);
+                frontier = reading_.empty() ? planned_end_ : *reading_.begin();
+            }
+            if (frontier > dropped_to) {
+                job_.drop_read_cache(dropped_to, frontier);
+                dropped_to = frontier;
+            }
+            std::lock_guard lk(wb_mu_);
+            clean_ = snap;
+            wb_room_.notify_all();
+        }
     }
 
     void fail(const Error &e) {
@@ -210,6 +254,8 @@ private:
         error_ = e;
         failed_ = true;
         cv_free_.notify_all();
+        std::lock_guard wl(wb_mu_);
+        wb_room_.notify_all();
     }
 
     void release(const PipelineRequest &r) {
@@ -240,12 +286,23 @@ private:
     bool closing_ = false;
     std::atomic<bool> failed_{false};
     Error error_;
+    std::multiset<uint64_t> reading_;  // offsets of the requests planned and not yet read
+    uint64_t planned_end_ = 0;          // end of the last planned request
+    // Write-behind, under wb_mu_: bytes streamed to the target, as of the
+    // start of the last round, and as of the end of the last finished round.
     std::mutex wb_mu_;
-    std::atomic<uint64_t> since_kick_{0};
+    std::condition_variable wb_cv_, wb_room_;
+    uint64_t written_ = 0, kicked_ = 0, clean_ = 0;
+    bool wb_stop_ = false;
     std::atomic<uint64_t> done_bytes_{0};
 };
 
 }  // namespace
+
+void drop_chain_cache(BlockNode *node, uint64_t off, uint64_t len) {
+    if (len == 0) return;
+    for (BlockNode *n = node; n; n = n->backing()) n->cache_advice(BlockNode::CacheAdvice::DropClean, off, len);
+}
 
 unsigned default_in_flight() {
     return std::clamp(2 * std::thread::hardware_concurrency(), kMaxInFlight, kMaxSlots);

@@ -62,7 +62,20 @@ public:
     // Worker threads: writes the request; in plan order with `in_order`,
     // otherwise as soon as it is read.
     virtual Result<void> write(PipelineRequest &r) = 0;
+    // Write-behind (PipelineOptions::write_behind), from its thread: every
+    // request below target offset `to` has been read, those in [from, to)
+    // since the last call; the job drops what its sources cached for them
+    // (drop_chain_cache). Default: nothing.
+    virtual void drop_read_cache(uint64_t from, uint64_t to) {
+        (void)from;
+        (void)to;
+    }
 };
+
+// Drops the cached pages of [off, off+len) of `node` and its backing chain
+// (same guest offsets), where the layers can map the range (raw can, qcow2
+// cannot: BlockNode::cache_advice).
+void drop_chain_cache(BlockNode *node, uint64_t off, uint64_t len);
 
 struct PipelineOptions {
     unsigned in_flight = 0;    // requests (and buffers) in flight, 1..kMaxSlots; 0: default_in_flight()
@@ -79,12 +92,11 @@ struct PipelineOptions {
     // copy-on-write, zeroing or read-modify-write must not interleave with
     // another write into it). 0 or 1: no restriction.
     uint64_t conflict_granule = 0;
-    // Bounded page cache (see copy.h): every `write_behind` streamed bytes,
-    // wait for the target's last writeback, drop the clean pages of the
-    // target and of the sources' chains, start writeback again. 0: off.
+    // Bounded page cache: at most about this many bytes written to `target`
+    // are left dirty or cached (see pipeline.cpp); a writer that would
+    // exceed it waits for the write-behind thread. 0: off.
     uint64_t write_behind = 0;
     BlockNode *target = nullptr;
-    std::vector<BlockNode *> sources;
     // After each counted write, from the workers, concurrently (the callee
     // serialises): bytes done and `total_bytes`.
     std::function<void(uint64_t done, uint64_t total)> on_bytes;

@@ -38,6 +38,12 @@ public:
         cs_ = o.compress ? top.compressed_cluster_size() : 0;
     }
 
+    // Both backing chains hold the top's offsets.
+    void drop_read_cache(uint64_t from, uint64_t to) override {
+        drop_chain_cache(old_, from, to - from);
+        drop_chain_cache(new_, from, to - from);
+    }
+
     Result<bool> plan(PipelineRequest &r) override {
         for (;;) {
             if (off_ >= size_) return false;
@@ -170,8 +176,6 @@ Result<void> rebase_preserve(BlockNode &top, BlockNode *old_backing, BlockNode *
     po.buf_bytes = 2 * kIoBufSize;  // old and new backing side by side
     po.write_behind = o.write_behind;
     po.target = &top;
-    for (BlockNode *b : {old_backing, new_backing})
-        if (b) po.sources.push_back(b);
     return run_pipeline(job, po);
 }
 

@@ -68,6 +68,16 @@ public:
         return file_->copy_range_to(src, src_off, offset_ + off, len);
     }
 
+    // Guest offsets are file offsets shifted by `offset`: ranges map as is.
+    void cache_advice(CacheAdvice a, uint64_t off, uint64_t len) override {
+        if (len == 0) return file_->cache_advice(a);
+        if (off > UINT64_MAX - offset_) return;
+        file_->cache_advice(a, offset_ + off, len);
+    }
+
+    // Every guest byte has its fixed place in the file.
+    bool layout_follows_write_order() const override { return false; }
+
     Result<void> truncate(uint64_t new_size, Prealloc prealloc, bool exact) override {
         // A size option fixes the window; an offset only shifts it.
         if (has_size_) return make_error(ENOTSUP, "Cannot resize fixed-size raw disks");

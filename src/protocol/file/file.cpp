@@ -88,12 +88,15 @@ public:
 
     // Bulk-copy page-cache advice (node.h): the mechanism lives here, with
     // the fd; the policy (when, how often) in the copy engine.
-    void cache_advice(CacheAdvice a) override {
+    void cache_advice(CacheAdvice a, uint64_t off, uint64_t len) override {
         if (cache_.direct) return;  // nothing cached
+        if (off > static_cast<uint64_t>(INT64_MAX) || len > static_cast<uint64_t>(INT64_MAX) - off) return;
+        auto o = static_cast<off_t>(off);
+        auto l = static_cast<off_t>(len);  // 0: to the end of the file
         switch (a) {
-        case CacheAdvice::StartWriteback: (void)sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE); break;
-        case CacheAdvice::WaitWriteback: (void)sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE); break;
-        case CacheAdvice::DropClean: (void)posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED); break;
+        case CacheAdvice::StartWriteback: (void)sync_file_range(fd_, o, l, SYNC_FILE_RANGE_WRITE); break;
+        case CacheAdvice::WaitWriteback: (void)sync_file_range(fd_, o, l, SYNC_FILE_RANGE_WAIT_BEFORE); break;
+        case CacheAdvice::DropClean: (void)posix_fadvise(fd_, o, l, POSIX_FADV_DONTNEED); break;
         }
     }
 
