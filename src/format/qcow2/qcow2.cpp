@@ -337,6 +337,35 @@ Result<BlockStatus> Qcow2Node::block_status(uint64_t off, uint64_t len) {
     return s;
 }
 
+void Qcow2Node::cache_advice(CacheAdvice a, uint64_t off, uint64_t len) {
+    if (len == 0) {
+        file_->cache_advice(a);
+        if (data_file_ && data_file_ != file_) data_file_->cache_advice(a);
+        return;
+    }
+    const uint64_t size = length();
+    if (off >= size) return;
+    len = std::min(len, size - off);
+    // Host runs first, under the lock; the advice itself without it.
+    std::vector<std::pair<uint64_t, uint64_t>> runs;
+    {
+        std::lock_guard g(mu_);
+        while (len > 0) {
+            auto m = map_locked(off, len);
+            if (!m || m->bytes == 0) break;  // best effort: a damaged table ends it
+            if (m->type == SubclusterType::Normal || m->type == SubclusterType::ZeroAlloc) {
+                if (!runs.empty() && runs.back().first + runs.back().second == m->host)
+                    runs.back().second += m->bytes;
+                else
+                    runs.emplace_back(m->host, m->bytes);
+            }
+            off += m->bytes;
+            len -= m->bytes;
+        }
+    }
+    for (auto [host, n] : runs) data_file_->cache_advice(a, host, n);
+}
+
 Result<uint64_t> Qcow2Node::allocated_size() {
     QIMG_ASSIGN(uint64_t a, file_->allocated_size());
     if (data_file_ && data_file_ != file_) {

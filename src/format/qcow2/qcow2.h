@@ -37,6 +37,10 @@ public:
     Result<void> amend(const std::map<std::string, std::string> &options, bool force,
                        const AmendStatus &status) override;
     Result<BlockStatus> block_status(uint64_t off, uint64_t len) override;
+    // A range is mapped through the L2 tables to the data file's clusters
+    // (compressed clusters are left alone); whole-node advice goes to the
+    // image file and the data file.
+    void cache_advice(CacheAdvice a, uint64_t off, uint64_t len) override;
     Result<uint64_t> allocated_size() override;
     uint32_t cluster_size() const override { return uint32_t(cs_); }
     bool is_dirty() const override;
