@@ -1,6 +1,7 @@
 // qemu-img dd: dd(1)-style operands (bs=, count=, if=, of=, skip=), the
 // output image created with the input size (limited by count, minus skip),
-// then a plain block-by-block copy, as qemu-img's img_dd().
+// then the copy on the engine (engine/dd.h): the result and the errors of
+// qemu-img's block-by-block img_dd(), with reads in parallel.
 #include <getopt.h>
 
 #include <climits>
@@ -12,6 +13,8 @@
 #include "cli/common.h"
 #include "cli/convert_target.h"
 #include "cli/printers.h"
+#include "engine/dd.h"
+#include "engine/pipeline.h"
 #include "util/size.h"
 
 namespace qimg::cli {
@@ -126,19 +129,14 @@ int cmd_dd(int argc, char **argv) {
     } else {
         in_pos = d.skip * d.bs;
     }
-    std::vector<uint8_t> buf(static_cast<size_t>(d.bs));
-    for (int64_t out_pos = 0; in_pos < size;) {
-        int64_t bytes = in_pos + d.bs > size ? size - in_pos : d.bs;
-        if (auto r = read_padded(*src, static_cast<uint64_t>(in_pos), buf.data(), static_cast<size_t>(bytes)); !r) {
-            error_reportf("error while reading from input image file: {}", std::strerror(r.error().code));
-            return 1;
-        }
-        in_pos += bytes;
-        if (auto r = dst->write(static_cast<uint64_t>(out_pos), buf.data(), static_cast<size_t>(bytes)); !r) {
-            error_reportf("error while writing to output image file: {}", std::strerror(r.error().code));
-            return 1;
-        }
-        out_pos += bytes;
+    engine::DdOptions o;
+    o.in_start = static_cast<uint64_t>(in_pos);
+    o.in_end = static_cast<uint64_t>(size);
+    o.block = static_cast<uint64_t>(d.bs);
+    o.write_behind = engine::kDefaultWriteBehind;
+    if (auto r = engine::dd_copy(*src, *dst, o); !r) {
+        error_report(r.error().message);
+        return 1;
     }
     if (auto r = dst->flush(); !r) {
         error_report(r.error().message);

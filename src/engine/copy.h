@@ -24,9 +24,6 @@ namespace qimg::engine {
 inline constexpr uint64_t kSectorSize = 512;
 inline constexpr uint64_t kMaxBufSectors = 32768;            // 16 MiB, qemu-img's MAX_BUF_SECTORS
 inline constexpr uint64_t kDefaultBufSectors = 4096;         // 2 MiB, qemu-img's IO_BUF_SIZE
-// convert's page-cache budget for the target (--write-behind): 64, 128 and
-// 256 MiB measured alike on a 2 GiB copy (bench/RESULTS.md).
-inline constexpr uint64_t kDefaultWriteBehind = 128ull << 20;
 
 // The size qemu sees for a node: its length rounded up to whole sectors
 // (QEMU 7.2 keeps sizes in sectors; the tail reads as zeroes).

@@ -18,6 +18,10 @@ namespace qimg::engine {
 inline constexpr unsigned kMaxInFlight = 16;               // qemu-img's MAX_COROUTINES, the -m limit
 inline constexpr unsigned kMaxSlots = 64;                  // the engine's own limit (default on big machines)
 inline constexpr uint64_t kMaxBufferBytes = 128ull << 20;  // all request buffers together, by default
+// The page-cache budget of convert's and dd's targets (--write-behind,
+// PipelineOptions::write_behind): 64, 128 and 256 MiB measured alike on a
+// 2 GiB copy (bench/RESULTS.md).
+inline constexpr uint64_t kDefaultWriteBehind = 128ull << 20;
 
 // Requests in flight when none is asked for (-m not given): qemu-img's 8 is
 // a choice, not a limit. 16 keeps a disk queue busy (qemu-img's best -m);
