@@ -14,6 +14,21 @@
 #include "util/qjson.h"
 #include "util/size.h"
 
+namespace {
+
+// A "-0" number token in JSON text (not -0.5, -0e1 or -01).
+bool has_negative_zero(std::string_view text) {
+    for (size_t at = text.find("-0"); at != std::string_view::npos; at = text.find("-0", at + 1)) {
+        const size_t next = at + 2;
+        if (next == text.size()) return true;
+        const char c = text[next];
+        if (!(c >= '0' && c <= '9') && c != '.' && c != 'e' && c != 'E') return true;
+    }
+    return false;
+}
+
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const std::string_view in(reinterpret_cast<const char *>(data), size);
     using namespace qimg;
@@ -53,11 +68,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const std::string pretty = to_qemu_json(*j);
         const std::string compact = to_qemu_json(*j, false, false);
         // Doubles print with %.17g and round-trip; inf (from "1e400") prints
-        // as a word QEMU cannot read back, as in QEMU itself.
+        // as a word QEMU cannot read back, as in QEMU itself; -0.0 prints as
+        // "-0", which reads back as the integer 0 (QEMU's writer and parser
+        // do the same), so the text changes once.
         auto back = parse_qemu_json(compact);
         if (!back) {
             if (compact.find("inf") == std::string::npos) std::abort();
-        } else if (to_qemu_json(*back, false, false) != compact) {
+        } else if (to_qemu_json(*back, false, false) != compact && !has_negative_zero(compact)) {
             std::abort();
         }
         (void)pretty;
