@@ -45,12 +45,17 @@ Result<ChainStatus> chain_status(BlockNode &top, BlockNode *base, uint64_t off, 
     for (BlockNode *p = &top; p && p != base; p = p->backing(), ++depth) {
         QIMG_ASSIGN(BlockStatus s, node_status(*p, off, len));
         if (s.bytes == 0) {
-            // Past the end of this layer (a backing file shorter than its
-            // overlay): the overlay reads zeroes there.
-            out.flags = kStatusZero | (s.flags & kStatusEof);
+            // The layer above deferred to this one and this one ends before
+            // `off` (a backing file shorter than its overlay): the zeroes
+            // read there belong to this layer, as if allocated in it, so
+            // that whoever copies or compares down to a base below it
+            // keeps them (QEMU's bdrv_co_common_block_status_above).
+            out.flags = kStatusZero | kStatusAllocated;
             out.bytes = len;
+            out.host_offset = 0;
+            out.host_node = nullptr;
             out.depth = depth;
-            return out;
+            break;
         }
         len = std::min(len, s.bytes);
         out.flags = s.flags;
@@ -58,10 +63,29 @@ Result<ChainStatus> chain_status(BlockNode &top, BlockNode *base, uint64_t off, 
         out.host_offset = s.host_offset;
         out.host_node = s.host_node;
         out.depth = depth;
-        if (s.flags & kStatusAllocated) return out;
-        // Unallocated: reads come from the backing layer (if any and if
-        // above base); the zero flag was set by node_status when there is none.
-        if (!p->backing() || p->backing() == base || off >= p->backing()->length()) return out;
+        if (s.flags & kStatusAllocated) break;
+        // Unallocated: reads come from the backing layer, if any and if
+        // above base; node_status set the zero flag when there is none.
+        if (!p->backing() || p->backing() == base) break;
+    }
+    if (off + out.bytes >= top.length()) out.flags |= kStatusEof;
+    else out.flags &= ~kStatusEof;
+    return out;
+}
+
+Result<ChainStatus> layer_status(BlockNode &top, uint64_t off, uint64_t len) {
+    ChainStatus out;
+    int depth = 0;
+    for (BlockNode *p = &top; p; p = p->backing(), ++depth) {
+        QIMG_ASSIGN(BlockStatus s, node_status(*p, off, len));
+        if (s.bytes == 0) break;  // cannot happen below a layer that deferred: it set kStatusZero
+        len = std::min(len, s.bytes);
+        out.flags = s.flags;
+        out.bytes = len;
+        out.host_offset = s.host_offset;
+        out.host_node = s.host_node;
+        out.depth = depth;
+        if (s.flags & (kStatusData | kStatusZero)) break;
     }
     return out;
 }

@@ -19,7 +19,14 @@ struct ChainStatus {
 Result<BlockStatus> node_status(BlockNode &node, uint64_t off, uint64_t len);
 
 // Status of `top` looking through backing layers down to (not including)
-// `base` (nullptr: the whole chain).
+// `base` (nullptr: the whole chain), as QEMU's bdrv_block_status_above: where
+// a layer above `base` is shorter than the range, the zeroes past its end
+// count as allocated in that layer (they hide whatever lies below it).
 Result<ChainStatus> chain_status(BlockNode &top, BlockNode *base, uint64_t off, uint64_t len);
+
+// The first layer from `top` down that says what reads give (data or
+// zeroes), as qemu-img map walks the chain one layer at a time: a layer
+// whose backing file ends before `off` answers "zero, not present" itself.
+Result<ChainStatus> layer_status(BlockNode &top, uint64_t off, uint64_t len);
 
 }  // namespace qimg

@@ -457,6 +457,8 @@ private:
         o.in_order = a_.in_order;
         o.min_sparse = static_cast<uint64_t>(a_.min_sparse);
         o.target_has_backing = target_has_backing;
+        if (target_has_backing && !a_.skip_create && target->backing())
+            o.target_backing_sectors = static_cast<int64_t>(engine::sector_length(*target->backing()) / engine::kSectorSize);
         o.target_is_zero = a_.target_is_zero ||
                            (!a_.skip_create && a_.min_sparse && !target_has_backing && target->has_zero_init());
         o.copy_offload = a_.copy_range;

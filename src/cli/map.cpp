@@ -40,7 +40,7 @@ bool mergeable(const MapEntry &a, const MapEntry &b) {
 }
 
 Result<MapEntry> entry_at(BlockNode &top, uint64_t off, uint64_t len) {
-    QIMG_ASSIGN(ChainStatus s, chain_status(top, nullptr, off, len));
+    QIMG_ASSIGN(ChainStatus s, layer_status(top, off, len));
     MapEntry e;
     e.start = off;
     e.length = s.bytes;

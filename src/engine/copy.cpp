@@ -127,6 +127,11 @@ public:
         int64_t part_base;
         select(sector, idx, part_base);
         int64_t n = std::min(total_ - sector, kRequestMaxSectors);
+        bool post_backing_zero = false;
+        if (const int64_t tb = o_.target_backing_sectors; tb >= 0) {
+            if (sector >= tb) post_backing_zero = true;
+            else if (sector + n > tb) n = tb - sector;  // zeroes differ from there on
+        }
         if (next_status_ <= sector) {
             uint64_t offset = static_cast<uint64_t>(sector - part_base) * kSectorSize;
             BlockNode *src = parts_[idx].node;
@@ -158,7 +163,7 @@ public:
             n = static_cast<int64_t>((count + kSectorSize - 1) / kSectorSize);
             int64_t tail = (sector - part_base + n) % parts_[idx].alignment;
             if (n > tail) n -= tail;
-            if (flags & kStatusZero) kind_ = Kind::Zero;
+            if (flags & kStatusZero) kind_ = post_backing_zero ? Kind::Backing : Kind::Zero;
             else if (flags & kStatusData) kind_ = Kind::Data;
             else kind_ = o_.target_has_backing ? Kind::Backing : Kind::Data;
             next_status_ = sector + n;

@@ -36,6 +36,11 @@ struct CopyOptions {
     uint64_t min_sparse = 8;      // -S in sectors; 0: no zero detection, fully allocate
     bool target_is_zero = false;  // target reads as zeroes (fresh or --target-is-zero)
     bool target_has_backing = false;  // keep unallocated source extents unallocated
+    // Sectors of a new target's backing file (-1: unknown or none). Past its
+    // end, where the source reads zeroes the new target reads them too
+    // through its short backing file, so they are left unallocated
+    // (qemu-img's post_backing_zero).
+    int64_t target_backing_sectors = -1;
     bool copy_offload = false;    // -C: no zero scanning inside data (copy as is)
     bool salvage = false;         // --salvage: unreadable sectors become zeroes
     bool quiet = false;           // no salvage warnings
