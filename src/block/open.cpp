@@ -121,6 +121,10 @@ Result<NodePtr> BlockOpener::open_protocol(const std::string &filename, const Op
 }
 
 Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenOptions &o) {
+    // QEMU's bdrv_open_inherit: sharing every permission (-U) is only safe
+    // for a reader; a writer must hold its image exclusively.
+    if (o.flags.force_share && o.flags.read_write)
+        return make_error(EINVAL, "force-share=on can only be used with read-only images");
     OptionMap opts;
     std::string display = filename;
     if (o.image_opts) {

@@ -33,7 +33,13 @@ constexpr Command kCommands[] = {
 
 int main(int argc, char **argv) {
     using namespace qimg::cli;
-    g_argv0 = argc > 0 ? argv[0] : "qemu-img";
+    // Messages name the program by its basename, whatever path it was run
+    // by, as qemu-img's error_init() does: libvirt and ironic run it by
+    // absolute path and show its messages to their users.
+    if (argc > 0 && argv[0] && *argv[0]) {
+        const char *slash = std::strrchr(argv[0], '/');
+        g_argv0 = slash ? slash + 1 : argv[0];
+    }
     qimg::set_program_name(g_argv0);
     // stdout keeps stdio's default buffering, as qemu-img's: line-buffered
     // on a terminal, block-buffered into a pipe or file (map on a

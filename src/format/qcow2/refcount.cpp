@@ -190,7 +190,7 @@ Result<bool> Refcounts::increase(uint64_t first, uint64_t n) {
             loaded = ti;
         }
         QIMG_ASSIGN(uint64_t cur, get(c));
-        if (cur == max_) return make_error(ERANGE, "refcount overflow");
+        if (cur == max_) return make_error(EINVAL, "refcount overflow");  // QEMU: -EINVAL
         QIMG_TRY(set(c, cur + 1));
     }
     return false;
@@ -217,7 +217,7 @@ Result<void> Refcounts::update(uint64_t offset, uint64_t length, int64_t delta) 
             if (cur < uint64_t(-delta)) return make_error(EINVAL, "refcount underflow");
             nv = cur - uint64_t(-delta);
         } else {
-            if (max_ - cur < uint64_t(delta)) return make_error(ERANGE, "refcount overflow");
+            if (max_ - cur < uint64_t(delta)) return make_error(EINVAL, "refcount overflow");  // QEMU: -EINVAL
             nv = cur + uint64_t(delta);
         }
         QIMG_TRY(set(c, nv));
