@@ -39,7 +39,11 @@ Result<BlockStatus> node_status(BlockNode &node, uint64_t off, uint64_t len) {
     return s;
 }
 
-Result<ChainStatus> chain_status(BlockNode &top, BlockNode *base, uint64_t off, uint64_t len) {
+namespace {
+
+// Walks from `top` down to (not including) `base` until a layer's status has
+// one of `stop_flags`.
+Result<ChainStatus> walk_chain(BlockNode &top, BlockNode *base, uint64_t off, uint64_t len, uint32_t stop_flags) {
     ChainStatus out;
     int depth = 0;
     for (BlockNode *p = &top; p && p != base; p = p->backing(), ++depth) {
@@ -50,10 +54,9 @@ Result<ChainStatus> chain_status(BlockNode &top, BlockNode *base, uint64_t off, 
             // read there belong to this layer, as if allocated in it, so
             // that whoever copies or compares down to a base below it
             // keeps them (QEMU's bdrv_co_common_block_status_above).
+            out = ChainStatus{};
             out.flags = kStatusZero | kStatusAllocated;
             out.bytes = len;
-            out.host_offset = 0;
-            out.host_node = nullptr;
             out.depth = depth;
             break;
         }
@@ -63,31 +66,28 @@ Result<ChainStatus> chain_status(BlockNode &top, BlockNode *base, uint64_t off, 
         out.host_offset = s.host_offset;
         out.host_node = s.host_node;
         out.depth = depth;
-        if (s.flags & kStatusAllocated) break;
+        if (s.flags & stop_flags) break;
         // Unallocated: reads come from the backing layer, if any and if
         // above base; node_status set the zero flag when there is none.
         if (!p->backing() || p->backing() == base) break;
     }
+    return out;
+}
+
+}  // namespace
+
+Result<ChainStatus> chain_status(BlockNode &top, BlockNode *base, uint64_t off, uint64_t len) {
+    QIMG_ASSIGN(ChainStatus out, walk_chain(top, base, off, len, kStatusAllocated));
+    // The end of file is the top's, whichever layer answered.
     if (off + out.bytes >= top.length()) out.flags |= kStatusEof;
     else out.flags &= ~kStatusEof;
     return out;
 }
 
+// A layer whose backing file ends before `off` answers "zero" itself, so the
+// walk never reaches a layer that ends before the range.
 Result<ChainStatus> layer_status(BlockNode &top, uint64_t off, uint64_t len) {
-    ChainStatus out;
-    int depth = 0;
-    for (BlockNode *p = &top; p; p = p->backing(), ++depth) {
-        QIMG_ASSIGN(BlockStatus s, node_status(*p, off, len));
-        if (s.bytes == 0) break;  // cannot happen below a layer that deferred: it set kStatusZero
-        len = std::min(len, s.bytes);
-        out.flags = s.flags;
-        out.bytes = len;
-        out.host_offset = s.host_offset;
-        out.host_node = s.host_node;
-        out.depth = depth;
-        if (s.flags & (kStatusData | kStatusZero)) break;
-    }
-    return out;
+    return walk_chain(top, nullptr, off, len, kStatusData | kStatusZero);
 }
 
 }  // namespace qimg
