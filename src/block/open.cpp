@@ -1,6 +1,7 @@
 // Opening images by name (see open.h): filename syntax, protocol choice,
 // format probing and backing chains.
 #include "block/open.h"
+#include "util/keyval.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 #include <cstdio>
 #include <vector>
 
@@ -66,6 +68,20 @@ Perms file_perms(const Driver &d, const OptionMap &opts, Perms parent, const Ope
     return p;
 }
 
+// QEMU's BDRV_OPT_CACHE_DIRECT / BDRV_OPT_CACHE_NO_FLUSH: node options
+// (`cache.direct=on` in --image-opts or json:) that override the -t mode for
+// this node and, as in QEMU's inherited options, its children.
+Result<void> take_cache_options(OptionMap &opts, OpenFlags &flags) {
+    for (auto [key, field] : {std::pair{"cache.direct", &CacheMode::direct}, std::pair{"cache.no-flush", &CacheMode::no_flush}}) {
+        auto it = opts.find(key);
+        if (it == opts.end()) continue;
+        QIMG_ASSIGN(bool on, parse_bool_opt(key, it->second));
+        flags.cache.*field = on;
+        opts.erase(it);
+    }
+    return ok();
+}
+
 }  // namespace
 
 std::string combine_backing_path(const std::string &image, const std::string &backing) {
@@ -77,9 +93,11 @@ std::string combine_backing_path(const std::string &image, const std::string &ba
 }
 
 Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, const OptionMap &in,
-                                                const OpenFlags &flags) {
+                                                const OpenFlags &flags_in) {
     OptionMap opts = in;
     if (!filename.empty() && !opts.count("filename")) opts["filename"] = filename;
+    OpenFlags flags = flags_in;
+    QIMG_TRY(take_cache_options(opts, flags));
     std::string drv_name;
     if (auto it = opts.find("driver"); it != opts.end()) {
         drv_name = it->second;
@@ -148,9 +166,12 @@ Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenO
     } else if (is_json_filename(filename)) {
         auto f = opts.find("file.filename");
         bool simple = f != opts.end() && std::all_of(opts.begin(), opts.end(), [](const auto &kv) {
-                          // locking does not change what the image is (QEMU: not a strong option).
-                          return kv.first == "driver" || kv.first == "file.driver" || kv.first == "file.filename" ||
-                                 kv.first == "file.locking";
+                          // Locking and caching do not change what the image is
+                          // (QEMU: not strong options).
+                          static const std::set<std::string, std::less<>> kWeak = {
+                              "driver",       "file.driver",        "file.filename",    "file.locking",
+                              "cache.direct", "cache.no-flush",     "file.cache.direct", "file.cache.no-flush"};
+                          return kWeak.count(kv.first) != 0;
                       });
         if (simple) display = f->second;
     }
@@ -159,8 +180,11 @@ Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenO
     return open_options(std::move(opts), display, o, 0);
 }
 
-Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &display, const OpenOptions &o, int depth) {
+Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &display, const OpenOptions &o_in,
+                                          int depth) {
     if (depth > depth_limit) return make_error(EINVAL, "Backing chain too deep");
+    OpenOptions o = o_in;
+    QIMG_TRY(take_cache_options(opts, o.flags));
     std::string fmt;
     if (auto it = opts.find("driver"); it != opts.end()) {
         fmt = it->second;
