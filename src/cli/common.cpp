@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "block/driver.h"
+#include "util/secret.h"
 #include "util/size.h"
 
 namespace qimg::cli {
@@ -38,22 +39,18 @@ void getopt_error(int c, char **argv) {
     error_exitf("unrecognized option '{}'", arg);
 }
 
-static std::map<std::string, ObjectSpec> &object_table() {
-    static std::map<std::string, ObjectSpec> t;
-    return t;
-}
-
-bool add_object(std::string_view spec) {
-    auto o = parse_object(spec);
-    if (!o) {
-        error_report(o.error().message);
-        return false;
+void process_object_option(const char *arg, int fail_status) {
+    auto o = parse_object(arg);
+    if (o && o->help) {
+        std::fputs(object_help(*o).c_str(), stdout);
+        std::exit(0);
     }
-    object_table()[o->id] = *o;
-    return true;
+    Result<void> r = o ? SecretStore::global().add(*o) : Err(o.error());
+    if (!r) {
+        error_report(r.error().message);
+        std::exit(fail_status);
+    }
 }
-
-const std::map<std::string, ObjectSpec> &objects() { return object_table(); }
 
 bool parse_output_format(std::string_view arg, OutputFormat &out) {
     if (arg == "json") {

@@ -1,5 +1,5 @@
 // What every subcommand shares: qemu-img's message conventions
-// ("<argv0>: message"), getopt error reporting, --object secrets, opening
+// ("<argv0>: message"), getopt error reporting, --object, opening
 // images with qemu-img's error prefix, and the --output switch.
 #pragma once
 
@@ -46,10 +46,12 @@ template <class... Args>
 // nothing itself), and the long options all of them accept.
 inline constexpr const char *kOptPrefix = ":";
 
-// --object definitions given on the command line, by id (secrets for the
-// encrypted formats). Returns false (after reporting) on a bad definition.
-bool add_object(std::string_view spec);
-const std::map<std::string, ObjectSpec> &objects();
+// --object as user_creatable_process_cmdline(), when the option is seen: a
+// bad definition (syntax, members, a secret that cannot be loaded, a
+// duplicate id) is reported and exits with `fail_status` (1; compare uses
+// 2), "help" prints the help and exits 0. Secrets go to
+// SecretStore::global() (util/secret.h), where drivers look them up.
+void process_object_option(const char *arg, int fail_status = 1);
 
 // --output=human|json.
 enum class OutputFormat { Human, Json };

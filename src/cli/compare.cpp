@@ -41,20 +41,10 @@ int cmd_compare(int argc, char **argv) {
         case 'q': quiet = true; break;
         case 's': strict = true; break;
         case 'U': force_share = true; break;
-        case kOptObject: {
+        case kOptObject:
             // compare exits 2 on a bad --object, unlike the other commands.
-            auto o = parse_object(optarg);
-            if (!o) {
-                error_report(o.error().message);
-                std::exit(2);
-            }
-            if (o->help) {
-                std::fputs(object_help(*o).c_str(), stdout);
-                std::exit(0);
-            }
-            if (!add_object(optarg)) std::exit(2);
+            process_object_option(optarg, 2);
             break;
-        }
         case kOptImageOpts: image_opts = true; break;
         }
     }

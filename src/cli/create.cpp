@@ -36,20 +36,6 @@ struct CreateArgs {
     bool quiet = false;
 };
 
-// --object: as user_creatable_process_cmdline(), exits on errors and help.
-void process_object(const char *arg) {
-    auto o = parse_object(arg);
-    if (!o) {
-        error_report(o.error().message);
-        std::exit(1);
-    }
-    if (o->help) {
-        std::fputs(object_help(*o).c_str(), stdout);
-        std::exit(0);
-    }
-    if (!add_object(arg)) std::exit(1);
-}
-
 // Opens the backing file (read-only, shared) to learn its format and size.
 std::optional<CreateError> probe_backing(const CreateArgs &a, CreateOpts &opts, const std::string &backing_file,
                                          const std::optional<std::string> &backing_fmt, uint64_t &size) {
@@ -179,7 +165,7 @@ int cmd_create(int argc, char **argv) {
             a.no_backing = true;
             break;
         case 'O' + 256:
-            process_object(optarg);
+            process_object_option(optarg);
             break;
         }
     }

@@ -21,19 +21,6 @@ namespace {
 
 enum : int { kOptImageOpts = 256, kOptObject, kOptOutput, kOptSize };
 
-void process_object(const char *arg) {
-    auto o = parse_object(arg);
-    if (!o) {
-        error_report(o.error().message);
-        std::exit(1);
-    }
-    if (o->help) {
-        std::fputs(object_help(*o).c_str(), stdout);
-        std::exit(0);
-    }
-    if (!add_object(arg)) std::exit(1);
-}
-
 // -l snapshot.id=x,snapshot.name=y (QEMU's internal_snapshot_opts, parsed
 // "noisily": short-form flags are warned about).
 bool parse_snapshot_opts(const char *arg) {
@@ -121,7 +108,7 @@ int cmd_measure(int argc, char **argv) {
             force_share = true;
             break;
         case kOptObject:
-            process_object(optarg);
+            process_object_option(optarg);
             break;
         case kOptImageOpts:
             image_opts = true;

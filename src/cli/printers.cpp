@@ -22,19 +22,6 @@ void qprintf(bool quiet, const std::string &s) {
     if (!quiet) std::fputs(s.c_str(), stdout);
 }
 
-void process_object_option(const char *arg) {
-    auto o = parse_object(arg);
-    if (!o) {
-        error_report(o.error().message);
-        std::exit(1);
-    }
-    if (o->help) {
-        std::fputs(object_help(*o).c_str(), stdout);
-        std::exit(0);
-    }
-    if (!add_object(arg)) std::exit(1);
-}
-
 json snapshot_info_json(const SnapshotInfo &sn) {
     json j;
     j["id"] = sn.id;

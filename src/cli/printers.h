@@ -34,10 +34,6 @@ nlohmann::ordered_json check_report_json(const std::string &filename, std::strin
                                          const CheckReport &r);
 void print_check_human(const CheckReport &r, bool quiet);
 
-// --object handling as user_creatable_process_cmdline(): a bad definition
-// is reported and exits 1, "help" prints the help and exits 0.
-void process_object_option(const char *arg);
-
 // printf() unless quiet (qemu-img's qprintf).
 void qprintf(bool quiet, const std::string &s);
 

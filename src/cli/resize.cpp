@@ -20,19 +20,6 @@ enum : int { kOptObject = 256, kOptImageOpts, kOptPreallocation, kOptShrink };
 // QEMU's BDRV_MAX_LENGTH: INT64_MAX rounded down to BDRV_MAX_ALIGNMENT (1 GiB).
 constexpr int64_t kMaxLength = INT64_MAX / (int64_t{1} << 30) * (int64_t{1} << 30);
 
-void process_object(const char *arg) {
-    auto o = parse_object(arg);
-    if (!o) {
-        error_report(o.error().message);
-        std::exit(1);
-    }
-    if (o->help) {
-        std::fputs(object_help(*o).c_str(), stdout);
-        std::exit(0);
-    }
-    if (!add_object(arg)) std::exit(1);
-}
-
 }  // namespace
 
 int cmd_resize(int argc, char **argv) {
@@ -66,7 +53,7 @@ int cmd_resize(int argc, char **argv) {
             quiet = true;
             break;
         case kOptObject:
-            process_object(optarg);
+            process_object_option(optarg);
             break;
         case kOptImageOpts:
             image_opts = true;

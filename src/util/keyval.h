@@ -1,7 +1,7 @@
 // Option strings of the command line: QemuOpts lists ("-o a=b,c=d",
 // --image-opts, -l snapshot.name=x), qemu-img's accumulation of repeated -o,
 // typed option values with QEMU's messages, and --object (QEMU's keyval
-// syntax or JSON) including secret objects.
+// syntax or JSON) including the members of secret objects.
 #pragma once
 
 #include <cstdint>
@@ -90,19 +90,13 @@ struct ObjectSpec {
 // members, the id syntax, types not built into qemu-img ("invalid object
 // type: iothread"), "Property 'secret.loaded' is not writable", and a
 // secret's data/file presence. Members of other object types are not
-// validated. Reading a secret's file and decoding base64 happen in
-// secret_value(), which the CLI should call right away to report those errors
-// at the same point as QEMU.
+// validated. Loading a secret (reading its file, decoding base64, keyid=)
+// is SecretStore::add()'s job (util/secret.h), which the CLI calls right away
+// to report those errors at the same point as QEMU.
 Result<ObjectSpec> parse_object(std::string_view arg);
 // The help text qemu-img prints for "--object help" (the type list) or
 // "--object secret,help"; other types fall back to the type list. Ends in
 // '\n'.
 std::string object_help(const ObjectSpec &spec);
-
-// The bytes of a secret object: data= or the contents of file=, base64
-// decoded when format=base64 ("Base64 data contains invalid characters",
-// "Unable to read <file>: <reason>"). keyid= (AES-encrypted secrets) is not
-// supported and reports "No secret with id '<keyid>'".
-Result<std::string> secret_value(const ObjectSpec &spec);
 
 }  // namespace qimg

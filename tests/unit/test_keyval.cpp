@@ -297,51 +297,5 @@ TEST(ParseObject, Help) {
     EXPECT_EQ(object_help(unknown).substr(0, 31), "List of user creatable objects:");
 }
 
-std::string temp_file(const std::string &contents) {
-    char name[] = "/tmp/qimg-secret-XXXXXX";
-    int fd = mkstemp(name);
-    EXPECT_GE(fd, 0);
-    if (fd >= 0) {
-        EXPECT_EQ(write(fd, contents.data(), contents.size()), static_cast<ssize_t>(contents.size()));
-        close(fd);
-    }
-    return name;
-}
-
-TEST(SecretValue, DataFileAndBase64) {
-    EXPECT_EQ(*secret_value(object_ok("secret,id=s0,data=x")), "x");
-    EXPECT_EQ(*secret_value(object_ok("secret,id=s0,data=eA==,format=base64")), "x");
-    EXPECT_EQ(*secret_value(object_ok("secret,id=s0,data=eA=,format=base64")), "");  // incomplete group dropped
-    EXPECT_EQ(*secret_value(object_ok("secret,id=s0,data=e,format=base64")), "");
-    EXPECT_EQ(*secret_value(object_ok("secret,id=s0,data=cGFzc3dvcmQ=,format=base64")), "password");
-    auto bad = secret_value(object_ok("secret,id=s0,data=!!,format=base64"));
-    ASSERT_FALSE(bad);
-    EXPECT_EQ(bad.error().message, "Base64 data contains invalid characters");
-
-    const std::string f = temp_file("filesecret");
-    EXPECT_EQ(*secret_value(object_ok("secret,id=s0,file=" + f)), "filesecret");
-    const std::string g = temp_file("cGFz\nc3dvcmQ=\n");
-    EXPECT_EQ(*secret_value(object_ok("secret,id=s0,format=base64,file=" + g)), "password");
-    const std::string h = temp_file(std::string("eA==\0", 5));
-    auto nul = secret_value(object_ok("secret,id=s0,format=base64,file=" + h));
-    ASSERT_FALSE(nul);
-    EXPECT_EQ(nul.error().message, "Base64 data contains embedded NUL characters");
-    std::remove(f.c_str());
-    std::remove(g.c_str());
-    std::remove(h.c_str());
-
-    auto missing = secret_value(object_ok("secret,id=s0,file=/nonexistent/qimg"));
-    ASSERT_FALSE(missing);
-    EXPECT_EQ(missing.error().message,
-              "Unable to read /nonexistent/qimg: Failed to open file \u201c/nonexistent/qimg\u201d: "
-              "No such file or directory");
-    auto dir = secret_value(object_ok("secret,id=s0,file=/tmp"));
-    ASSERT_FALSE(dir);
-    EXPECT_EQ(dir.error().message, "Unable to read /tmp: Error reading file \u201c/tmp\u201d: Is a directory");
-    auto keyid = secret_value(object_ok("secret,id=s0,data=eA==,format=base64,keyid=k"));
-    ASSERT_FALSE(keyid);
-    EXPECT_EQ(keyid.error().message, "No secret with id 'k'");
-}
-
 }  // namespace
 }  // namespace qimg
