@@ -71,8 +71,17 @@ Result<void> parse_extensions(Header &h, const std::vector<uint8_t> &head, uint6
                 h.backing_format.assign(reinterpret_cast<const char *>(data), len);
                 h.backing_format.resize(strnlen(h.backing_format.c_str(), len));
             } else if (magic == kExtCrypto) {
-                if (h.crypt_method != 2)
+                if (h.crypt_method != kCryptLuks)
                     return make_error(EINVAL, "CRYPTO header extension only expected with LUKS encryption method");
+                if (len != 16)
+                    return make_error(EINVAL, "CRYPTO header extension size " + std::to_string(len) +
+                                                  ", but expected size 16");
+                CryptoHeaderExtension c{be64(data), be64(data + 8)};
+                if (c.offset % h.cluster_size() != 0)
+                    return make_error(EINVAL, "Encryption header offset '" + std::to_string(c.offset) +
+                                                  "' is not a multiple of cluster size '" +
+                                                  std::to_string(h.cluster_size()) + "'");
+                h.crypto_header = c;
             } else if (magic == kExtBitmaps) {
                 if (len != 24) return make_error(EINVAL, "bitmaps_ext: Invalid extension length");
                 if (!(h.autoclear & kAutoclearBitmaps)) {
@@ -206,14 +215,13 @@ Result<Header> read_header(BlockNode &file, bool read_write, bool check_mode) {
     if (l1_needed > INT_MAX) return make_error(EFBIG, "Image is too big");
     if (h.l1_size < l1_needed) return make_error(EINVAL, "L1 table is too small");
 
+    // qcow2_update_options_prepare(), before the extensions are read.
+    if (h.crypt_method > kCryptLuks)
+        return make_error(EINVAL, "Unsupported encryption method " + std::to_string(static_cast<int32_t>(h.crypt_method)));
+
     QIMG_TRY(parse_extensions(h, head, h.header_length, ext_end, false));
     if (h.has_data_file() && !h.data_file) return make_error(EINVAL, "'data-file' is required for this image");
     if (!h.has_data_file() && h.data_file_raw()) return make_error(EINVAL, "data-file-raw requires a data file");
-    if (h.crypt_method != 0) {
-        // Encrypted images need the crypto layer, which qimg does not have.
-        return make_error(ENOTSUP, h.crypt_method == 1 ? "qcow2: AES-encrypted images are not supported"
-                                                       : "qcow2: LUKS-encrypted images are not supported");
-    }
     if (h.backing_file_offset != 0) {
         uint32_t len = h.backing_file_size;
         if (len > std::min<uint64_t>(kMaxBackingNameLength, cs - h.backing_file_offset))
@@ -245,6 +253,12 @@ Result<std::vector<uint8_t>> serialize_header(Header &h) {
     if (!h.backing_format.empty() && !put_ext(kExtBackingFormat, h.backing_format.data(), h.backing_format.size()))
         return too_big;
     if (h.data_file && !put_ext(kExtDataFile, h.data_file->data(), h.data_file->size())) return too_big;
+    if (h.crypto_header) {
+        uint8_t e[16];
+        put_be64(e, h.crypto_header->offset);
+        put_be64(e + 8, h.crypto_header->length);
+        if (!put_ext(kExtCrypto, e, sizeof e)) return too_big;
+    }
     if (h.version >= 3 && cs > 4096) {
         // QEMU's own feature name table (qcow2_update_header), fixed order;
         // left out for clusters of 4 KiB and less to leave room for names.
@@ -366,6 +380,10 @@ bool same_meaning(const Header &a, const Header &b) {
     if (fields(a) != fields(b)) return false;
     if (!a.backing_file.empty() && a.backing_format != b.backing_format) return false;
     if (a.bitmaps.has_value() != b.bitmaps.has_value()) return false;
+    if (a.crypto_header.has_value() != b.crypto_header.has_value()) return false;
+    if (a.crypto_header && std::tie(a.crypto_header->offset, a.crypto_header->length) !=
+                               std::tie(b.crypto_header->offset, b.crypto_header->length))
+        return false;
     if (a.bitmaps && std::tie(a.bitmaps->nb_bitmaps, a.bitmaps->directory_size, a.bitmaps->directory_offset) !=
                          std::tie(b.bitmaps->nb_bitmaps, b.bitmaps->directory_size, b.bitmaps->directory_offset))
         return false;

@@ -1,7 +1,8 @@
 // qcow2 on-disk header: the fixed fields, the header extensions (backing
 // format, feature name table, bitmaps, external data file, unknown ones kept
 // verbatim) and the backing file name. Parsing validates every field the
-// way QEMU's qcow2_do_open does, with QEMU's messages; serialisation writes
+// way QEMU's qcow2_do_open does, with QEMU's messages (the LUKS header the
+// crypto extension points at is the driver's business); serialisation writes
 // the whole first cluster as QEMU's qcow2_update_header lays it out.
 #pragma once
 
@@ -59,6 +60,15 @@ struct BitmapsExtension {
     uint64_t directory_size = 0, directory_offset = 0;
 };
 
+// qcow2.txt: "Full disk encryption header pointer": where the LUKS header
+// of an encrypt.format=luks image lives (cluster aligned).
+struct CryptoHeaderExtension {
+    uint64_t offset = 0, length = 0;
+};
+
+// crypt_method values (qcow2.txt: "Header").
+inline constexpr uint32_t kCryptNone = 0, kCryptAes = 1, kCryptLuks = 2;
+
 struct UnknownExtension {
     uint32_t magic = 0;
     std::vector<uint8_t> data;
@@ -88,6 +98,7 @@ struct Header {
     std::string backing_format;
     std::optional<std::string> data_file;
     std::optional<BitmapsExtension> bitmaps;
+    std::optional<CryptoHeaderExtension> crypto_header;
     std::vector<FeatureName> feature_table;
     std::vector<UnknownExtension> unknown_extensions;
     bool stale_bitmaps_extension = false;  // present without the autoclear bit (ignored)
@@ -111,7 +122,8 @@ Result<void> validate_table(uint64_t offset, uint64_t entries, uint64_t entry_le
                             uint64_t cluster_size, const char *name);
 
 // The first cluster as QEMU's qcow2_update_header writes it: header fields,
-// backing format, data file name, feature name table, bitmaps extension,
+// backing format, data file name, encryption header pointer, feature name
+// table, bitmaps extension,
 // unknown extensions, end marker, backing file name. Sets
 // backing_file_offset/size and header_length. Error if it does not fit.
 Result<std::vector<uint8_t>> serialize_header(Header &h);

@@ -107,6 +107,9 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     const bool rw = req.flags.read_write;
     // qemu-img check (BDRV_O_CHECK) may open corrupt images read-write to repair them.
     QIMG_ASSIGN(Header h, read_header(*req.file, rw && !req.flags.check, req.flags.check));
+    // Without a key only metadata can be read (qemu-img info); qimg cannot
+    // decrypt yet, so any other open of an encrypted image fails here.
+    QIMG_ASSIGN(Encryption enc, open_encryption(h, *req.file, req.options, req.flags.no_io));
     if (h.stale_bitmaps_extension) {
         // QEMU's qcow2_read_extensions, on every open (no newline at the end).
         std::fprintf(stderr, "%s: warning: %s\nSome clusters may be leaked, run 'qemu-img check -r' on the "
@@ -119,6 +122,7 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
                                      "considered inconsistent");
     }
     auto node = std::make_shared<Qcow2Node>(req.file, std::move(h));
+    node->enc_ = std::move(enc);
     node->set_filename(req.filename);
     node->set_read_only(!rw);
     QIMG_TRY(node->init());
@@ -407,6 +411,7 @@ nlohmann::ordered_json Qcow2Node::specific_info() const {
         data["corrupt"] = bool(h_.incompatible & kIncompatCorrupt);
         data["extended-l2"] = h_.extended_l2();
     }
+    if (nlohmann::ordered_json e = encryption_info_json(enc_); !e.is_null()) data["encrypt"] = e;
     nlohmann::ordered_json out;
     out["type"] = "qcow2";
     out["data"] = data;

@@ -11,6 +11,7 @@
 #include "block/driver.h"
 #include "format/qcow2/bitmap.h"
 #include "format/qcow2/check.h"
+#include "format/qcow2/crypto.h"
 #include "format/qcow2/header.h"
 #include "format/qcow2/l1l2.h"
 #include "format/qcow2/refcount.h"
@@ -46,6 +47,7 @@ public:
     bool is_dirty() const override;
     bool has_zero_init() const override;
     nlohmann::ordered_json specific_info() const override;
+    bool encrypted() const override { return enc_.method != kCryptNone; }
     // Writes whole clusters (the last one may be shorter) compressed; an
     // incompressible cluster is stored normally, as QEMU does.
     Result<void> write_compressed(uint64_t off, const void *buf, size_t len) override;
@@ -219,6 +221,8 @@ private:
     Result<uint64_t> write_bitmap_locked(const DirtyBits &bits, std::vector<uint64_t> &table,
                                          std::vector<std::pair<uint64_t, uint64_t>> &allocated);
     Result<void> merge_bitmap_locked(const BitmapAction &a);
+
+    Encryption enc_;  // set at open, then constant
 
     mutable std::mutex mu_;  // guards everything below (metadata)
     Header h_;
