@@ -5,6 +5,9 @@
 #
 # Environment: JOBS (default 2), FUZZ_TIME seconds per fuzz target (default 30,
 # 0 skips fuzzing), SKIP_ASAN=1 / SKIP_FUZZ=1 to leave a stage out locally.
+# IOTESTS=1 adds QEMU 7.2's own qemu-iotests for qcow2 and raw with qimg as
+# qemu-img (tests/iotests/run-iotests.sh; ~7 minutes, not in CI's default
+# run), IOTESTS="qcow2 raw ..." chooses the formats.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -138,6 +141,25 @@ if [[ ${SKIP_FUZZ:-0} != 1 && $FUZZ_TIME -gt 0 ]]; then
         fi
     else
         echo "test.sh: fuzzing skipped (no clang++ or no tests/fuzz/fuzz_*.cpp)"
+    fi
+fi
+
+# ---- 4. QEMU's qemu-iotests (opt-in) ----------------------------------------
+if [[ -n ${IOTESTS:-} && ${IOTESTS} != 0 ]]; then
+    fmts=(qcow2 raw)
+    [[ $IOTESTS != 1 ]] && read -r -a fmts <<<"$IOTESTS"
+    stage "qemu-iotests (${fmts[*]})"
+    if [[ -x build/qimg ]]; then
+        log="$LOG_DIR/iotests.log"
+        tests/iotests/run-iotests.sh --img build/qimg "${fmts[@]}" 2>&1 | tee "$log" || true
+        line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || true)
+        if [[ -n $line ]]; then
+            add_result iotests "${line%% passed*}" "$(sed -E 's/.* ([0-9]+) failed/\1/' <<<"$line")"
+        else
+            add_result iotests 0 1
+        fi
+    else
+        build_failed iotests
     fi
 fi
 
