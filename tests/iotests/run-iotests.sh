@@ -29,6 +29,7 @@ fi
 [[ -n $RUN && -x $RUN ]] || { echo "run-iotests.sh: no iotests runner (set IOTESTS_RUN)"; echo "0 passed, 1 failed"; exit 1; }
 BASELINE=$(dirname "$RUN")
 OUT=${IOTESTS_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/qimg-iotests.XXXXXX")}
+mkdir -p "$OUT"
 
 # The suite runs for minutes: test a copy, so that a rebuild meanwhile does
 # not mix two binaries into one result.

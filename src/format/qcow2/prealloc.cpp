@@ -14,8 +14,11 @@ namespace qimg::qcow2 {
 // new refcount structures right after the last used cluster, covering the
 // data and its L2 tables; then one contiguous data area, preallocated in
 // the file; then the L2 entries (L2 tables go wherever allocation finds
-// room: the old refcount table's place, then after the data).
-Result<void> Qcow2Node::preallocate_area_locked(uint64_t from, uint64_t to, Prealloc p) {
+// room: the old refcount table's place, then after the data). The data area
+// is new file space and reads as zeroes, so over a longer backing file
+// (hide_backing) the new clusters only need their subclusters marked
+// allocated (extended L2), as QEMU's subclusters_need_allocation.
+Result<void> Qcow2Node::preallocate_area_locked(uint64_t from, uint64_t to, Prealloc p, bool hide_backing) {
     const uint64_t first_c = from >> cbits_;
     const uint64_t nb_data = ((to + cs_ - 1) >> cbits_) - first_c;
     // Even with no data cluster (create with size 0) QEMU sets up the
@@ -37,9 +40,10 @@ Result<void> Qcow2Node::preallocate_area_locked(uint64_t from, uint64_t to, Prea
         const uint64_t c = (first_c + k) << cbits_, host = (data_c + k) << cbits_;
         QIMG_ASSIGN(Slot s, l2_slot_for_write(c));
         uint64_t entry = (*s.table)[s.index * words_];
-        if (entry != 0) {
-            // The partial cluster at the old end: its content moves along
-            // (copy-on-write into the preallocated cluster).
+        // The partial cluster at the old end keeps what the guest saw there:
+        // its own data, or the backing file's where it had none (QEMU's
+        // cow_start), so it is copied into the preallocated cluster.
+        if (entry != 0 || (c < from && backing_)) {
             std::vector<uint8_t> buf(cs_, 0);
             const uint64_t vis = std::min<uint64_t>(cs_, from - c);
             mu_.unlock();
@@ -50,6 +54,8 @@ Result<void> Qcow2Node::preallocate_area_locked(uint64_t from, uint64_t to, Prea
             QIMG_ASSIGN(s, l2_slot_for_write(c));
             entry = (*s.table)[s.index * words_];
             if (words_ == 2) (*s.table)[s.index * 2 + 1] = 0xffffffffull;
+        } else if (words_ == 2 && hide_backing) {
+            (*s.table)[s.index * 2 + 1] = 0xffffffffull;
         }
         (*s.table)[s.index * words_] = host | kOflagCopied;
         l2_->mark_dirty(s.l2_offset);
@@ -232,9 +238,11 @@ Result<uint64_t> Qcow2Node::prealloc_step_locked(uint64_t &offset, uint64_t to) 
 // Allocates data clusters for [from, to) (preallocation=metadata, or
 // falloc/full with a data file), as QEMU's preallocate_co: the file then
 // reaches the end of the last step.
-Result<void> Qcow2Node::preallocate_locked(uint64_t from, uint64_t to, Prealloc p) {
-    if (!h_.has_data_file() && (p == Prealloc::Falloc || p == Prealloc::Full))
-        return preallocate_area_locked(from, to, p);
+Result<bool> Qcow2Node::preallocate_locked(uint64_t from, uint64_t to, Prealloc p, bool hide_backing) {
+    if (!h_.has_data_file() && (p == Prealloc::Falloc || p == Prealloc::Full)) {
+        QIMG_TRY(preallocate_area_locked(from, to, p, hide_backing));
+        return true;
+    }
     uint64_t host_end = 0;
     for (uint64_t off = from; off < to;) {
         QIMG_ASSIGN(host_end, prealloc_step_locked(off, to));
@@ -245,7 +253,7 @@ Result<void> Qcow2Node::preallocate_locked(uint64_t from, uint64_t to, Prealloc 
         Prealloc fp = p == Prealloc::Metadata ? Prealloc::Off : p;
         QIMG_TRY(df.truncate(host_end, fp, false));
     }
-    return ok();
+    return false;
 }
 
 }  // namespace qimg::qcow2

@@ -134,9 +134,11 @@ private:
     Result<void> zero_or_discard_cluster_locked(uint64_t off, bool zero, bool unmap);
     Result<void> zero_subclusters_locked(uint64_t off, uint64_t len);
     Result<bool> reads_as_zero(uint64_t a, uint64_t b);
-    Result<void> preallocate_area_locked(uint64_t from, uint64_t to, Prealloc p);
+    Result<void> preallocate_area_locked(uint64_t from, uint64_t to, Prealloc p, bool hide_backing);
     Result<void> check_metadata_overlap(uint64_t host, uint64_t len) const;
-    Result<void> preallocate_locked(uint64_t from, uint64_t to, Prealloc p);
+    // hide_backing: the grown area must read as zeroes over a longer backing
+    // file; returns whether the preallocation already made it so.
+    Result<bool> preallocate_locked(uint64_t from, uint64_t to, Prealloc p, bool hide_backing = false);
     // prealloc.cpp: one allocation of preallocate_co (QEMU's QCowL2Meta).
     struct PreallocRun {
         uint64_t guest = 0, host = 0, clusters = 0;  // cluster-aligned

@@ -53,13 +53,15 @@ Result<void> Qcow2Node::truncate_locked(uint64_t new_size, Prealloc prealloc, bo
         // enforces preallocation=metadata), so the grown part gets them too.
         if (h_.data_file_raw() && prealloc == Prealloc::Off) prealloc = Prealloc::Metadata;
     }
+    // A longer backing file must not show through the grown part.
+    bool hide_backing = new_size > old && backing_ && backing_->length() > old;
     if (prealloc == Prealloc::Off) {
         if (h_.has_data_file()) QIMG_TRY(data_file_->truncate(new_size, Prealloc::Off, exact));
     } else {
-        QIMG_TRY(preallocate_locked(old, new_size, prealloc));
+        QIMG_ASSIGN(bool zeroed, preallocate_locked(old, new_size, prealloc, hide_backing));
+        if (zeroed) hide_backing = false;
     }
-    // A longer backing file must not show through the grown part.
-    if (new_size > old && backing_ && backing_->length() > old) QIMG_TRY(zero_grown_area_locked(old, new_size));
+    if (hide_backing) QIMG_TRY(zero_grown_area_locked(old, new_size));
     QIMG_TRY(flush_metadata_locked());
     uint8_t b[8];
     put_be64(b, new_size);
