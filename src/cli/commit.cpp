@@ -152,8 +152,7 @@ int cmd_commit(int argc, char **argv) {
     }
     engine::CommitOptions co;
     co.rate_limit = rate_limit;
-    // Benchmark knob (bench/README.md): page-cache budget in MiB, 0 = off.
-    if (const char *wb = std::getenv("QIMG_WRITE_BEHIND_MIB")) co.write_behind = std::strtoull(wb, nullptr, 10) << 20;
+    co.write_behind = default_write_behind();
     co.on_progress = [](float p) { progress::print(p, 0); };
     auto r = engine::commit_image(*node, *base_node, co);
     if (!r) return fail(r.error().message);

@@ -7,6 +7,8 @@
 #include <cstdlib>
 
 #include "block/driver.h"
+#include "engine/pipeline.h"
+#include "util/memory_room.h"
 #include "util/secret.h"
 #include "util/size.h"
 
@@ -92,5 +94,17 @@ NodePtr open_image(BlockOpener &opener, const std::string &filename, const Image
 }
 
 std::string human_size(uint64_t bytes) { return size_to_str(bytes); }
+
+uint64_t default_write_behind() {
+    if (const char *wb = std::getenv("QIMG_WRITE_BEHIND_MIB")) return std::strtoull(wb, nullptr, 10) << 20;
+    uint64_t budget = engine::default_write_behind();
+    if (std::getenv("QIMG_DEBUG_WRITE_BEHIND")) {
+        MemoryRoom room = probe_memory_room();
+        auto mib = [](std::optional<uint64_t> v) { return v ? fmt::format("{} MiB", *v >> 20) : std::string("-"); };
+        fmt::print(stderr, "write-behind: {} MiB (cgroup limit {}, room {}; MemAvailable {})\n", budget >> 20,
+                   mib(room.cgroup_limit), mib(room.cgroup_room), mib(room.mem_available));
+    }
+    return budget;
+}
 
 }  // namespace qimg::cli

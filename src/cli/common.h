@@ -79,6 +79,13 @@ struct ImageOpenArgs {
 };
 NodePtr open_image(BlockOpener &opener, const std::string &filename, const ImageOpenArgs &a);
 
+// The page-cache budget of a copying command (convert, dd, commit, rebase)
+// without --write-behind: engine::default_write_behind(), sized from the
+// memory the process may fill; QIMG_WRITE_BEHIND_MIB (MiB, 0 = off), the
+// benchmarks' knob, overrides it. With QIMG_DEBUG_WRITE_BEHIND set, says on
+// stderr what it chose and from what.
+uint64_t default_write_behind();
+
 // Formats a human size like QEMU's size_to_str ("1 GiB").
 std::string human_size(uint64_t bytes);
 

@@ -53,7 +53,7 @@ struct ConvertArgs {
     CompressOptions compress;  // --compress-level (qimg-only)
     std::unique_ptr<progress::JsonStream> json_progress;  // --progress-fd/-file (qimg-only)
     long coroutines = 0;  // -m; 0: the engine's default_in_flight()
-    int64_t write_behind = -1;  // --write-behind (qimg-only); -1: the engine's default
+    int64_t write_behind = -1;  // --write-behind (qimg-only); -1: default_write_behind()
 };
 
 // qemu_strtol(s, NULL, 0, &v): the whole string must be a number.
@@ -465,7 +465,7 @@ private:
         o.salvage = a_.salvage;
         o.quiet = a_.quiet;
         o.rate_limit = static_cast<uint64_t>(a_.rate_limit);
-        if (a_.write_behind >= 0) o.write_behind = static_cast<uint64_t>(a_.write_behind);
+        o.write_behind = a_.write_behind >= 0 ? static_cast<uint64_t>(a_.write_behind) : default_write_behind();
         if (a_.compressed) {
             o.compressed = true;
             o.cluster_sectors = target->compressed_cluster_size() / engine::kSectorSize;

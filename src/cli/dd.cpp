@@ -133,7 +133,7 @@ int cmd_dd(int argc, char **argv) {
     o.in_start = static_cast<uint64_t>(in_pos);
     o.in_end = static_cast<uint64_t>(size);
     o.block = static_cast<uint64_t>(d.bs);
-    o.write_behind = engine::kDefaultWriteBehind;
+    o.write_behind = default_write_behind();
     if (auto r = engine::dd_copy(*src, *dst, o); !r) {
         error_report(r.error().message);
         return 1;

@@ -150,9 +150,7 @@ int cmd_rebase(int argc, char **argv) {
         }
         engine::RebaseOptions ro;
         ro.compress = compress;
-        // Benchmark knob (bench/README.md): page-cache budget in MiB, 0 = off.
-        if (const char *wb = std::getenv("QIMG_WRITE_BEHIND_MIB"))
-            ro.write_behind = std::strtoull(wb, nullptr, 10) << 20;
+        ro.write_behind = default_write_behind();
         ro.on_progress = [](float step) { progress::print(step, 100); };
         if (auto p = engine::rebase_preserve(*node, old_backing, new_backing, prefix, ro); !p)
             return fail(p.error().message);

@@ -22,7 +22,7 @@ struct CommitOptions {
     // what has been read), so warm chains keep their cache: bench_chain.sh,
     // 512 MiB, 128 MiB budget against none: commit 0.17-0.20 s vs
     // 0.18-0.21 s, rebase 0.49 vs 0.56 s (bench/RESULTS.md).
-    uint64_t write_behind = kDefaultWriteBehind;
+    uint64_t write_behind = kFallbackWriteBehind;
     // From the dispatching thread, as each request is issued: the share of
     // the bytes to commit issued so far, in percent (QEMU's job progress
     // counts the bytes to copy, so an image with little data goes from 0%

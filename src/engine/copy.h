@@ -53,8 +53,9 @@ struct CopyOptions {
     uint64_t cluster_sectors = 0;
     CompressOptions compress;
     // Bounded page cache: at most about this many bytes of the target are
-    // dirty or cached at once (PipelineOptions::write_behind; 0: off).
-    uint64_t write_behind = kDefaultWriteBehind;
+    // dirty or cached at once (PipelineOptions::write_behind; 0: off). The
+    // commands pass default_write_behind() (pipeline.h).
+    uint64_t write_behind = kFallbackWriteBehind;
     // Called from the dispatching thread only, with qemu-img's percentage.
     std::function<void(float)> on_progress;
     // Bytes of the planned work (data; zeroes too with -S 0) completed, and

@@ -32,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -302,6 +303,19 @@ private:
 void drop_chain_cache(BlockNode *node, uint64_t off, uint64_t len) {
     if (len == 0) return;
     for (BlockNode *n = node; n; n = n->backing()) n->cache_advice(BlockNode::CacheAdvice::DropClean, off, len);
+}
+
+uint64_t write_behind_budget(const MemoryRoom &room) {
+    std::optional<uint64_t> budget;
+    if (room.cgroup_room) budget = *room.cgroup_room / 4;
+    if (room.mem_available) budget = std::min(budget.value_or(UINT64_MAX), *room.mem_available / 2);
+    if (!budget) return kFallbackWriteBehind;
+    return std::max(*budget, kMinWriteBehind) >> 20 << 20;
+}
+
+uint64_t default_write_behind() {
+    static const uint64_t budget = write_behind_budget(probe_memory_room());
+    return budget;
 }
 
 unsigned default_in_flight() {

@@ -12,16 +12,43 @@
 #include <vector>
 
 #include "block/node.h"
+#include "util/memory_room.h"
 
 namespace qimg::engine {
 
 inline constexpr unsigned kMaxInFlight = 16;               // qemu-img's MAX_COROUTINES, the -m limit
 inline constexpr unsigned kMaxSlots = 64;                  // the engine's own limit (default on big machines)
 inline constexpr uint64_t kMaxBufferBytes = 128ull << 20;  // all request buffers together, by default
-// The page-cache budget of convert's and dd's targets (--write-behind,
-// PipelineOptions::write_behind): 64, 128 and 256 MiB measured alike on a
-// 2 GiB copy (bench/RESULTS.md).
-inline constexpr uint64_t kDefaultWriteBehind = 128ull << 20;
+// The page-cache budget of a copy's target (--write-behind,
+// PipelineOptions::write_behind) when the command line gives none:
+// write_behind_budget() of the memory this process may fill. The engine's
+// option structs default to kFallbackWriteBehind; the commands (convert,
+// dd, commit, rebase) pass default_write_behind().
+inline constexpr uint64_t kFallbackWriteBehind = 128ull << 20;  // nothing could be read
+inline constexpr uint64_t kMinWriteBehind = 16ull << 20;
+
+// The policy, from what util/memory_room.h probed:
+//  - In a memory-limited cgroup, a quarter of its room (limit less working
+//    set, the tightest level). Everything the copy puts in the page cache
+//    is charged to the cgroup: the target (at most about the budget), the
+//    source pages read between two write-behind rounds (about a quarter of
+//    it) and the request buffers (32 MiB by default); a quarter keeps that
+//    well under half the room, the rest left to whatever else runs there.
+//    The dirty part is what reclaim cannot simply drop, what gets a
+//    container OOM-killed.
+//  - Without a limit (or a looser one), half of MemAvailable. The kernel's
+//    own dirty throttling (vm.dirty_ratio, 20 % of roughly that memory)
+//    stops a writer long before, so the copy never waits where qemu-img
+//    would not, and a copy smaller than a quarter of the budget never
+//    starts a round at all: qemu-img's wall time. What it keeps is the
+//    bound on the cache: a copy larger than the host's memory evicts at
+//    most about half of what others could use.
+//  - Never below kMinWriteBehind (a round every 4 MiB already costs more
+//    syscalls than it saves), kFallbackWriteBehind when nothing was read.
+// Rounded down to whole MiB.
+uint64_t write_behind_budget(const MemoryRoom &room);
+// write_behind_budget(probe_memory_room()), probed once per process.
+uint64_t default_write_behind();
 
 // Requests in flight when none is asked for (-m not given): qemu-img's 8 is
 // a choice, not a limit. 16 keeps a disk queue busy (qemu-img's best -m);

@@ -18,7 +18,7 @@ struct RebaseOptions {
     // -c (qemu-img 8.2): whole clusters that differ are written compressed
     // (compressed by the workers); `top` must have a compressed_cluster_size().
     bool compress = false;
-    uint64_t write_behind = kDefaultWriteBehind;  // see PipelineOptions::write_behind and commit.h
+    uint64_t write_behind = kFallbackWriteBehind;  // see PipelineOptions::write_behind and commit.h
     // From the dispatching thread, once per range compared: the percent to
     // add (qemu-img's local_progress), for progress::print(step, 100).
     std::function<void(float)> on_progress;

@@ -168,5 +168,26 @@ TEST(WriteBehind, ConcatenatedSourcesAreDroppedInTheirOwnOffsets) {
     EXPECT_GT(b.dropped_to, 0u);
 }
 
+// The default budget (pipeline.h write_behind_budget): a quarter of the
+// cgroup's room, half of MemAvailable, the smaller of the two when both
+// are known, 16 MiB at least, 128 MiB when nothing was read.
+TEST(WriteBehindBudget, Policy) {
+    constexpr uint64_t MiB = 1ull << 20;
+    auto budget = [](std::optional<uint64_t> room, std::optional<uint64_t> avail) {
+        MemoryRoom m;
+        m.cgroup_room = room;
+        m.mem_available = avail;
+        return write_behind_budget(m);
+    };
+    EXPECT_EQ(budget(std::nullopt, std::nullopt), 128 * MiB);
+    EXPECT_EQ(budget(std::nullopt, 24 * 1024 * MiB), 12 * 1024 * MiB);  // an idle host: half
+    EXPECT_EQ(budget(448 * MiB, 24 * 1024 * MiB), 112 * MiB);           // 512 MiB container: a quarter of its room
+    EXPECT_EQ(budget(64 * 1024 * MiB, 1024 * MiB), 512 * MiB);          // a loose limit: the host's memory counts
+    EXPECT_EQ(budget(512 * MiB, std::nullopt), 128 * MiB);
+    EXPECT_EQ(budget(0, 24 * 1024 * MiB), 16 * MiB);                    // no room at all: the floor
+    EXPECT_EQ(budget(std::nullopt, 10 * MiB), 16 * MiB);
+    EXPECT_EQ(budget(std::nullopt, 1000 * MiB + 12345), 500 * MiB);     // whole MiB
+}
+
 }  // namespace
 }  // namespace qimg::engine
