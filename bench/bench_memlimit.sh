@@ -83,7 +83,10 @@ cg_make() {
         [[ -e $CG/memory.swap.max ]] && echo 0 >"$CG/memory.swap.max"
     else
         echo "$LIMIT" >"$CG/memory.limit_in_bytes"
-        [[ -e $CG/memory.memsw.limit_in_bytes ]] && echo "$LIMIT" >"$CG/memory.memsw.limit_in_bytes"
+        # Only with swap on: a memsw limit makes 6.18's memory.failcnt stay 0.
+        if [[ -e $CG/memory.memsw.limit_in_bytes ]] && (($(wc -l </proc/swaps) > 1)); then
+            echo "$LIMIT" >"$CG/memory.memsw.limit_in_bytes"
+        fi
     fi
     return 0
 }
