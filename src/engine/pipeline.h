@@ -31,9 +31,12 @@ inline constexpr uint64_t kMinWriteBehind = 16ull << 20;
 //  - In a memory-limited cgroup, a quarter of its room (limit less working
 //    set, the tightest level). Everything the copy puts in the page cache
 //    is charged to the cgroup: the target (at most about the budget), the
-//    source pages read between two write-behind rounds (about a quarter of
-//    it) and the request buffers (32 MiB by default); a quarter keeps that
-//    well under half the room, the rest left to whatever else runs there.
+//    source pages read since the last write-behind round (a round starts
+//    every quarter of the budget written; zeroes and holes read are not
+//    written, so this can be more) and the request buffers (32 MiB by
+//    default); a quarter keeps that around half the room, the rest left
+//    to whatever else runs there (bench_memlimit.sh: peak 258-406 MiB in
+//    512 MiB).
 //    The dirty part is what reclaim cannot simply drop, what gets a
 //    container OOM-killed.
 //  - Without a limit (or a looser one), half of MemAvailable. The kernel's
