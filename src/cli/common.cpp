@@ -3,6 +3,8 @@
 
 #include <getopt.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 
@@ -91,6 +93,69 @@ NodePtr open_image(BlockOpener &opener, const std::string &filename, const Image
         return nullptr;
     }
     return *r;
+}
+
+namespace {
+
+// Parses one "snapshot.…" argument into id/name the way
+// qemu_opts_parse_noisily(&internal_snapshot_opts, arg, false) does: the
+// first "id=" names the option set and is checked before anything else,
+// then the elements in order, stopping at "help" or an unknown key.
+bool parse_snapshot_opts(const char *arg, std::set<std::string> &ids, std::optional<std::string> &id,
+                         std::optional<std::string> &name) {
+    const std::vector<OptItem> items = parse_opt_items(arg);
+    auto fail = [&](std::string_view msg) {
+        if (!msg.empty()) error_report(msg);
+        error_reportf("Failed in parsing snapshot param '{}'", arg);
+        return false;
+    };
+    auto opts_id = std::find_if(items.begin(), items.end(),
+                                [](const OptItem &i) { return i.name == "id" && i.flag_warning.empty(); });
+    if (opts_id != items.end()) {
+        if (!id_wellformed(opts_id->value)) {
+            return fail("Parameter 'id' expects an identifier\n"
+                        "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter.");
+        }
+        if (!ids.insert(opts_id->value).second)
+            return fail(fmt::format("Duplicate ID '{}' for snapshot", opts_id->value));
+    }
+    id.reset();
+    name.reset();
+    for (const OptItem &i : items) {
+        if (i.is_help) {
+            fail({});
+            std::printf("snapshot options:\n"
+                        "  snapshot.id=<str>      - snapshot id\n"
+                        "  snapshot.name=<str>    - snapshot name\n");
+            return false;
+        }
+        if (!i.flag_warning.empty()) warn_report(i.flag_warning);
+        if (i.name == "id") continue;
+        if (i.name != "snapshot.id" && i.name != "snapshot.name")
+            return fail(fmt::format("Invalid parameter '{}'", i.name));
+        (i.name == "snapshot.id" ? id : name) = i.value;  // the last one counts (qemu_opt_get)
+    }
+    return true;
+}
+
+}  // namespace
+
+bool SnapshotSelector::parse(const char *arg) {
+    if (!std::string_view(arg).starts_with("snapshot.")) {
+        plain_ = arg;
+        return true;
+    }
+    if (!parse_snapshot_opts(arg, opts_ids_, id_, name_)) return false;
+    has_opts_ = true;
+    return true;
+}
+
+Result<void> SnapshotSelector::load(BlockNode &node) const {
+    if (has_opts_) return node.snapshot_load_tmp(id_ ? &*id_ : nullptr, name_ ? &*name_ : nullptr);
+    // bdrv_snapshot_load_tmp_by_id_or_name: as an id first, then as a name.
+    Result<void> r = node.snapshot_load_tmp(&*plain_, nullptr);
+    if (!r && (r.error().code == ENOENT || r.error().code == EINVAL)) r = node.snapshot_load_tmp(nullptr, &*plain_);
+    return r;
 }
 
 std::string human_size(uint64_t bytes) { return size_to_str(bytes); }

@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -85,6 +87,27 @@ NodePtr open_image(BlockOpener &opener, const std::string &filename, const Image
 // benchmarks' knob, overrides it. With QIMG_DEBUG_WRITE_BEHIND set, says on
 // stderr what it chose and from what.
 uint64_t default_write_behind();
+
+// -l of convert and measure: QEMU's internal_snapshot_opts
+// ("snapshot.id=ID,snapshot.name=NAME", a QemuOpts list that also takes an
+// "id=") or a plain string that is a snapshot id or name. Of several -l the
+// last of each kind is kept, and the option form wins over a plain one.
+class SnapshotSelector {
+public:
+    // One -l argument. On a bad option list reports qemu-img's messages (or
+    // prints the option help for "help") and returns false: exit 1.
+    bool parse(const char *arg);
+    bool empty() const { return !has_opts_ && !plain_; }
+    bool has_opts() const { return has_opts_; }
+    // QEMU's bdrv_snapshot_load_tmp (option form) or
+    // bdrv_snapshot_load_tmp_by_id_or_name (plain form) on the source.
+    Result<void> load(BlockNode &node) const;
+
+private:
+    bool has_opts_ = false;
+    std::optional<std::string> id_, name_, plain_;
+    std::set<std::string> opts_ids_;  // QemuOpts ids seen ("Duplicate ID")
+};
 
 // Formats a human size like QEMU's size_to_str ("1 GiB").
 std::string human_size(uint64_t bytes);

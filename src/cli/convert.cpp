@@ -41,10 +41,10 @@ enum {
 };
 
 struct ConvertArgs {
-    std::string fmt, out_fmt, out_baseimg, backing_fmt, options, snapshot_name;
-    std::optional<std::string> sn_id, sn_name;  // -l snapshot.id=...,snapshot.name=...
+    std::string fmt, out_fmt, out_baseimg, backing_fmt, options;
+    SnapshotSelector snapshot;  // -l
     std::string cache = "unsafe", src_cache = "writeback";
-    bool has_out_fmt = false, has_options = false, has_sn_opts = false;
+    bool has_out_fmt = false, has_options = false;
     bool compressed = false, copy_range = false, progress = false, quiet = false;
     bool skip_create = false, in_order = true, force_share = false, image_opts = false;
     bool tgt_image_opts = false, salvage = false, target_is_zero = false;
@@ -122,29 +122,7 @@ int parse_args(int argc, char **argv, ConvertArgs &a) {
             break;
         }
         case 'l':
-            if (std::strncmp(optarg, "snapshot.", 9) == 0) {
-                std::vector<std::string> warnings;
-                auto r = parse_opts(optarg, "", &warnings);
-                for (auto &w : warnings) warn_report(w);
-                bool bad = !r;
-                if (r) {
-                    for (auto &[k, v] : *r) {
-                        if (k != "snapshot.id" && k != "snapshot.name") {
-                            error_reportf("Invalid parameter '{}'", k);
-                            bad = true;
-                            break;
-                        }
-                        (k == "snapshot.id" ? a.sn_id : a.sn_name) = v;
-                    }
-                }
-                if (bad) {
-                    error_reportf("Failed in parsing snapshot param '{}'", optarg);
-                    return 1;
-                }
-                a.has_sn_opts = true;
-            } else {
-                a.snapshot_name = optarg;
-            }
+            if (!a.snapshot.parse(optarg)) return 1;
             break;
         case 'S': {
             int64_t v;
@@ -343,22 +321,12 @@ private:
             total_bytes_ += engine::sector_length(*n);
             sources_.push_back(std::move(n));
         }
-        if (a_.has_sn_opts || !a_.snapshot_name.empty()) {
-            if (!a_.has_sn_opts && src_num_ > 1) {
+        if (!a_.snapshot.empty()) {
+            if (!a_.snapshot.has_opts() && src_num_ > 1) {
                 error_report("No support for concatenating multiple snapshot");
                 return 1;
             }
-            // QEMU's bdrv_snapshot_load_tmp(_by_id_or_name).
-            BlockNode &src = *sources_[0];
-            Result<void> r = ok();
-            if (a_.has_sn_opts) {
-                r = src.snapshot_load_tmp(a_.sn_id ? &*a_.sn_id : nullptr, a_.sn_name ? &*a_.sn_name : nullptr);
-            } else {
-                r = src.snapshot_load_tmp(&a_.snapshot_name, nullptr);
-                if (!r && (r.error().code == ENOENT || r.error().code == EINVAL))
-                    r = src.snapshot_load_tmp(nullptr, &a_.snapshot_name);
-            }
-            if (!r) {
+            if (auto r = a_.snapshot.load(*sources_[0]); !r) {
                 error_reportf("Failed to load snapshot: {}", r.error().message);
                 return 1;
             }

@@ -21,23 +21,6 @@ namespace {
 
 enum : int { kOptImageOpts = 256, kOptObject, kOptOutput, kOptSize };
 
-// -l snapshot.id=x,snapshot.name=y (QEMU's internal_snapshot_opts, parsed
-// "noisily": short-form flags are warned about).
-bool parse_snapshot_opts(const char *arg) {
-    std::vector<std::string> warnings;
-    auto list = parse_opts(arg, {}, &warnings);
-    for (const std::string &w : warnings) warn_report(w);
-    if (list) {
-        for (const auto &[k, v] : *list) {
-            if (k == "id" || k == "snapshot.id" || k == "snapshot.name") continue;
-            error_reportf("Invalid parameter '{}'", k);
-            error_reportf("Failed in parsing snapshot param '{}'", arg);
-            return false;
-        }
-    }
-    return true;
-}
-
 void print_info(const MeasureInfo &info, OutputFormat of) {
     if (of == OutputFormat::Human) {
         std::printf("required size: %" PRIu64 "\n", info.required);
@@ -68,8 +51,8 @@ int cmd_measure(int argc, char **argv) {
     const char *fmt = nullptr;
     std::string out_fmt = "raw";
     std::optional<std::string> options;
-    const char *snapshot_name = nullptr;
-    bool sn_opts = false, force_share = false, image_opts = false;
+    SnapshotSelector snapshot;  // -l
+    bool force_share = false, image_opts = false;
     uint64_t img_size = UINT64_MAX;
 
     // Unlike the other subcommands, qemu-img measure lets getopt print its
@@ -97,12 +80,7 @@ int cmd_measure(int argc, char **argv) {
             break;
         }
         case 'l':
-            if (std::string_view(optarg).starts_with("snapshot.")) {
-                if (!parse_snapshot_opts(optarg)) return 1;
-                sn_opts = true;
-            } else {
-                snapshot_name = optarg;
-            }
+            if (!snapshot.parse(optarg)) return 1;
             break;
         case 'U':
             force_share = true;
@@ -134,7 +112,7 @@ int cmd_measure(int argc, char **argv) {
         return 1;
     }
     if (argc - optind == 1) filename = argv[optind];
-    if (!filename && (image_opts || fmt || snapshot_name || sn_opts)) {
+    if (!filename && (image_opts || fmt || !snapshot.empty())) {
         error_report("--image-opts, -f, and -l require a filename argument.");
         return 1;
     }
@@ -156,12 +134,11 @@ int cmd_measure(int argc, char **argv) {
         a.force_share = force_share;
         source = open_image(opener, filename, a);
         if (!source) return 1;
-        if (sn_opts || snapshot_name) {
-            // No driver of qimg loads internal snapshots temporarily yet.
-            error_reportf("Failed to load snapshot: Block format '{}' used by device '' does not support "
-                          "temporarily loading internal snapshots",
-                          source->driver_name());
-            return 1;
+        if (!snapshot.empty()) {
+            if (auto r = snapshot.load(*source); !r) {
+                error_reportf("Failed to load snapshot: {}", r.error().message);
+                return 1;
+            }
         }
     }
 

@@ -38,14 +38,6 @@ void flatten_into(const Json &v, const std::string &key, OptionMap &out) {
     }
 }
 
-bool id_wellformed(std::string_view id) {
-    if (id.empty() || !std::isalpha(static_cast<unsigned char>(id[0]))) return false;
-    for (char c : id.substr(1)) {
-        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' && c != '_') return false;
-    }
-    return true;
-}
-
 }  // namespace
 
 bool is_json_filename(std::string_view s) { return s.starts_with(kJsonPrefix); }

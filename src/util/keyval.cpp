@@ -101,6 +101,12 @@ std::string flag_warning(const OptElement &e) {
 
 // ---------------------------------------------------------------- QemuOpts
 
+bool id_wellformed(std::string_view id) {
+    if (id.empty() || !is_alpha(id[0])) return false;
+    return std::all_of(id.begin() + 1, id.end(),
+                       [](char c) { return is_alnum(c) || c == '-' || c == '.' || c == '_'; });
+}
+
 Result<OptList> parse_opts(std::string_view s, std::string_view implied_key,
                            std::vector<std::string> *flag_warnings) {
     s = until_nul(s);
@@ -111,6 +117,22 @@ Result<OptList> parse_opts(std::string_view s, std::string_view implied_key,
         implied_key = {};
         if (e.is_flag && !e.is_help && flag_warnings) flag_warnings->push_back(flag_warning(e));
         out.emplace_back(std::move(e.name), std::move(e.value));
+    }
+    return out;
+}
+
+std::vector<OptItem> parse_opt_items(std::string_view s) {
+    s = until_nul(s);
+    std::vector<OptItem> out;
+    size_t pos = 0;
+    while (pos < s.size()) {
+        OptElement e = next_opt_element(s, pos, {});
+        OptItem item;
+        if (e.is_flag && !e.is_help) item.flag_warning = flag_warning(e);
+        item.name = std::move(e.name);
+        item.value = std::move(e.value);
+        item.is_help = e.is_help;
+        out.push_back(std::move(item));
     }
     return out;
 }
@@ -402,12 +424,6 @@ bool contains(const std::array<const char *, N> &a, std::string_view s) {
     return std::find(a.begin(), a.end(), s) != a.end();
 }
 
-// util/id.c id_wellformed().
-bool id_wellformed(std::string_view id) {
-    if (id.empty() || !is_alpha(id[0])) return false;
-    return std::all_of(id.begin() + 1, id.end(),
-                       [](char c) { return is_alnum(c) || c == '-' || c == '.' || c == '_'; });
-}
 
 // The QObject input visitor over the parsed argument: in keyval mode every
 // scalar is a string to be converted, in JSON mode types must match.

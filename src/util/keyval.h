@@ -36,6 +36,20 @@ using OptList = std::vector<std::pair<std::string, std::string>>;
 Result<OptList> parse_opts(std::string_view s, std::string_view implied_key = {},
                            std::vector<std::string> *flag_warnings = nullptr);
 
+// One element of a QemuOpts string as parse_opts() splits it, for callers
+// that check the elements in order and stop at the first bad one, as QEMU's
+// opts_do_parse() does (so warnings after that element are never printed).
+struct OptItem {
+    std::string name, value;
+    bool is_help = false;      // a bare "help" or "?"
+    std::string flag_warning;  // a short-form flag: parse_opts()'s warning text
+};
+std::vector<OptItem> parse_opt_items(std::string_view s);
+
+// util/id.c id_wellformed(): letters, digits, '-', '.', '_', starting with a
+// letter (QemuOpts "id=", --object ids).
+bool id_wellformed(std::string_view id);
+
 // "help" or "?" (include/qemu/help_option.h).
 bool is_help_option(std::string_view s);
 // has_help_option(): some flag element (no '=') of the list is "help" or "?";

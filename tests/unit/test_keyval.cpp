@@ -66,6 +66,30 @@ TEST(ParseOpts, FlagWarnings) {
                  }));
 }
 
+TEST(ParseOpts, ItemsKeepOrderFlagsAndHelp) {
+    auto items = parse_opt_items("snapshot.id=1,,x,nofoo,?,id=a");
+    ASSERT_EQ(items.size(), 4u);
+    EXPECT_EQ(items[0].name, "snapshot.id");
+    EXPECT_EQ(items[0].value, "1,x");
+    EXPECT_TRUE(items[0].flag_warning.empty());
+    EXPECT_EQ(items[1].name, "foo");
+    EXPECT_EQ(items[1].value, "off");
+    EXPECT_EQ(items[1].flag_warning, "short-form boolean option 'nofoo' deprecated\nPlease use foo=off instead");
+    EXPECT_TRUE(items[2].is_help);
+    EXPECT_TRUE(items[2].flag_warning.empty());
+    EXPECT_EQ(items[3].name, "id");
+    EXPECT_EQ(items[3].value, "a");
+}
+
+TEST(IdWellformed, QemuIdentifiers) {
+    EXPECT_TRUE(id_wellformed("x"));
+    EXPECT_TRUE(id_wellformed("a-b.c_d9"));
+    EXPECT_FALSE(id_wellformed(""));
+    EXPECT_FALSE(id_wellformed("1x"));
+    EXPECT_FALSE(id_wellformed("_x"));
+    EXPECT_FALSE(id_wellformed("a b"));
+}
+
 TEST(HelpOption, Detection) {
     EXPECT_TRUE(is_help_option("help"));
     EXPECT_TRUE(is_help_option("?"));
