@@ -198,7 +198,8 @@ public:
 
     // --- metadata -------------------------------------------------------
     // Bytes allocated on the host for this node and its file children
-    // ("disk size"); nullopt-like error when unknown.
+    // ("disk size"); nullopt-like error when unknown. The default counts the
+    // file child only: qemu-img 7.2 leaves a qcow2 external data file out.
     virtual Result<uint64_t> allocated_size();
     // Cluster size for "cluster_size:" in info; 0 when the format has none.
     virtual uint32_t cluster_size() const { return 0; }

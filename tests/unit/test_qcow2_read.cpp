@@ -106,6 +106,19 @@ TEST(Qcow2Read, ExternalDataFile) {
         auto info = (*n)->specific_info();
         EXPECT_EQ(info["data"]["data-file"], "d.raw");
         EXPECT_EQ(info["data"]["data-file-raw"], std::string(raw_opt) == "on");
+        // qemu-img 7.2: a cluster mapped into a hole of the raw data file is
+        // plain data (no recursion into the data file) ...
+        if (std::string(raw_opt) == "on") {
+            auto s = (*n)->block_status(1 << 20, 4096);
+            ASSERT_TRUE(s);
+            EXPECT_EQ(s->flags & (kStatusData | kStatusZero | kStatusRecurse), kStatusData);
+        }
+        // ... and "disk size" is the qcow2 file's alone.
+        auto a = (*n)->allocated_size();
+        ASSERT_TRUE(a);
+        struct stat st {};
+        ASSERT_EQ(stat("a.qcow2", &st), 0);
+        EXPECT_EQ(*a, uint64_t(st.st_blocks) * 512);
         ASSERT_EQ(chdir(cwd.c_str()), 0);
     }
 }

@@ -333,11 +333,13 @@ Result<BlockStatus> Qcow2Node::block_status(uint64_t off, uint64_t len) {
         s.host_offset = m.host;
         s.host_node = data_file_.get();
     }
+    // Only preallocated metadata sends the caller down to the data file; a
+    // raw external data file (data_file_raw) does not, so qemu-img 7.2 maps
+    // its clusters as data even where the data file has holes.
     if ((s.flags & kStatusData) && (s.flags & kStatusOffsetValid)) {
         if (!metadata_prealloc_) metadata_prealloc_ = detect_metadata_preallocation_locked();
         if (*metadata_prealloc_) s.flags |= kStatusRecurse;
     }
-    if (h_.data_file_raw() && (s.flags & kStatusOffsetValid)) s.flags |= kStatusRecurse;
     return s;
 }
 
@@ -368,15 +370,6 @@ void Qcow2Node::cache_advice(CacheAdvice a, uint64_t off, uint64_t len) {
         }
     }
     for (auto [host, n] : runs) data_file_->cache_advice(a, host, n);
-}
-
-Result<uint64_t> Qcow2Node::allocated_size() {
-    QIMG_ASSIGN(uint64_t a, file_->allocated_size());
-    if (data_file_ && data_file_ != file_) {
-        auto d = data_file_->allocated_size();
-        if (d) a += *d;
-    }
-    return a;
 }
 
 nlohmann::ordered_json Qcow2Node::specific_info() const {

@@ -42,7 +42,6 @@ public:
     // (compressed clusters are left alone); whole-node advice goes to the
     // image file and the data file.
     void cache_advice(CacheAdvice a, uint64_t off, uint64_t len) override;
-    Result<uint64_t> allocated_size() override;
     uint32_t cluster_size() const override { return uint32_t(cs_); }
     bool is_dirty() const override;
     bool has_zero_init() const override;
