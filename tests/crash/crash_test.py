@@ -235,6 +235,10 @@ OPERATIONS = [
     Op("resize --shrink (snapshot)", small("r.qcow2", "2M", writes=("write -P 0x75 0 2M",)) +
        ["qemu-img snapshot -c s1 r.qcow2", "qemu-io -c 'write -P 0x76 1536k 256k' r.qcow2"],
        "resize -f qcow2 --shrink r.qcow2 1M", ["r.qcow2"]),
+    Op("resize --shrink (snapshot, shared tables past the new L1 size)",
+       small("r.qcow2", "1M", opts="-o cluster_size=1k", writes=("write -P 0x75 0 1M",)) +
+       ["qemu-img snapshot -c s1 r.qcow2", "qemu-io -c 'write -P 0x76 640k 64k' r.qcow2"],
+       "resize -f qcow2 --shrink r.qcow2 300k", ["r.qcow2"]),
     Op("resize grow (bitmaps)", BITMAPS, "resize -f qcow2 b.qcow2 2M", ["b.qcow2"], bitmaps=True),
     Op("resize --shrink (bitmaps)", BITMAPS, "resize -f qcow2 --shrink b.qcow2 576k", ["b.qcow2"], bitmaps=True),
     # bitmap

@@ -469,10 +469,22 @@ Result<void> Qcow2Node::free_later(uint64_t entry) {
     return ok();
 }
 
+// QEMU queues the discards of freed clusters and merges adjacent ones
+// (qcow2_process_discards): with clusters smaller than a file system block,
+// only a merged run frees the blocks it covers, so runs are punched whole.
 Result<void> Qcow2Node::discard_freed_locked(const std::vector<uint64_t> &hosts) {
+    std::vector<uint64_t> free_clusters;
     for (uint64_t host : hosts) {
         QIMG_ASSIGN(uint64_t rc, rc_->get(host >> cbits_));
-        if (rc == 0) (void)file_->discard(host & ~(cs_ - 1), cs_);
+        if (rc == 0) free_clusters.push_back(host >> cbits_);
+    }
+    std::sort(free_clusters.begin(), free_clusters.end());
+    free_clusters.erase(std::unique(free_clusters.begin(), free_clusters.end()), free_clusters.end());
+    for (size_t i = 0; i < free_clusters.size();) {
+        size_t j = i + 1;
+        while (j < free_clusters.size() && free_clusters[j] == free_clusters[j - 1] + 1) ++j;
+        (void)file_->discard(free_clusters[i] << cbits_, (j - i) * cs_);
+        i = j;
     }
     return ok();
 }

@@ -165,7 +165,8 @@ private:
     // truncate.cpp
     Result<void> truncate_locked(uint64_t new_size, Prealloc prealloc, bool exact);
     Result<void> shrink_locked(uint64_t old, uint64_t new_size);
-    Result<void> shrink_reftable_locked();
+    Result<void> drop_cropped_clusters_locked(uint64_t old, uint64_t new_size, std::vector<uint64_t> &scratch_l2,
+                                              std::vector<uint64_t> &shared_drops, uint64_t &grown_to);
     Result<void> zero_grown_area_locked(uint64_t old_size, uint64_t new_size);
     // amend.cpp
     Result<void> update_header_locked(const char *what);

@@ -106,8 +106,74 @@ Result<void> Qcow2Node::zero_grown_area_locked(uint64_t old_size, uint64_t new_s
     return ok();
 }
 
-// qcow2_cluster_discard(full) of the cropped clusters, qcow2_shrink_l1_table,
-// qcow2_shrink_reftable and the file tail cut.
+// QEMU's qcow2_cluster_discard(full) of the cropped clusters, one L2 table
+// at a time as its get_cluster_table() walks them: an L1 entry without a
+// table of its own (none yet, or one shared with a snapshot) gets one first,
+// even where nothing is to be dropped. That is why qemu-img's shrunk files
+// keep a zeroed L2 table for the last L1 entry and why the file may grow
+// before its tail is cut, and qimg reproduces it (same file length, image
+// end offset and disk size). Tables of L1 entries past the new L1 size are
+// freed right after (qcow2_shrink_l1_table), so for those the allocation is
+// only accounted for: the clusters are taken from the refcounts, as QEMU's
+// zeroed tables are, and listed in `scratch_l2`; the file's new length
+// (QEMU writes them) comes back in `grown_to`. The L2 entries of tables
+// shared with a snapshot that lose this image's reference come back in
+// `shared_drops`.
+Result<void> Qcow2Node::drop_cropped_clusters_locked(uint64_t old, uint64_t new_size, std::vector<uint64_t> &scratch_l2,
+                                                     std::vector<uint64_t> &shared_drops, uint64_t &grown_to) {
+    const uint32_t shift = cbits_ + l2_bits_;
+    const uint64_t new_l1 = (new_size + (uint64_t{1} << shift) - 1) >> shift;
+    const uint64_t start = (new_size + cs_ - 1) & ~(cs_ - 1);
+    std::vector<uint64_t> freed_hosts;
+    for (uint64_t c = start; c < old;) {
+        const uint64_t l1_index = c >> shift;
+        if (l1_index >= l1_.size()) break;
+        const uint64_t end = std::min(old, (l1_index + 1) << shift);
+        const uint64_t l1e = l1_[l1_index];
+        if (l1_index >= new_l1 && !(l1e & kOflagCopied)) {
+            QIMG_ASSIGN(uint64_t n, rc_->alloc_clusters(1));
+            scratch_l2.push_back(n);
+            grown_to = std::max(grown_to, n + cs_);
+            // A table shared with a snapshot: QEMU's copy drops this L1
+            // entry's references to its clusters here; qimg drops them once
+            // the L1 entry is gone on disk (shrink_l1), which changes no
+            // placement since the snapshot still holds them.
+            if (const uint64_t l2_off = l1e & kL1OffsetMask) {
+                QIMG_ASSIGN(std::shared_ptr<L2Table> t, l2_->get(l2_off));
+                for (; c < end; c += cs_) {
+                    const uint64_t e = (*t)[((c >> cbits_) & (l2_entries_ - 1)) * words_];
+                    if ((e & kOflagCompressed) || entry_host(e)) shared_drops.push_back(e);
+                }
+            }
+            c = end;
+            continue;
+        }
+        QIMG_ASSIGN(Slot s, l2_slot_for_write(c));
+        for (; c < end; c += cs_) {
+            const uint64_t idx = (c >> cbits_) & (l2_entries_ - 1);
+            const uint64_t e = (*s.table)[idx * words_];
+            if (e == 0 && (words_ == 1 || (*s.table)[idx * 2 + 1] == 0)) continue;
+            (*s.table)[idx * words_] = 0;
+            if (words_ == 2) (*s.table)[idx * 2 + 1] = 0;
+            l2_->mark_dirty(s.l2_offset);
+            QIMG_TRY(free_later(e));
+            if (!h_.has_data_file()) {
+                const uint64_t host =
+                    (e & kOflagCompressed) ? (e & ((uint64_t{1} << csize_shift_) - 1)) : entry_host(e);
+                if (host) freed_hosts.push_back(host & ~(cs_ - 1));
+            }
+        }
+        // L2 table written (and synced) before its clusters are freed; freed
+        // now, as QEMU frees them, they are where the next table goes.
+        QIMG_TRY(flush_metadata_locked());
+        QIMG_TRY(discard_freed_locked(freed_hosts));
+        freed_hosts.clear();
+    }
+    return ok();
+}
+
+// The cropped clusters, qcow2_shrink_l1_table, qcow2_shrink_reftable and the
+// file tail cut.
 Result<void> Qcow2Node::shrink_locked(uint64_t old, uint64_t new_size) {
     const uint32_t shift = cbits_ + l2_bits_;
     const uint64_t new_l1 = (new_size + (uint64_t{1} << shift) - 1) >> shift;
@@ -119,37 +185,10 @@ Result<void> Qcow2Node::shrink_locked(uint64_t old, uint64_t new_size) {
         freed_hosts.clear();
         return ok();
     };
-    {
-        auto discard = [&]() -> Result<void> {
-            for (uint64_t c = (new_size + cs_ - 1) & ~(cs_ - 1); c < old; c += cs_) {
-                const uint64_t l1_index = c >> shift;
-                if (l1_index >= l1_.size()) break;
-                if (!(l1_[l1_index] & kL1OffsetMask)) {
-                    c = ((l1_index + 1) << shift) - cs_;
-                    continue;
-                }
-                QIMG_ASSIGN(auto t, load_l2_locked(l1_index));
-                const uint64_t idx = (c >> cbits_) & (l2_entries_ - 1);
-                if ((**t)[idx * words_] == 0 && (words_ == 1 || (**t)[idx * 2 + 1] == 0)) continue;
-                QIMG_ASSIGN(Slot s, l2_slot_for_write(c));
-                const uint64_t e = (*s.table)[s.index * words_];
-                (*s.table)[s.index * words_] = 0;
-                if (words_ == 2) (*s.table)[s.index * 2 + 1] = 0;
-                l2_->mark_dirty(s.l2_offset);
-                QIMG_TRY(free_later(e));
-                if (!h_.has_data_file()) {
-                    const uint64_t host = (e & kOflagCompressed) ? (e & ((uint64_t{1} << csize_shift_) - 1))
-                                                                 : entry_host(e);
-                    if (host) freed_hosts.push_back(host & ~(cs_ - 1));
-                }
-            }
-            // L2 tables written (and synced) before the clusters are freed.
-            QIMG_TRY(flush_metadata_locked());
-            return discard_freed();
-        };
-        auto r = discard();
-        if (!r) return Err(r.error().prepended("Failed to discard cropped clusters: "));
-    }
+    std::vector<uint64_t> scratch_l2, shared_drops;
+    uint64_t grown_to = 0;
+    if (auto r = drop_cropped_clusters_locked(old, new_size, scratch_l2, shared_drops, grown_to); !r)
+        return Err(r.error().prepended("Failed to discard cropped clusters: "));
     if (new_l1 < l1_.size()) {
         auto shrink_l1 = [&]() -> Result<void> {
             const uint64_t n = l1_.size() - new_l1;
@@ -164,7 +203,12 @@ Result<void> Qcow2Node::shrink_locked(uint64_t old, uint64_t new_size) {
                 QIMG_TRY(rc_->update(l2, cs_, -1));
                 freed_hosts.push_back(l2);
             }
-            QIMG_TRY(rc_->write_back());
+            for (uint64_t l2 : scratch_l2) {
+                QIMG_TRY(rc_->update(l2, cs_, -1));
+                freed_hosts.push_back(l2);
+            }
+            for (uint64_t e : shared_drops) QIMG_TRY(free_later(e));
+            QIMG_TRY(flush_metadata_locked());
             return discard_freed();
         };
         auto r = shrink_l1();
@@ -177,7 +221,9 @@ Result<void> Qcow2Node::shrink_locked(uint64_t old, uint64_t new_size) {
         if (!r) return Err(r.error().prepended("Failed to discard unused refblocks: "));
     }
     forget_freed_state_locked();
-    const uint64_t file_len = file_->length();
+    // The scratch tables QEMU wrote may have grown the file: its length
+    // then ends at a cluster that is free again, and the cut below applies.
+    const uint64_t file_len = std::max(file_->length(), grown_to);
     auto last = rc_->last_used_cluster((file_len + cs_ - 1) >> cbits_);
     if (!last) return Err(last.error().prepended("Failed to find the last cluster: "));
     const uint64_t keep = uint64_t(*last + 1) << cbits_;
