@@ -29,6 +29,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -62,13 +63,19 @@ class Op:
              repaired image must read as before
     fails:   the uninterrupted run is expected to fail (a refusal after
              some changes were made); its result is the after state
+    snapshot_data: compare the guest content of every internal snapshot
+             with its content before the operation (and the snapshot list
+             with the before or after one); off only where the real
+             qemu-img changes it too (say why at the operation)
     """
 
-    def __init__(self, name, setup, run, images, unit=65536, bitmaps=False, repair=False, fails=False):
+    def __init__(self, name, setup, run, images, unit=65536, bitmaps=False, repair=False, fails=False,
+                 snapshot_data=True):
         self.name, self.setup, self.run, self.unit = name, setup, run, unit
         self.images = [i.split(":")[0] for i in images]
         self.by_blocks = {i.split(":")[0] for i in images if i.endswith(":blocks")}
         self.bitmaps, self.repair, self.fails = bitmaps, repair, fails
+        self.snapshot_data = snapshot_data
 
 
 def base_chain(top_writes):
@@ -112,6 +119,24 @@ ZEROES = [
     "qemu-img snapshot -c s1 z.qcow2",
     "qemu-io -c 'write -z 0 64k' -c 'write -P 0x23 768k 64k' z.qcow2",
 ]
+
+# Three generations on one image: snapshots s1 and s2 and the active layer,
+# each with plain and compressed clusters (convert -c for a fully compressed
+# start, qemu-io write -c into unallocated clusters later), so that L2 tables, data clusters and
+# compressed clusters are shared by one, two or three of them.
+def generations(name, compat, size="1M"):
+    return [
+        f"qemu-img create -q -f raw g.raw {size}",
+        "qemu-io -f raw -c 'write -P 0x31 0 384k' -c 'write -P 0x32 768k 128k' g.raw",
+        f"qemu-img convert -c -O qcow2 -o compat={compat} g.raw {name}",
+        "rm g.raw",
+        f"qemu-io -c 'write -P 0x33 64k 64k' -c 'write -P 0x34 512k 128k' {name}",
+        f"qemu-img snapshot -c s1 {name}",
+        f"qemu-io -c 'write -P 0x35 128k 128k' -c 'write -c -P 0x36 640k 64k' -c 'write -c -P 0x37 384k 64k' {name}",
+        f"qemu-img snapshot -c s2 {name}",
+        f"qemu-io -c 'write -P 0x38 192k 64k' -c 'write -P 0x39 832k 128k' -c 'write -c -P 0x3a 704k 64k' {name}",
+    ]
+
 
 POKE = "python3 " + shlex.quote(os.path.join(os.path.dirname(os.path.abspath(__file__)), "qcow2_poke.py"))
 
@@ -177,6 +202,24 @@ OPERATIONS = [
        ["qemu-img create -q -f qcow2 s.qcow2 1M", "qemu-io -c 'write -P 0x61 0 512k' s.qcow2",
         "qemu-img snapshot -c snap1 s.qcow2", "qemu-io -c 'write -P 0x62 256k 512k' s.qcow2"],
        "snapshot -d snap1 s.qcow2", ["s.qcow2"]),
+    # Several snapshots sharing plain and compressed clusters, on both
+    # compat levels (compat=0.10 has no dirty bit to fall back on).
+    Op("snapshot -c (compat=0.10, 2 snapshots, compressed)", generations("g.qcow2", "0.10"),
+       "snapshot -c s3 g.qcow2", ["g.qcow2"]),
+    Op("snapshot -a (compat=0.10, 2 snapshots, compressed)", generations("g.qcow2", "0.10"),
+       "snapshot -a s1 g.qcow2", ["g.qcow2"]),
+    Op("snapshot -d (compat=0.10, 2 snapshots, compressed)", generations("g.qcow2", "0.10"),
+       "snapshot -d s1 g.qcow2", ["g.qcow2"]),
+    Op("snapshot -c (compat=1.1, 2 snapshots, compressed)", generations("g.qcow2", "1.1"),
+       "snapshot -c s3 g.qcow2", ["g.qcow2"]),
+    Op("snapshot -a (compat=1.1, 2 snapshots, compressed)", generations("g.qcow2", "1.1"),
+       "snapshot -a s1 g.qcow2", ["g.qcow2"]),
+    Op("snapshot -d (compat=1.1, 2 snapshots, compressed)", generations("g.qcow2", "1.1"),
+       "snapshot -d s2 g.qcow2", ["g.qcow2"]),
+    Op("snapshot -a (compat=1.1, the snapshot is smaller)",
+       generations("g.qcow2", "1.1") + ["qemu-img resize -q g.qcow2 2M",
+                                        "qemu-io -c 'write -P 0x3b 1536k 256k' g.qcow2"],
+       "snapshot -a s2 g.qcow2", ["g.qcow2"]),
     Op("resize --shrink",
        ["qemu-img create -q -f qcow2 r.qcow2 2M", "qemu-io -c 'write -P 0x71 0 2M' r.qcow2"],
        "resize -f qcow2 --shrink r.qcow2 1M", ["r.qcow2"]),
@@ -196,7 +239,11 @@ OPERATIONS = [
     Op("commit -b through a 3-level chain", chain3(), "commit -b base.qcow2 top.qcow2",
        ["top.qcow2", "base.qcow2:blocks"]),
     # amend
-    Op("amend compat=0.10 (zero clusters, backing, snapshot)", ZEROES, "amend -o compat=0.10 z.qcow2", ["z.qcow2"]),
+    # Not its snapshot's data: QEMU 7.2's qcow2_expand_zero_clusters writes
+    # zeroes into a preallocated zero cluster that the snapshot shares (data
+    # 0x22 at offset 0 of s1 reads as zeroes afterwards); qimg does the same.
+    Op("amend compat=0.10 (zero clusters, backing, snapshot)", ZEROES, "amend -o compat=0.10 z.qcow2", ["z.qcow2"],
+       snapshot_data=False),
     Op("amend compat=1.1 (v2 snapshot table rewritten)",
        small("a.qcow2", opts="-o compat=0.10") + ["qemu-img snapshot -c s1 a.qcow2",
                                                   "qemu-io -c 'write -P 0x73 0 64k' a.qcow2"],
@@ -255,6 +302,16 @@ OPERATIONS = [
     Op("snapshot -d (bitmaps)",
        BITMAPS + ["qemu-img snapshot -c snap1 b.qcow2", "qemu-io -c 'write -P 0xa4 0 128k' b.qcow2"],
        "snapshot -d snap1 b.qcow2", ["b.qcow2"], bitmaps=True),
+    Op("snapshot -c (bitmaps, 2 snapshots)", BITMAPS + ["qemu-img snapshot -c s1 b.qcow2",
+                                                          "qemu-io -c 'write -c -P 0xa5 128k 64k' b.qcow2",
+                                                          "qemu-img snapshot -c s2 b.qcow2",
+                                                          "qemu-io -c 'write -P 0xa6 128k 64k' b.qcow2"],
+       "snapshot -c s3 b.qcow2", ["b.qcow2"], bitmaps=True),
+    # qemu-img refuses to apply a snapshot to an image with persistent
+    # bitmaps, before any change.
+    Op("snapshot -a (bitmaps: refused)", BITMAPS + ["qemu-img snapshot -c s1 b.qcow2",
+                                                   "qemu-io -c 'write -P 0xa6 128k 64k' b.qcow2"],
+       "snapshot -a s1 b.qcow2", ["b.qcow2"], bitmaps=True, fails=True),
     # check -r on damaged images
     Op("check -r leaks", LEAKY, "check -r leaks leaky.qcow2", ["leaky.qcow2"], repair=True),
     Op("check -r all (refcount too low, OFLAG_COPIED, leak)", DAMAGED, "check -r all d.qcow2", ["d.qcow2"], repair=True),
@@ -381,7 +438,75 @@ def repaired(img, cwd):
     return None
 
 
-def verify(op, cwd, refs, bm_refs, repair=False):
+def qcow2_version(path):
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return int.from_bytes(head[4:8], "big") if head[:4] == b"QFI\xfb" else 0
+
+
+def copied_flags_missing_only(check_output):
+    """True if every error `qemu-img check` reports is an OFLAG_COPIED flag
+    missing on a cluster whose refcount is 1: the harmless direction (the
+    next write copies the cluster instead of writing in place). The flag set
+    on a shared cluster (refcount=2 and more) is the dangerous one."""
+    errors = [l for l in check_output.splitlines() if l.startswith("ERROR")]
+    missing = [l for l in errors if re.fullmatch(r"ERROR OFLAG_COPIED (data|L2) cluster: .* refcount=1", l)]
+    count = re.search(r"^(\d+) errors were found on the image", check_output, re.M)
+    return bool(missing) and len(missing) == len(errors) and count is not None and int(count[1]) == len(errors)
+
+
+def reopened(img, cwd):
+    """QEMU's repair of a dirty v3 image: a copy opened read-write by the real
+    qemu-io (qcow2_do_open repairs it) must then check clean or with leaks
+    only. Returns (why not, None) or (None, the repaired copy)."""
+    copy = img + ".reopened"
+    shutil.copy(os.path.join(cwd, img), os.path.join(cwd, copy))
+    r = sh(f"{QEMU_IO} -c flush {shlex.quote(copy)}", cwd)
+    if r.returncode != 0 or "Could not open" in r.stdout:
+        return f"{img}: the real qemu-io cannot open it read-write:\n{r.stdout}", None
+    again = sh(f"{QEMU_IMG} check {shlex.quote(copy)}", cwd)
+    if again.returncode not in (0, 3):
+        return f"{img} is not repaired by a read-write open of qemu-io:\n{r.stdout}\n{again.stdout}", None
+    return None, copy
+
+
+def snapshot_contents(img, cwd):
+    """{(id, name): guest content} of every internal snapshot as the real
+    qemu-img reads it (convert -l snapshot.id=N); a string if one cannot be read."""
+    r = sh(f"{QEMU_IMG} info -U --output=json {shlex.quote(img)}", cwd)
+    if r.returncode != 0:
+        return f"qemu-img info {img} failed:\n{r.stdout}"
+    out = {}
+    for sn in json.loads(r.stdout).get("snapshots", []):
+        raw = os.path.join(cwd, f"{img}.sn{sn['id']}.raw")
+        c = sh(f"{QEMU_IMG} convert -U -l snapshot.id={sn['id']} -O raw {shlex.quote(img)} {shlex.quote(raw)}", cwd)
+        if c.returncode != 0:
+            return f"cannot read snapshot {sn['id']} ({sn['name']}) of {img}:\n{c.stdout}"
+        out[(sn["id"], sn["name"])] = read(raw)
+        os.unlink(raw)
+    return out
+
+
+def same_prefix(a, b):
+    """Snapshots read through `convert -l` have the image's current size (as
+    in QEMU's bdrv_snapshot_load_tmp), not their own: after a resize only the
+    common part can be compared."""
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+def snapshots_ok(img, state, before, after):
+    """None if the snapshot list is the before or the after one and every
+    snapshot reads as it did (a snapshot never changes); else why not."""
+    if set(state) != set(before) and set(state) != set(after):
+        return f"{img}: snapshots {sorted(state)}, neither before ({sorted(before)}) nor after ({sorted(after)})"
+    for key, data in state.items():
+        if not any(same_prefix(data, ref[key]) for ref in (before, after) if key in ref):
+            return f"{img}: snapshot {key} does not read as it did"
+    return None
+
+
+def verify(op, cwd, refs, bm_refs, sn_refs, repair=False):
     """None if every checked image is consistent and reads as before or after; else why not."""
     for img in op.images:
         read_from = img
@@ -395,12 +520,21 @@ def verify(op, cwd, refs, bm_refs, repair=False):
         else:
             chk = sh(f"{QEMU_IMG} check -U {shlex.quote(img)}", cwd)
             # 0: clean, 3: leaks only. 2: corruption, 1: could not check.
-            if chk.returncode == 2 and is_dirty_qcow2(os.path.join(cwd, img)):
+            if is_dirty_qcow2(os.path.join(cwd, img)):
                 # Marked dirty: QEMU repairs it when it opens it read-write
-                # (qcow2_do_open), so it must repair completely.
-                why = repaired(img, cwd)
+                # (qcow2_do_open), so the repair must be complete, and the
+                # repaired image is what the guest then reads.
+                why, read_from = reopened(img, cwd)
                 if why:
                     return "dirty " + why
+            elif (chk.returncode == 2 and qcow2_version(os.path.join(cwd, img)) == 2
+                  and copied_flags_missing_only(chk.stdout)):
+                # compat=0.10 has no dirty bit; a missing OFLAG_COPIED only
+                # costs a copy on the next write, and check -r all sets it.
+                why = repaired(img, cwd)
+                if why:
+                    return why
+                read_from = img + ".repaired"
             elif chk.returncode not in (0, 3):
                 return f"qemu-img check {img} exited {chk.returncode}:\n{chk.stdout}"
         err = flat_copy(read_from, cwd, img + ".state.raw")
@@ -410,6 +544,13 @@ def verify(op, cwd, refs, bm_refs, repair=False):
         before, after = refs[img]
         if not content_ok(state, before, after, op.unit if img in op.by_blocks else 0):
             return f"{img}: guest content is neither the before nor the after state"
+        if op.snapshot_data:
+            sns = snapshot_contents(read_from, cwd)
+            if isinstance(sns, str):
+                return sns
+            why = snapshots_ok(img, sns, *sn_refs[img])
+            if why:
+                return why
         if op.bitmaps:
             bm = bitmap_state(img, cwd)
             if isinstance(bm, str):
@@ -434,10 +575,13 @@ def test_op(qimg, op, root, max_points=MAX_POINTS):
         r = sh(line, tmpl, env)
         if r.returncode != 0:
             return [f"setup failed: {line}\n{r.stdout}"]
-    refs, bm_refs = {}, {}
+    refs, bm_refs, sn_refs = {}, {}, {}
     for img in op.images:
         if flat_copy(img, tmpl, img + ".before.raw"):
             return [f"cannot read {img} before the operation"]
+        sn_refs[img] = (snapshot_contents(img, tmpl) if op.snapshot_data else {},)
+        if isinstance(sn_refs[img][0], str):
+            return [sn_refs[img][0]]
         if op.bitmaps:
             bm_refs[img] = (bitmap_state(img, tmpl),)
             if isinstance(bm_refs[img][0], str):
@@ -455,6 +599,13 @@ def test_op(qimg, op, root, max_points=MAX_POINTS):
         if flat_copy(img, full, img + ".after.raw"):
             return [f"cannot read {img} after the operation"]
         refs[img] = (read(os.path.join(tmpl, img + ".before.raw")), read(os.path.join(full, img + ".after.raw")))
+        sn_after = snapshot_contents(img, full) if op.snapshot_data else {}
+        if isinstance(sn_after, str):
+            return [sn_after]
+        sn_refs[img] += (sn_after,)
+        changed = [k for k in sn_after if k in sn_refs[img][0] and not same_prefix(sn_after[k], sn_refs[img][0][k])]
+        if changed:
+            return [f"after an uninterrupted run: {img}: snapshots {changed} do not read as before"]
         if op.bitmaps:
             after = bitmap_state(img, full)
             if isinstance(after, str):
@@ -462,7 +613,7 @@ def test_op(qimg, op, root, max_points=MAX_POINTS):
             if any("in-use" in b[0] for b in after.values()):
                 return [f"after an uninterrupted run: {img} has in-use bitmaps: {after}"]
             bm_refs[img] += (after,)
-    why = verify(op, full, refs, bm_refs)
+    why = verify(op, full, refs, bm_refs, sn_refs)
     if why:
         return [f"after an uninterrupted run: {why}"]
     failures = []
@@ -475,7 +626,7 @@ def test_op(qimg, op, root, max_points=MAX_POINTS):
         if mode == "error":
             fenv["QIMG_FAULT_MODE"] = "error"
         run_qimg(qimg, op, d, fenv)
-        why = verify(op, d, refs, bm_refs, op.repair)
+        why = verify(op, d, refs, bm_refs, sn_refs, op.repair)
         if why:
             failures.append(f"{mode} at event {k}/{len(events)} ({events[k - 1]}): {why}")
         else:
