@@ -181,7 +181,11 @@ private:
     Result<void> load_snapshots();
     Result<std::vector<uint64_t>> read_l1_locked(uint64_t offset, uint32_t entries, uint64_t min_entries);
     Result<void> write_active_l1_locked();
-    Result<void> update_snapshot_refcount_locked(std::vector<uint64_t> &l1, int addend, bool active);
+    Result<std::pair<uint64_t, uint64_t>> l2_entry_ref_locked(uint64_t entry, uint64_t l2_off, uint64_t index) const;
+    Result<std::shared_ptr<L2Table>> snapshot_l2_locked(uint64_t l1_entry, uint64_t l1_index);
+    Result<void> clear_copied_locked(std::vector<uint64_t> &l1, bool active);
+    Result<void> update_snapshot_refcount_locked(const std::vector<uint64_t> &l1, int addend);
+    Result<void> sync_copied_locked();
     // `pre_write` (check's metadata overlap check) vets the new table's
     // clusters before they are written.
     Result<void> write_snapshots_locked(std::vector<Snapshot> list,

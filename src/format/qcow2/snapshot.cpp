@@ -7,12 +7,16 @@
 // counts them); an active L2 entry or L1 entry carries OFLAG_COPIED exactly
 // when its cluster's refcount is 1.
 //
-// Crash safety, as QEMU orders it: create writes the snapshot's L1 copy and
-// raises the refcounts (made durable) before the header points at the new
-// table; apply raises the snapshot's refcounts before the active L1 table
-// is overwritten and lowers the old ones after; delete unpublishes the
-// snapshot before lowering its refcounts. An interruption leaks clusters at
-// worst.
+// Crash safety: create writes the snapshot's L1 copy and raises the
+// refcounts (made durable) before the header points at the new table; apply
+// raises the snapshot's refcounts before the active L1 table is overwritten
+// and lowers the old ones after; delete unpublishes the snapshot before
+// lowering its refcounts. OFLAG_COPIED is cleared and flushed before
+// refcounts rise and set only after they fell and were flushed, so that an
+// interruption never leaves the flag on a shared cluster (QEMU would write
+// into it in place): v3 images carry the dirty bit meanwhile as well, but
+// compat=0.10 has none. An interruption leaks clusters, or leaves a flag
+// missing on a cluster of refcount 1 (a copy on the next write), at worst.
 #include "format/qcow2/snapshot.h"
 
 #include <algorithm>
@@ -266,71 +270,132 @@ Result<void> Qcow2Node::write_active_l1_locked() {
     return file_->flush();
 }
 
-// QEMU's qcow2_update_snapshot_refcount: adds `addend` (-1, 0, +1) to the
-// refcount of every L2 table and data cluster `l1` reaches. With `active`
-// (l1 is l1_), OFLAG_COPIED of the L2 and L1 entries is set to match the
-// refcounts afterwards and the L1 table is written. Other L1 tables' flags
-// are left alone: nothing reads them. Metadata must be flushed before.
-Result<void> Qcow2Node::update_snapshot_refcount_locked(std::vector<uint64_t> &l1, int addend, bool active) {
+// The host range an L2 entry holds one reference on: its cluster, or a
+// compressed cluster's bytes; length 0 when it holds none.
+Result<std::pair<uint64_t, uint64_t>> Qcow2Node::l2_entry_ref_locked(uint64_t entry, uint64_t l2_off,
+                                                                      uint64_t index) const {
+    uint64_t e = entry & ~kOflagCopied;
+    if (e & kOflagCompressed) {
+        uint64_t coff = e & ((uint64_t{1} << csize_shift_) - 1);
+        uint64_t nsec = ((e >> csize_shift_) & csize_mask_) + 1;
+        return std::pair{coff, nsec * 512 - (coff & 511)};
+    }
+    uint64_t host = entry_host(e);
+    if (host & (cs_ - 1))
+        return make_error(EIO, "Cluster allocation offset " + hex(host) + " unaligned (L2 offset: " + hex(l2_off) +
+                                   ", L2 index: " + hex(index) + ")");
+    return std::pair{host, host ? cs_ : 0};
+}
+
+// The L2 table an L1 entry names (null when none), offset checked.
+Result<std::shared_ptr<L2Table>> Qcow2Node::snapshot_l2_locked(uint64_t l1_entry, uint64_t l1_index) {
+    uint64_t l2_off = l1_entry & kL1OffsetMask;
+    if (!l2_off) return std::shared_ptr<L2Table>();
+    if (l2_off & (cs_ - 1))
+        return make_error(EIO, "L2 table offset " + hex(l2_off) + " unaligned (L1 index: " + hex(l1_index) + ")");
+    return l2_->get(l2_off);
+}
+
+// Before refcounts rise (snapshot create and apply): OFLAG_COPIED is
+// cleared in the entries of `l1` and of every L2 table it reaches, durably,
+// with `active` also in the active L1 table on disk. An interruption after
+// this leaves at worst a flag missing on a cluster whose refcount is still 1
+// (a copy on the next write; check -r all sets it), never a flag on a
+// cluster a snapshot shares, which a write would change under the snapshot.
+Result<void> Qcow2Node::clear_copied_locked(std::vector<uint64_t> &l1, bool active) {
     bool l1_modified = false;
-    std::vector<uint64_t> dropped;  // clusters a -1 may have freed
-    const uint64_t per_table = l2_entries_;
     for (size_t i = 0; i < l1.size(); i++) {
-        uint64_t l2_off = l1[i] & kL1OffsetMask;
-        if (!l2_off) continue;
-        if (l2_off & (cs_ - 1))
-            return make_error(EIO, "L2 table offset " + hex(l2_off) + " unaligned (L1 index: " + hex(i) + ")");
-        QIMG_ASSIGN(std::shared_ptr<L2Table> tp, l2_->get(l2_off));
-        std::shared_ptr<L2Table> keep = tp;  // stays valid if the cache evicts it
-        L2Table &t = *tp;
+        QIMG_ASSIGN(std::shared_ptr<L2Table> tp, snapshot_l2_locked(l1[i], i));
+        if (!tp) continue;
         bool dirty = false;
-        for (uint64_t j = 0; j < per_table; j++) {
-            uint64_t old = t[j * words_];
-            uint64_t e = old & ~kOflagCopied;
-            uint64_t refcount = 0;
-            if (e & kOflagCompressed) {
-                if (addend != 0) {
-                    uint64_t coff = e & ((uint64_t{1} << csize_shift_) - 1);
-                    uint64_t nsec = ((e >> csize_shift_) & csize_mask_) + 1;
-                    uint64_t csize = nsec * 512 - (coff & 511);
-                    QIMG_TRY(rc_->update(coff, csize, addend));
-                    if (addend < 0) dropped.push_back(coff);
-                }
-                refcount = 2;  // compressed clusters are never rewritten in place
-            } else if (entry_host(e) != 0) {
-                uint64_t host = entry_host(e);
-                if (host & (cs_ - 1))
-                    return make_error(EIO, "Cluster allocation offset " + hex(host) + " unaligned (L2 offset: " +
-                                               hex(l2_off) + ", L2 index: " + hex(j) + ")");
-                if (addend != 0) QIMG_TRY(rc_->update(host, cs_, addend));
-                QIMG_ASSIGN(refcount, rc_->get(host >> cbits_));
-                if (addend < 0 && refcount == 0) dropped.push_back(host);
-            }
-            if (refcount == 1) e |= kOflagCopied;
-            if (active && e != old) {
-                t[j * words_] = e;
-                dirty = true;
-            }
+        for (uint64_t j = 0; j < l2_entries_; j++) {
+            uint64_t &e = (*tp)[j * words_];
+            if (!(e & kOflagCopied)) continue;
+            e &= ~kOflagCopied;
+            dirty = true;
         }
-        if (dirty) l2_->mark_dirty(l2_off);
-        if (addend != 0) QIMG_TRY(rc_->update(l2_off, cs_, addend));
-        QIMG_ASSIGN(uint64_t rc, rc_->get(l2_off >> cbits_));
-        if (rc == 0) {
-            l2_->drop(l2_off);  // freed: nothing may write it back
-            if (addend < 0) dropped.push_back(l2_off);
-        }
-        uint64_t ne = rc == 1 ? (l2_off | kOflagCopied) : l2_off;
-        if (ne != l1[i]) {
-            l1[i] = ne;
+        // Written back by flush_metadata_locked() below, or earlier by an
+        // eviction: either way before any refcount changes.
+        if (dirty) l2_->mark_dirty(l1[i] & kL1OffsetMask);
+        if (l1[i] & kOflagCopied) {
+            l1[i] &= ~kOflagCopied;
             l1_modified = true;
         }
     }
     QIMG_TRY(flush_metadata_locked());
     QIMG_TRY(file_->flush());
     if (active && l1_modified) QIMG_TRY(write_active_l1_locked());
+    return ok();
+}
+
+// QEMU's qcow2_update_snapshot_refcount without its flag updates: adds
+// `addend` (-1 or +1) to the refcount of every L2 table and data cluster
+// `l1` reaches, durably. The COPIED flags go before a rise
+// (clear_copied_locked) and after a fall (sync_copied_locked).
+Result<void> Qcow2Node::update_snapshot_refcount_locked(const std::vector<uint64_t> &l1, int addend) {
+    std::vector<uint64_t> dropped;  // clusters a -1 may have freed
+    for (size_t i = 0; i < l1.size(); i++) {
+        QIMG_ASSIGN(std::shared_ptr<L2Table> tp, snapshot_l2_locked(l1[i], i));
+        if (!tp) continue;
+        const uint64_t l2_off = l1[i] & kL1OffsetMask;
+        for (uint64_t j = 0; j < l2_entries_; j++) {
+            QIMG_ASSIGN(auto ref, l2_entry_ref_locked((*tp)[j * words_], l2_off, j));
+            if (!ref.second) continue;
+            QIMG_TRY(rc_->update(ref.first, ref.second, addend));
+            if (addend < 0) dropped.push_back(ref.first);
+        }
+        QIMG_TRY(rc_->update(l2_off, cs_, addend));
+        QIMG_ASSIGN(uint64_t rc, rc_->get(l2_off >> cbits_));
+        if (rc == 0) {
+            l2_->drop(l2_off);  // freed: nothing may write it back
+            if (addend < 0) dropped.push_back(l2_off);
+        }
+    }
+    QIMG_TRY(flush_metadata_locked());
+    QIMG_TRY(file_->flush());
     // As QEMU's QCOW2_DISCARD_SNAPSHOT frees; callers drop references only
     // to clusters that nothing published names any more.
     return discard_freed_locked(dropped);
+}
+
+// After refcounts fell (snapshot apply and delete), with them durable:
+// OFLAG_COPIED is set on the active L2 and L1 entries exactly where the
+// refcount is 1 (compressed clusters never carry it), L2 tables first. An
+// interruption leaves at worst flags still missing.
+Result<void> Qcow2Node::sync_copied_locked() {
+    bool l1_modified = false;
+    for (size_t i = 0; i < l1_.size(); i++) {
+        QIMG_ASSIGN(std::shared_ptr<L2Table> tp, snapshot_l2_locked(l1_[i], i));
+        if (!tp) continue;
+        const uint64_t l2_off = l1_[i] & kL1OffsetMask;
+        bool dirty = false;
+        for (uint64_t j = 0; j < l2_entries_; j++) {
+            uint64_t &e = (*tp)[j * words_];
+            uint64_t refcount = 0;
+            if (!(e & kOflagCompressed)) {
+                QIMG_ASSIGN(auto ref, l2_entry_ref_locked(e, l2_off, j));
+                if (ref.second) {
+                    QIMG_ASSIGN(refcount, rc_->get(ref.first >> cbits_));
+                }
+            }
+            uint64_t want = refcount == 1 ? (e | kOflagCopied) : (e & ~kOflagCopied);
+            if (want != e) {
+                e = want;
+                dirty = true;
+            }
+        }
+        if (dirty) l2_->mark_dirty(l2_off);
+        QIMG_ASSIGN(uint64_t rc, rc_->get(l2_off >> cbits_));
+        uint64_t ne = rc == 1 ? (l2_off | kOflagCopied) : l2_off;
+        if (ne != l1_[i]) {
+            l1_[i] = ne;
+            l1_modified = true;
+        }
+    }
+    QIMG_TRY(flush_metadata_locked());
+    QIMG_TRY(file_->flush());
+    if (l1_modified) QIMG_TRY(write_active_l1_locked());
+    return ok();
 }
 
 // Publishes `list` as the snapshot table: the new table is written and
@@ -398,6 +463,8 @@ Result<void> Qcow2Node::snapshot_create(const SnapshotInfo &info) {
     sn.icount = info.icount;
     sn.extra_data_size = kSnapshotExtraSize;
 
+    // Every cluster the active table reaches is about to be shared.
+    QIMG_TRY(clear_copied_locked(l1_, true));
     // The snapshot's own copy of the active L1 table.
     sn.l1_size = uint32_t(l1_.size());
     if (!l1_.empty()) {
@@ -409,7 +476,7 @@ Result<void> Qcow2Node::snapshot_create(const SnapshotInfo &info) {
     }
     // One more reference on everything the active table reaches, durable
     // before the snapshot table names the copy.
-    QIMG_TRY(update_snapshot_refcount_locked(l1_, +1, true));
+    QIMG_TRY(update_snapshot_refcount_locked(l1_, +1));
 
     std::vector<Snapshot> list = snapshots_;
     list.push_back(std::move(sn));
@@ -440,18 +507,19 @@ Result<void> Qcow2Node::snapshot_goto(const std::string &id) {
     std::lock_guard g(mu_);
     QIMG_TRY(flush_metadata_locked());
     QIMG_TRY(grow_l1_locked(sn.l1_size));
-    QIMG_ASSIGN(std::vector<uint64_t> sn_l1, read_l1_locked(sn.l1_table_offset, sn.l1_size, l1_.size()));
-    {
-        std::vector<uint64_t> tmp = sn_l1;
-        tmp.resize(sn.l1_size);
-        QIMG_TRY(update_snapshot_refcount_locked(tmp, +1, false));
-    }
-    // The active table now names the snapshot's clusters (all referenced twice).
+    QIMG_ASSIGN(std::vector<uint64_t> sn_l1, read_l1_locked(sn.l1_table_offset, sn.l1_size, 0));
+    // The snapshot's clusters are about to be shared with the active layer:
+    // no flag on them (its L1 copy kept those of its creation) once its
+    // references rise.
+    QIMG_TRY(clear_copied_locked(sn_l1, false));
+    QIMG_TRY(update_snapshot_refcount_locked(sn_l1, +1));
+    // The active table now names the snapshot's clusters, without flags.
     std::vector<uint64_t> old = l1_;
     l1_ = sn_l1;
+    l1_.resize(std::max(old.size(), sn_l1.size()), 0);
     QIMG_TRY(write_active_l1_locked());
-    QIMG_TRY(update_snapshot_refcount_locked(old, -1, false));
-    QIMG_TRY(update_snapshot_refcount_locked(l1_, 0, true));
+    QIMG_TRY(update_snapshot_refcount_locked(old, -1));
+    QIMG_TRY(sync_copied_locked());
     forget_freed_state_locked();
     dirty_change_done_locked();
     return ok();
@@ -476,7 +544,7 @@ Result<void> Qcow2Node::snapshot_delete(const std::string &id, const std::string
     // Unpublished: from here on a failure only leaks clusters.
     auto r = read_l1_locked(sn.l1_table_offset, sn.l1_size, 0);
     if (r) {
-        auto u = update_snapshot_refcount_locked(*r, -1, false);
+        auto u = update_snapshot_refcount_locked(*r, -1);
         if (!u) r = Err(u.error());
     }
     if (!r) return Err(errno_error(r.error().code, "Failed to free the cluster and L1 table"));
@@ -488,7 +556,7 @@ Result<void> Qcow2Node::snapshot_delete(const std::string &id, const std::string
         QIMG_TRY(discard_freed_locked(hosts));
     }
     {
-        auto u = update_snapshot_refcount_locked(l1_, 0, true);
+        auto u = sync_copied_locked();
         if (!u) return Err(errno_error(u.error().code, "Failed to update snapshot status in disk"));
     }
     QIMG_TRY(flush_metadata_locked());
