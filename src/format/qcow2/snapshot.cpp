@@ -491,6 +491,10 @@ Result<void> Qcow2Node::snapshot_goto(const std::string &id) {
     Snapshot sn;
     {
         std::lock_guard g(mu_);
+        // bdrv_snapshot_goto refuses any node with dirty bitmaps before it
+        // looks for the snapshot; for qemu-img those are the persistent
+        // ones, enabled, disabled or inconsistent alike.
+        if (!bitmaps_.empty()) return make_error(EBUSY, "Device has active dirty bitmaps");
         if (h_.has_data_file()) return load_failed(ENOTSUP);
         int idx = find_snapshot_by_id_or_name(snapshots_, id);
         if (idx < 0) return load_failed(ENOENT);
