@@ -14,9 +14,13 @@ For each operation in OPERATIONS the harness
   4. after each run asserts with the real tools: `qemu-img check` finds no
      corruption (leaks are allowed) and every checked image reads as its
      before or its after content (per block for images rewritten piece by
-     piece by nature, such as a commit's base or convert -n's target); a
-     dirty v3 image may fail the check if `qemu-img check -r all` repairs
-     it completely, as QEMU repairs dirty images on a read-write open;
+     piece by nature, such as a commit's base or convert -n's target), and
+     so does every internal snapshot (the list being the before or the
+     after one); a dirty v3 image may fail the check if a read-write open
+     by the real qemu-io (QEMU repairs dirty images then) repairs it
+     completely, and is read after that repair; a compat=0.10 image (no
+     dirty bit) may only show OFLAG_COPIED missing on clusters of refcount
+     1 (a copy on the next write), which `qemu-img check -r all` repairs;
      with `bitmaps`, every persistent bitmap reads (through the real
      qemu-nbd) as its before or its after state, or is marked in-use, which
      QEMU treats as inconsistent and refuses to use; with `repair` (a repair
