@@ -186,7 +186,6 @@ private:
     Result<void> clear_copied_locked(std::vector<uint64_t> &l1, bool active);
     Result<void> update_snapshot_refcount_locked(const std::vector<uint64_t> &l1, int addend);
     Result<void> sync_copied_locked();
-    Result<void> switch_l1_and_size_locked(std::vector<uint64_t> l1, uint64_t new_size);
     // `pre_write` (check's metadata overlap check) vets the new table's
     // clusters before they are written.
     Result<void> write_snapshots_locked(std::vector<Snapshot> list,

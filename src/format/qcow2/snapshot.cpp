@@ -496,36 +496,29 @@ Result<void> Qcow2Node::snapshot_create(const SnapshotInfo &info) {
 
 Result<void> Qcow2Node::snapshot_goto(const std::string &id) {
     const auto load_failed = [](int code) { return errno_error(code, "Failed to load snapshot"); };
-    std::lock_guard g(mu_);
-    // bdrv_snapshot_goto refuses any node with dirty bitmaps before it looks
-    // for the snapshot; for qemu-img those are the persistent ones, enabled,
-    // disabled or inconsistent alike.
-    if (!bitmaps_.empty()) return make_error(EBUSY, "Device has active dirty bitmaps");
-    if (h_.has_data_file()) return load_failed(ENOTSUP);
-    int idx = find_snapshot_by_id_or_name(snapshots_, id);
-    if (idx < 0) return load_failed(ENOENT);
-    const Snapshot sn = snapshots_[size_t(idx)];
-    auto v = validate_snapshot_l1(sn, cs_);
-    if (!v) return Err(v.error().prepended("Failed to load snapshot: "));
-    const uint64_t old_size = h_.size;
-    if (sn.disk_size != old_size) {
-        // QEMU truncates to the snapshot's size first; its refusals, before any change.
-        if (sn.disk_size % 512)
-            return make_error(EINVAL, "Failed to load snapshot: The new size must be a multiple of 512");
-        if (h_.version < 3)
-            return make_error(ENOTSUP, "Failed to load snapshot: Can't resize a v2 image which has snapshots");
+    Snapshot sn;
+    {
+        std::lock_guard g(mu_);
+        // bdrv_snapshot_goto refuses any node with dirty bitmaps before it
+        // looks for the snapshot; for qemu-img those are the persistent
+        // ones, enabled, disabled or inconsistent alike.
+        if (!bitmaps_.empty()) return make_error(EBUSY, "Device has active dirty bitmaps");
+        if (h_.has_data_file()) return load_failed(ENOTSUP);
+        int idx = find_snapshot_by_id_or_name(snapshots_, id);
+        if (idx < 0) return load_failed(ENOENT);
+        sn = snapshots_[size_t(idx)];
+        auto v = validate_snapshot_l1(sn, cs_);
+        if (!v) return Err(v.error().prepended("Failed to load snapshot: "));
+        QIMG_TRY(prepare_write_locked());
+        QIMG_TRY(mark_dirty_locked());
     }
-    QIMG_TRY(prepare_write_locked());
-    QIMG_TRY(mark_dirty_locked());
+    if (sn.disk_size != length()) {
+        auto r = truncate(sn.disk_size, Prealloc::Off, true);
+        if (!r) return Err(r.error().prepended("Failed to load snapshot: "));
+    }
+    std::lock_guard g(mu_);
     QIMG_TRY(flush_metadata_locked());
-    // The active table's size as QEMU leaves it: grown to the snapshot's
-    // table and to a larger size, never shrunk.
-    const uint32_t shift = cbits_ + l2_bits_;
-    uint64_t entries = std::max<uint64_t>(l1_.size(), sn.l1_size);
-    if (sn.disk_size > old_size) entries = std::max(entries, (sn.disk_size + (uint64_t{1} << shift) - 1) >> shift);
-    if (entries > kMaxL1Bytes / 8)
-        return make_error(EFBIG, "Failed to load snapshot: Failed to grow the L1 table: File too large");
-    if (sn.disk_size == old_size) QIMG_TRY(grow_l1_locked(entries));
+    QIMG_TRY(grow_l1_locked(sn.l1_size));
     QIMG_ASSIGN(std::vector<uint64_t> sn_l1, read_l1_locked(sn.l1_table_offset, sn.l1_size, 0));
     // The snapshot's clusters are about to be shared with the active layer:
     // no flag on them (its L1 copy kept those of its creation) once its
@@ -534,64 +527,13 @@ Result<void> Qcow2Node::snapshot_goto(const std::string &id) {
     QIMG_TRY(update_snapshot_refcount_locked(sn_l1, +1));
     // The active table now names the snapshot's clusters, without flags.
     std::vector<uint64_t> old = l1_;
-    sn_l1.resize(entries, 0);
-    if (sn.disk_size == old_size) {
-        l1_ = std::move(sn_l1);
-        QIMG_TRY(write_active_l1_locked());
-    } else {
-        QIMG_TRY(switch_l1_and_size_locked(std::move(sn_l1), sn.disk_size));
-    }
+    l1_ = sn_l1;
+    l1_.resize(std::max(old.size(), sn_l1.size()), 0);
+    QIMG_TRY(write_active_l1_locked());
     QIMG_TRY(update_snapshot_refcount_locked(old, -1));
     QIMG_TRY(sync_copied_locked());
-    // What QEMU's shrink does besides dropping the cropped clusters (the
-    // old table's, freed above): L1 entries past the end, empty refcount
-    // blocks, the file tail.
-    if (sn.disk_size < old_size) QIMG_TRY(shrink_locked(old_size, sn.disk_size));
     forget_freed_state_locked();
     dirty_change_done_locked();
-    return ok();
-}
-
-// Publishes `l1` as the active L1 table together with the virtual size
-// `new_size`, in one header update (snapshot apply across a size change,
-// where QEMU resizes the old active layer first): interrupted, the image
-// reads as it was or as the snapshot, never as a cropped or padded mix.
-// The table goes to fresh clusters for the switch, then back to its old
-// place when it fits there, as QEMU keeps it in place.
-Result<void> Qcow2Node::switch_l1_and_size_locked(std::vector<uint64_t> l1, uint64_t new_size) {
-    const uint64_t bytes = l1.size() * 8;
-    std::vector<uint8_t> raw(bytes);
-    for (size_t i = 0; i < l1.size(); i++) put_be64(&raw[i * 8], l1[i]);
-    QIMG_ASSIGN(uint64_t tmp, rc_->alloc_clusters((bytes + cs_ - 1) / cs_));
-    QIMG_TRY(rc_->write_back());
-    QIMG_TRY(file_->write(tmp, raw.data(), raw.size()));
-    QIMG_TRY(file_->flush());
-    const Header saved = h_;
-    h_.size = new_size;
-    h_.l1_size = uint32_t(l1.size());
-    h_.l1_table_offset = tmp;
-    if (auto r = write_header_locked(); !r) {
-        h_ = saved;
-        return r;
-    }
-    const uint64_t old_off = saved.l1_table_offset, old_bytes = l1_.size() * 8;
-    l1_ = std::move(l1);
-    const uint64_t old_room = (old_bytes + cs_ - 1) / cs_ * cs_;
-    if (old_off && bytes <= old_room) {
-        // Nothing names the old place now: rewritten, then named again.
-        QIMG_TRY(file_->write(old_off, raw.data(), raw.size()));
-        QIMG_TRY(file_->flush());
-        h_.l1_table_offset = old_off;
-        if (auto r = write_header_locked(); !r) {
-            h_.l1_table_offset = tmp;
-            return r;
-        }
-        QIMG_TRY(rc_->update(tmp, bytes, -1));
-        std::vector<uint64_t> hosts;
-        for (uint64_t o = tmp; o < tmp + bytes; o += cs_) hosts.push_back(o);
-        return discard_freed_locked(hosts);
-    }
-    if (old_off && old_bytes) QIMG_TRY(rc_->update(old_off, old_bytes, -1));
     return ok();
 }
 
