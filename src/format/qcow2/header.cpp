@@ -52,13 +52,18 @@ Result<void> parse_extensions(Header &h, const std::vector<uint8_t> &head, uint6
         case kExtEnd:
             return ok();
         case kExtFeatureTable:
+            // QEMU reads the extension into a zero-padded buffer and walks
+            // 48-byte entries until one has an empty name, so a short last
+            // entry still counts (its missing bytes read as zero).
             h.feature_table.clear();
-            for (uint32_t i = 0; i + 48 <= len; i += 48) {
+            for (uint32_t i = 0; i < len; i += 48) {
+                uint8_t entry[48] = {};
+                std::memcpy(entry, data + i, std::min<uint32_t>(48, len - i));
+                if (entry[2] == 0) break;
                 FeatureName f;
-                f.type = data[i];
-                f.bit = data[i + 1];
-                const char *n = reinterpret_cast<const char *>(data + i + 2);
-                f.name.assign(n, strnlen(n, 46));
+                f.type = entry[0];
+                f.bit = entry[1];
+                f.name.assign(reinterpret_cast<const char *>(entry + 2), strnlen(reinterpret_cast<const char *>(entry + 2), 46));
                 h.feature_table.push_back(std::move(f));
             }
             break;

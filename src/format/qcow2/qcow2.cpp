@@ -130,9 +130,13 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     // so that a broken table can be reported and repaired).
     if (!req.flags.check) QIMG_TRY(node->load_snapshots());
     QIMG_TRY(node->load_bitmaps());
+    // QEMU's qcow2_do_open: a writable open clears the autoclear bits it
+    // does not know and rewrites the header at once, as it does for a stale
+    // bitmaps extension (written without it).
+    const bool clear_autoclear = rw && (node->h_.autoclear & ~kAutoclearMask);
+    if (clear_autoclear) node->h_.autoclear &= kAutoclearMask;
     if (rw) QIMG_TRY(node->claim_bitmaps());
-    if (rw && node->h_.stale_bitmaps_extension) {
-        // QEMU rewrites the header at once, without the stale extension.
+    if (rw && (node->h_.stale_bitmaps_extension || clear_autoclear)) {
         std::lock_guard g(node->mu_);
         node->h_.stale_bitmaps_extension = false;
         auto r = node->write_header_locked();
