@@ -355,7 +355,7 @@ private:
                          "images");
             return 1;
         }
-        if (!a_.skip_create && plan.options.count("backing_file") && a_.out_baseimg.empty() &&
+        if (!a_.skip_create && plan.options.count("backing_file") &&
             !plan.options.count("backing_fmt")) {
             error_report("Use of backing file requires explicit backing format");
             return 1;
