@@ -556,7 +556,10 @@ Result<void> Qcow2Node::grow_l1_locked(uint64_t min_size) {
     QIMG_ASSIGN(uint64_t new_off, rc_->alloc_clusters((bytes + cs_ - 1) / cs_));
     std::vector<uint8_t> raw(bytes, 0);
     for (uint64_t i = 0; i < l1_.size(); i++) put_be64(&raw[i * 8], l1_[i]);
+    // As qcow2_grow_l1_table: the refcounts are durable before the new
+    // table is written (qcow2_cache_flush), each step then synced.
     QIMG_TRY(rc_->write_back());
+    QIMG_TRY(file_->flush());
     QIMG_TRY(file_->write(new_off, raw.data(), raw.size()));
     QIMG_TRY(file_->flush());
     uint8_t b[12];
@@ -611,6 +614,7 @@ Result<Qcow2Node::Slot> Qcow2Node::l2_slot_for_write(uint64_t off) {
         uint8_t e[8];
         put_be64(e, l1_[l1_index]);
         QIMG_TRY(file_->write(h_.l1_table_offset + l1_index * 8, e, 8));
+        QIMG_TRY(file_->flush());  // qcow2_write_l1_entry writes with bdrv_pwrite_sync
         l2_->put_new(n, t);
         s.table = t;
         s.l2_offset = n;
