@@ -110,6 +110,7 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     // Without a key only metadata can be read (qemu-img info); qimg cannot
     // decrypt yet, so any other open of an encrypted image fails here.
     QIMG_ASSIGN(Encryption enc, open_encryption(h, *req.file, req.options, req.flags.no_io));
+    QIMG_ASSIGN(RuntimeOptions runtime, take_runtime_options(req.options, h, h.size));
     if (h.stale_bitmaps_extension) {
         // QEMU's qcow2_read_extensions, on every open (no newline at the end).
         std::fprintf(stderr, "%s: warning: %s\nSome clusters may be leaked, run 'qemu-img check -r' on the "
@@ -123,6 +124,7 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     }
     auto node = std::make_shared<Qcow2Node>(req.file, std::move(h));
     node->enc_ = std::move(enc);
+    node->runtime_ = runtime;
     node->set_filename(req.filename);
     node->set_read_only(!rw);
     QIMG_TRY(node->init());

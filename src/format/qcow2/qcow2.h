@@ -14,6 +14,7 @@
 #include "format/qcow2/crypto.h"
 #include "format/qcow2/header.h"
 #include "format/qcow2/l1l2.h"
+#include "format/qcow2/options.h"
 #include "format/qcow2/refcount.h"
 #include "format/qcow2/snapshot.h"
 
@@ -229,6 +230,7 @@ private:
     Result<void> merge_bitmap_locked(const BitmapAction &a);
 
     Encryption enc_;  // set at open, then constant
+    RuntimeOptions runtime_;  // set at open, then constant (checked, not used yet)
 
     mutable std::mutex mu_;  // guards everything below (metadata)
     Header h_;
