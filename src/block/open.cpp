@@ -117,6 +117,19 @@ Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, con
         if (!d) return make_error(EINVAL, "Unknown driver '" + drv_name + "'");
     }
     if (!d || !d->open) return make_error(EINVAL, "Unknown driver '" + drv_name + "'");
+    if (!d->is_protocol) {
+        // A format where a child node is expected (file.driver=raw,
+        // data-file.driver=raw): QEMU opens any node there; it gets its own
+        // protocol child from its "file." options.
+        if (!filename.empty() && !opts.count("file.filename")) opts["file.filename"] = opts["filename"];
+        opts.erase("filename");
+        opts["driver"] = drv_name;
+        OpenOptions o;
+        o.flags = flags;
+        o.flags.no_backing = true;
+        o.warn_probed_raw = false;
+        return open_options(std::move(opts), filename, o, 1);
+    }
     OpenRequest req;
     req.filename = opts["filename"];
     req.options = opts;

@@ -225,8 +225,7 @@ Result<Header> read_header(BlockNode &file, bool read_write, bool check_mode) {
         return make_error(EINVAL, "Unsupported encryption method " + std::to_string(static_cast<int32_t>(h.crypt_method)));
 
     QIMG_TRY(parse_extensions(h, head, h.header_length, ext_end, false));
-    if (h.has_data_file() && !h.data_file) return make_error(EINVAL, "'data-file' is required for this image");
-    if (!h.has_data_file() && h.data_file_raw()) return make_error(EINVAL, "data-file-raw requires a data file");
+    // The data file checks belong to opening it (Qcow2Node::open_data_file).
     if (h.backing_file_offset != 0) {
         uint32_t len = h.backing_file_size;
         if (len > std::min<uint64_t>(kMaxBackingNameLength, cs - h.backing_file_offset))

@@ -62,7 +62,7 @@ bool Qcow2Node::is_dirty() const {
 bool Qcow2Node::has_zero_init() const {
     std::lock_guard g(mu_);
     bool preallocated = !l1_.empty() && l1_[0] != 0;
-    return !preallocated || data_file_->has_zero_init();
+    return !preallocated || (data_file_ && data_file_->has_zero_init());
 }
 
 Result<void> Qcow2Node::init() {
@@ -145,14 +145,7 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
         if (!r) return Err(errno_error(r.error().code, "Could not update qcow2 header"));
     }
     const Header &hh = node->h_;
-    if (hh.has_data_file()) {
-        OptionMap o;
-        auto r = req.opener->open_protocol(*hh.data_file, o, req.flags);
-        if (!r) return Err(r.error());
-        node->data_file_ = *r;
-    } else {
-        node->data_file_ = node->file_;
-    }
+    QIMG_TRY(node->open_data_file(req));
     if (rw && !req.flags.check && (hh.incompatible & kIncompatDirty)) QIMG_TRY(node->repair_dirty());
     if (!hh.backing_file.empty()) {
         std::string full = combine_backing_path(req.filename, hh.backing_file);
@@ -164,6 +157,41 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
         }
     }
     return node;
+}
+
+// QEMU's qcow2_do_open: the data-file child comes from the node's options
+// (data-file.filename=...) or else from the name in the header. qemu-img
+// info (BDRV_O_NO_IO) opens no data file at all, so that an untrusted
+// image's reference to other files can be looked at safely.
+Result<void> Qcow2Node::open_data_file(OpenRequest &req) {
+    OptionMap child = extract_prefix(req.options, "data-file");
+    std::optional<std::string> reference;
+    if (auto it = req.options.find("data-file"); it != req.options.end()) {
+        reference = it->second;
+        req.options.erase(it);
+    }
+    if (req.flags.no_io) {
+        data_file_ = h_.has_data_file() ? nullptr : file_;
+        return ok();
+    }
+    // qemu-img names no nodes, so a reference can never be resolved.
+    if (reference) return make_error(EINVAL, "Cannot find device='" + *reference + "' nor node-name='" + *reference + "'");
+    NodePtr df;
+    if (!child.empty()) {
+        QIMG_ASSIGN(df, req.opener->open_protocol({}, child, req.flags));
+    }
+    if (!h_.has_data_file()) {
+        if (df) return make_error(EINVAL, "'data-file' can only be set for images with an external data file");
+        if (h_.data_file_raw()) return make_error(EINVAL, "data-file-raw requires a data file");
+        data_file_ = file_;
+        return ok();
+    }
+    if (!df && h_.data_file && !h_.data_file->empty()) {
+        QIMG_ASSIGN(df, req.opener->open_protocol(*h_.data_file, {}, req.flags));
+    }
+    if (!df) return make_error(EINVAL, "'data-file' is required for this image");
+    data_file_ = std::move(df);
+    return ok();
 }
 
 Result<NodePtr> qcow2_open(OpenRequest &req) {
@@ -299,6 +327,7 @@ Result<void> Qcow2Node::read_range_unlocked(uint64_t off, uint8_t *p, size_t len
 }
 
 Result<void> Qcow2Node::read(uint64_t off, void *buf, size_t len) {
+    if (!data_file_) return make_error(ENOMEDIUM, std::strerror(ENOMEDIUM));  // opened for info only
     uint64_t size = length();
     if (off > size || len > size - off) return make_error(EIO, "Request beyond the end of the image");
     return read_range_unlocked(off, static_cast<uint8_t *>(buf), len);

@@ -111,6 +111,7 @@ private:
     };
 
     Result<void> init();
+    Result<void> open_data_file(OpenRequest &req);
     Result<Mapping> map_locked(uint64_t off, uint64_t len);
     Result<std::optional<std::shared_ptr<L2Table>>> load_l2_locked(uint64_t l1_index);
     Result<Slot> l2_slot_for_write(uint64_t off);
