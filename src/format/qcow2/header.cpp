@@ -205,7 +205,9 @@ Result<Header> read_header(BlockNode &file, bool read_write, bool check_mode) {
         return make_error(EINVAL, "Unsupported subcluster size: " + std::to_string(cs / 32));
     if (h.refcount_order > 6)
         return make_error(EINVAL, "Reference count entry width too large; may not exceed 64 bits");
-    if (h.refcount_table_clusters == 0) return make_error(EINVAL, "Image does not contain a reference count table");
+    // qemu-img check opens such an image to rebuild the refcounts.
+    if (h.refcount_table_clusters == 0 && !check_mode)
+        return make_error(EINVAL, "Image does not contain a reference count table");
     QIMG_TRY(validate_table(h.refcount_table_offset, h.refcount_table_clusters, cs, kMaxRefcountTableBytes, cs,
                             "Reference count table"));
     // qemu-img check reads (and may repair) the snapshot table itself.
