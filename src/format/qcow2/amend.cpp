@@ -306,7 +306,7 @@ Result<void> Qcow2Node::expand_zero_clusters_in_l1_locked(const std::vector<uint
             if (l2_off & (cs_ - 1)) {
                 char m[96];
                 std::snprintf(m, sizeof m, "L2 table offset %#" PRIx64 " unaligned (L1 index: %#" PRIx64 ")", l2_off, i);
-                return make_error(EIO, m);
+                return Err(corruption_locked(m));
             }
             QIMG_ASSIGN(uint64_t l2_refcount, rc_->get(l2_off >> cbits_));
             QIMG_ASSIGN(auto table, l2_->get(l2_off));
@@ -332,7 +332,7 @@ Result<void> Qcow2Node::expand_zero_clusters_in_l1_locked(const std::vector<uint
                                   "Cluster allocation offset %#" PRIx64 " unaligned (L2 offset: %#" PRIx64
                                   ", L2 index: %#" PRIx64 ")",
                                   host, l2_off, j);
-                    return make_error(EIO, m);
+                    return Err(corruption_locked(m));
                 }
                 QIMG_TRY(check_metadata_overlap(host, cs_));
                 // A new cluster is counted once per user of the table; a

@@ -86,7 +86,6 @@ private:
     uint32_t cbits_;
     uint64_t max_;
     RefcountArray imrt_;  // expected refcount per host cluster
-    bool signaled_ = false;
     std::vector<uint64_t> freed_;  // clusters whose refcount a repair dropped to 0
 };
 
@@ -533,7 +532,7 @@ Result<uint64_t> Checker::get_refcount(uint64_t cluster) {
 
 void Checker::signal_corruption(const std::string &msg, bool fatal) {
     fatal = fatal && !n_.read_only_;
-    if (signaled_ && (!fatal || (n_.h_.incompatible & kIncompatCorrupt))) return;
+    if (n_.signaled_corruption_ && (!fatal || (n_.h_.incompatible & kIncompatCorrupt))) return;
     if (fatal)
         std::fprintf(stderr, "qcow2: Marking image as corrupt: %s; further corruption events will be suppressed\n",
                      msg.c_str());
@@ -541,7 +540,7 @@ void Checker::signal_corruption(const std::string &msg, bool fatal) {
         std::fprintf(stderr, "qcow2: Image is corrupt: %s; further non-fatal corruption events will be suppressed\n",
                      msg.c_str());
     if (fatal && n_.h_.version >= 3) (void)write_incompat(n_.h_.incompatible | kIncompatCorrupt);
-    signaled_ = true;
+    n_.signaled_corruption_ = true;  // shared with the node's own reports
 }
 
 const char *Checker::overlap(uint64_t offset, uint64_t size, bool ign_active_l2) const {

@@ -453,6 +453,25 @@ Result<void> Qcow2Node::write_header_locked() {
     return file_->flush();
 }
 
+Error Qcow2Node::corruption_locked(const std::string &what) {
+    const bool fatal = !read_only_;
+    if (!signaled_corruption_ || (fatal && !(h_.incompatible & kIncompatCorrupt))) {
+        if (fatal)
+            std::fprintf(stderr, "qcow2: Marking image as corrupt: %s; further corruption events will be suppressed\n",
+                         what.c_str());
+        else
+            std::fprintf(stderr, "qcow2: Image is corrupt: %s; further non-fatal corruption events will be suppressed\n",
+                         what.c_str());
+        if (fatal && h_.version >= 3) {  // v2 headers have no feature bits
+            // qcow2_mark_corrupt: best effort, the EIO below is what counts.
+            h_.incompatible |= kIncompatCorrupt;
+            (void)write_header_locked();
+        }
+        signaled_corruption_ = true;
+    }
+    return Error{EIO, std::strerror(EIO)};
+}
+
 Result<void> Qcow2Node::prepare_write_locked() {
     if (read_only_) return make_error(EROFS, "Cannot write to a read-only image");
     // Bitmaps are published IN_USE before the image changes (bitmap_node.cpp;

@@ -125,6 +125,10 @@ private:
     void dirty_change_done_locked() { dirty_change_pending_ = false; }
     Result<void> grow_l1_locked(uint64_t min_size);
     Result<void> write_header_locked();
+    // QEMU's qcow2_signal_corruption(fatal): reports `what` once, marks a
+    // writable image corrupt (v3 header bit) and returns the EIO the caller
+    // fails with. On a read-only node the event is reported as non-fatal.
+    Error corruption_locked(const std::string &what);
     Result<void> flush_metadata_locked();
     Result<void> free_later(uint64_t l2_entry);
     // Punches out each of these host clusters whose refcount is now 0, as
@@ -249,6 +253,7 @@ private:
     std::unique_ptr<L2Cache> l2_;
     std::vector<std::pair<uint64_t, uint64_t>> pending_frees_;  // (offset, length) after L2 write-back
     bool first_write_done_ = false;
+    bool signaled_corruption_ = false;  // qcow2_signal_corruption reported once
     bool lazy_dirty_set_ = false;
     bool dirty_change_pending_ = false;  // mark_dirty_locked() change not completed
     uint64_t free_byte_offset_ = 0;  // compressed-cluster packing
