@@ -207,7 +207,7 @@ Result<std::optional<std::shared_ptr<L2Table>>> Qcow2Node::load_l2_locked(uint64
     uint64_t l2_off = l1_[l1_index] & kL1OffsetMask;
     if (l2_off == 0) return none;
     if (l2_off & (cs_ - 1))
-        return make_error(EIO, "L2 table offset " + hex(l2_off) + " unaligned (L1 index: " + hex(l1_index) + ")");
+        return Err(corruption_locked("L2 table offset " + hex(l2_off) + " unaligned (L1 index: " + hex(l1_index) + ")"));
     QIMG_ASSIGN(auto t, l2_->get(l2_off));
     return std::optional<std::shared_ptr<L2Table>>(std::move(t));
 }
@@ -232,20 +232,20 @@ Result<Qcow2Node::Mapping> Qcow2Node::map_locked(uint64_t off, uint64_t len) {
         unsigned sc = unsigned((pos & (cs_ - 1)) / sc_size_);
         SubclusterType type = classify(entry, bitmap, sc, ext, h_.has_data_file());
         if (type == SubclusterType::Invalid)
-            return make_error(EIO, "Invalid cluster entry found  (L2 offset: " + hex(l1_[l1_index] & kL1OffsetMask) +
-                                       ", L2 index: " + hex(idx) + ")");
+            return Err(corruption_locked("Invalid cluster entry found  (L2 offset: " +
+                                         hex(l1_[l1_index] & kL1OffsetMask) + ", L2 index: " + hex(idx) + ")"));
         uint64_t host = 0;
         bool has_host = type == SubclusterType::Normal || type == SubclusterType::ZeroAlloc ||
                         type == SubclusterType::UnallocatedAlloc;
         if (has_host) {
             uint64_t hc = entry_host(entry);
             if (hc & (cs_ - 1))
-                return make_error(EIO, "Cluster allocation offset " + hex(hc) + " unaligned (L2 offset: " +
-                                           hex(l1_[l1_index] & kL1OffsetMask) + ", L2 index: " + hex(idx) + ")");
+                return Err(corruption_locked("Cluster allocation offset " + hex(hc) + " unaligned (L2 offset: " +
+                                             hex(l1_[l1_index] & kL1OffsetMask) + ", L2 index: " + hex(idx) + ")"));
             if (h_.data_file_raw() && hc != (pos & ~(cs_ - 1)))
-                return make_error(EIO, "External data file host cluster offset " + hex(hc) +
-                                           " does not match guest cluster offset: " + hex(pos & ~(cs_ - 1)) +
-                                           ", which is not allowed with raw external data");
+                return Err(corruption_locked("External data file host cluster offset " + hex(hc) +
+                                             " does not match guest cluster offset: " + hex(pos & ~(cs_ - 1)) +
+                                             ", which is not allowed with raw external data"));
             host = hc + (pos & (cs_ - 1));
         }
         uint64_t unit_end = std::min(off + len, (pos / sc_size_ + 1) * sc_size_);
@@ -671,7 +671,7 @@ Result<Qcow2Node::Slot> Qcow2Node::l2_slot_for_write(uint64_t off) {
         return s;
     }
     if (l2_off & (cs_ - 1))
-        return make_error(EIO, "L2 table offset " + hex(l2_off) + " unaligned (L1 index: " + hex(l1_index) + ")");
+        return Err(corruption_locked("L2 table offset " + hex(l2_off) + " unaligned (L1 index: " + hex(l1_index) + ")"));
     QIMG_ASSIGN(s.table, l2_->get(l2_off));
     s.l2_offset = l2_off;
     return s;
@@ -695,7 +695,10 @@ Result<void> Qcow2Node::write_cluster_locked(uint64_t off, const uint8_t *buf, s
 
     // In place: the cluster is ours alone (COPIED) and not compressed.
     if (allocated && (entry & kOflagCopied)) {
-        if (old_host & (cs_ - 1)) return make_error(EIO, "Cluster allocation offset " + hex(old_host) + " unaligned");
+        if (old_host & (cs_ - 1))  // qcow2's handle_copied
+            return Err(corruption_locked(std::string(entry & kOflagZero ? "Preallocated zero" : "Data") +
+                                         " cluster offset " + hex(old_host) + " unaligned (guest offset: " + hex(off) +
+                                         ")"));
         if (!h_.has_data_file()) QIMG_TRY(check_metadata_overlap(old_host, cs_));
         if (!ext) {
             if (!(entry & kOflagZero)) return data_file_->write(old_host + in, buf, len);
