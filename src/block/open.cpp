@@ -87,15 +87,26 @@ Result<void> take_cache_options(OptionMap &opts, OpenFlags &flags) {
 std::string combine_backing_path(const std::string &image, const std::string &backing) {
     if (backing.empty() || backing[0] == '/' || !protocol_prefix(backing).empty()) return backing;
     if (image.rfind("json:", 0) == 0) return backing;
+    // path_combine keeps the image's protocol prefix ("file:dir/top" gives
+    // "file:dir/base"), so the base is opened the way the image was.
+    size_t keep = protocol_prefix(image).empty() ? 0 : image.find(':') + 1;
     size_t slash = image.rfind('/');
-    if (slash == std::string::npos) return backing;
-    return image.substr(0, slash + 1) + backing;
+    if (slash != std::string::npos && slash + 1 > keep) keep = slash + 1;
+    return image.substr(0, keep) + backing;
+}
+
+std::string strip_file_prefix(const std::string &name) {
+    if (name.rfind("file:", 0) != 0) return name;
+    std::string rest = name.substr(5);
+    return protocol_prefix(rest).empty() ? rest : "./" + rest;
 }
 
 Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, const OptionMap &in,
                                                 const OpenFlags &flags_in) {
     OptionMap opts = in;
-    if (!filename.empty() && !opts.count("filename")) opts["filename"] = filename;
+    // Only a name given as a string is parsed for a "file:" prefix; one given
+    // as an option is taken literally (QEMU's parse_filename).
+    if (!filename.empty() && !opts.count("filename")) opts["filename"] = strip_file_prefix(filename);
     OpenFlags flags = flags_in;
     QIMG_TRY(take_cache_options(opts, flags));
     std::string drv_name;
@@ -163,7 +174,9 @@ Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenO
     } else if (is_json_filename(filename)) {
         QIMG_ASSIGN(opts, parse_json_filename(filename));
     } else {
-        opts["file.filename"] = filename;
+        // The image is named after its file: "file:x" shows as "x".
+        display = strip_file_prefix(filename);
+        opts["file.filename"] = display;
     }
     for (const auto &[k, v] : o.extra) opts[k] = v;
     if (!o.format.empty()) {
@@ -282,7 +295,8 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
 
 Result<NodePtr> BlockOpener::open_backing(BlockNode &child, const std::string &name, const std::string &format,
                                           const OpenFlags &flags) {
-    std::string full = combine_backing_path(child.filename(), name);
+    // A "file:" name is stored as given but opened (and shown) without it.
+    std::string full = strip_file_prefix(combine_backing_path(child.filename(), name));
     // A chain that names a file already in it would recurse forever.
     std::string key = file_identity(full);
     if (std::find(chain_names_.begin(), chain_names_.end(), key) != chain_names_.end())
@@ -349,7 +363,7 @@ BlockNode *find_backing_image(BlockNode &top, const std::string &name) {
     for (BlockNode *p = &top; p->backing(); p = p->backing()) {
         BlockNode *b = p->backing();
         if (p->backing_filename() == name) return b;
-        if (real_path(combine_backing_path(p->filename(), name)) == real_path(b->filename())) return b;
+        if (real_path(strip_file_prefix(combine_backing_path(p->filename(), name))) == real_path(b->filename())) return b;
     }
     return nullptr;
 }

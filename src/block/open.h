@@ -52,6 +52,13 @@ private:
 // as QEMU's path_combine does (absolute names and protocol URIs are kept).
 std::string combine_backing_path(const std::string &image, const std::string &backing);
 
+// A file name given as a string (command line, image header) with its
+// "file:" protocol prefix removed, as QEMU's file driver parses it
+// (bdrv_parse_filename_strip_prefix): "file:/a:b" is "/a:b", and a rest that
+// would itself look prefixed gets "./" ("file:a:b" is "./a:b"). Other names
+// are returned unchanged.
+std::string strip_file_prefix(const std::string &name);
+
 // QEMU's bdrv_find_backing_image(): the layer below `top` that `name`
 // designates, by the name recorded in the layer above it or by the file it
 // resolves to (symlinks and "./" resolved); nullptr if none.

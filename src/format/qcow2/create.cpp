@@ -111,9 +111,12 @@ Result<Options> parse_options(const CreateRequest &req) {
     return o;
 }
 
-bool is_plain_path(const std::string &f) {
+// The local file a created image name designates ("file:" stripped), or ""
+// for a name of another protocol.
+std::string local_path(const std::string &name) {
+    std::string f = strip_file_prefix(name);
     size_t colon = f.find(':'), slash = f.find('/');
-    return colon == std::string::npos || (slash != std::string::npos && slash < colon);
+    return colon == std::string::npos || (slash != std::string::npos && slash < colon) ? f : std::string();
 }
 
 Result<void> format_image(CreateRequest &req, const Options &o, uint64_t size) {
@@ -182,8 +185,8 @@ Result<void> qcow2_create(CreateRequest &req) {
     // and deletes them again on any failure.
     QIMG_TRY(req.opener->create_protocol(req.filename, 0, Prealloc::Off));
     auto fail = [&](Error e, bool data_created, const std::string &data) -> Result<void> {
-        if (is_plain_path(req.filename)) ::unlink(req.filename.c_str());
-        if (data_created && is_plain_path(data)) ::unlink(data.c_str());
+        if (std::string p = local_path(req.filename); !p.empty()) ::unlink(p.c_str());
+        if (std::string p = local_path(data); data_created && !p.empty()) ::unlink(p.c_str());
         return Err(std::move(e));
     };
     std::string data_name = req.get("data_file");

@@ -463,6 +463,9 @@ const Driver *make_file_driver() {
         Driver d;
         d.name = "file";
         d.is_protocol = true;
+        // "file:" in a name given as a string is stripped before the driver
+        // is chosen (strip_file_prefix); a filename option keeps it literally.
+        d.protocol_prefixes = {"file"};
         d.open = file_open;
         d.create = file_create;
         d.create_options = {
