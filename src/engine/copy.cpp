@@ -297,9 +297,12 @@ public:
             if (o_.compressed) QIMG_TRY(compress(r, kind));
             else split(r);
         } else if (!o_.min_sparse && kind == Kind::Zero) {
+            // -S 0 writes zeroes as data, so with -c they are compressed too
+            // (qemu-img turns the request into BLK_DATA before writing).
             std::memset(r.buf, 0, static_cast<size_t>(r.length));
             kind = Kind::Data;
-            split(r);
+            if (o_.compressed) QIMG_TRY(compress(r, kind));
+            else split(r);
         }
         r.kind = static_cast<int>(kind);
         if (kind == Kind::Data || kind == Kind::Done) r.streamed = r.length;
