@@ -411,7 +411,11 @@ private:
             error_reportf("Format driver '{}' does not support bitmaps", target->driver_name());
             return 1;
         }
-        if (a_.compressed && (!can_compress(target->driver_name()) || !target->compressed_cluster_size())) {
+        // Like QEMU, only the driver is asked here: an image of a compressing
+        // format that cannot compress (qcow2 with a data file) fails its first
+        // compressed write ("error while writing at byte N: Operation not
+        // supported").
+        if (a_.compressed && !can_compress(target->driver_name())) {
             error_report("Compression not supported for this file format");
             return 1;
         }
@@ -436,7 +440,8 @@ private:
         o.write_behind = a_.write_behind >= 0 ? static_cast<uint64_t>(a_.write_behind) : default_write_behind();
         if (a_.compressed) {
             o.compressed = true;
-            o.cluster_sectors = target->compressed_cluster_size() / engine::kSectorSize;
+            uint32_t unit = target->compressed_cluster_size();
+            o.cluster_sectors = (unit ? unit : target->cluster_size()) / engine::kSectorSize;
             o.compress = a_.compress;
         }
         o.on_progress = [](float p) { progress::print(p, 0); };
@@ -447,7 +452,7 @@ private:
         for (auto &s : sources_) srcs.push_back(s.get());
         auto r = engine::copy_images(srcs, *target, o);
         if (!r) {
-            error_report(r.error().message);
+            if (!r.error().message.empty()) error_report(r.error().message);
             return 1;
         }
         if (a_.bitmaps && !copy_bitmaps(*sources_[0], *target, a_.skip_broken)) return 1;

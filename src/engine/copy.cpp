@@ -436,7 +436,10 @@ Result<void> copy_images(const std::vector<BlockNode *> &sources, BlockNode &tar
     if (o.on_bytes) o.on_bytes(0, po.total_bytes);
     QIMG_TRY(run_pipeline(job, po));
     // qemu-img's end-of-compressed-writes signal (the driver aligns its file).
-    if (o.compressed) QIMG_TRY(target.write_compressed(0, nullptr, 0));
+    // qemu-img reports no message when it fails, only the exit status.
+    if (o.compressed) {
+        if (auto r = target.write_compressed(0, nullptr, 0); !r) return make_error(r.error().code, "");
+    }
     return ok();
 }
 

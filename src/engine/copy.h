@@ -69,7 +69,9 @@ struct CopyOptions {
 // Copies the concatenation of `sources` (each of sector_length()) into
 // `target` from offset 0. Errors carry qemu-img's convert messages
 // ("error while reading at byte N: ...", "error while writing at byte N: ...",
-// "error while reading block status at offset N: ...").
+// "error while reading block status at offset N: ..."); a failing
+// end-of-compressed-writes signal gives an error with an empty message, which
+// qemu-img does not print.
 Result<void> copy_images(const std::vector<BlockNode *> &sources, BlockNode &target, const CopyOptions &opts);
 
 // Helpers shared with compare and unit tests.

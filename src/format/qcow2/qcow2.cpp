@@ -1062,6 +1062,8 @@ Result<uint64_t> Qcow2Node::alloc_compressed_bytes_locked(uint64_t size) {
 }
 
 Result<void> Qcow2Node::write_compressed(uint64_t off, const void *buf, size_t len) {
+    // QEMU refuses before anything else, the end-of-writes signal included.
+    if (h_.has_data_file()) return make_error(ENOTSUP, "Compression is not supported with external data files");
     if (len == 0) {
         // QEMU's end-of-compressed-writes signal: truncating the file to its
         // length in whole sectors (file lengths are sector-rounded) leaves it
