@@ -294,12 +294,16 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
 }
 
 Result<NodePtr> BlockOpener::open_backing(BlockNode &child, const std::string &name, const std::string &format,
-                                          const OpenFlags &flags) {
-    // A "file:" name is stored as given but opened (and shown) without it.
-    std::string full = strip_file_prefix(combine_backing_path(child.filename(), name));
-    // A chain that names a file already in it would recurse forever.
+                                          const OpenFlags &flags, const OptionMap &overrides) {
+    auto given = overrides.find("file.filename");
+    // A "file:" name is stored as given but opened (and shown) without it;
+    // a name given as an option is taken literally.
+    std::string full = given != overrides.end() ? given->second
+                                                : strip_file_prefix(combine_backing_path(child.filename(), name));
+    // A chain that names a file already in it would recurse forever. A file
+    // the options name is opened once more, as QEMU does (no recursion).
     std::string key = file_identity(full);
-    if (std::find(chain_names_.begin(), chain_names_.end(), key) != chain_names_.end())
+    if (given == overrides.end() && std::find(chain_names_.begin(), chain_names_.end(), key) != chain_names_.end())
         return make_error(EINVAL, "Backing file '" + full + "' creates a loop in the backing chain");
     chain_names_.push_back(key);
     if (++depth_ > depth_limit) return make_error(EINVAL, "Backing chain too deep");
@@ -320,12 +324,15 @@ Result<NodePtr> BlockOpener::open_backing(BlockNode &child, const std::string &n
     o.flags.rw_backing_level = flags.rw_backing_level > 0 ? flags.rw_backing_level - 1 : 0;
     o.warn_probed_raw = false;
     OptionMap opts;
-    if (is_json_filename(full)) {
+    if (given != overrides.end()) {
+        // The options name the file; the header's name plays no part.
+    } else if (is_json_filename(full)) {
         QIMG_ASSIGN(opts, parse_json_filename(full));
     } else {
         opts["file.filename"] = full;
     }
-    if (!format.empty()) opts["driver"] = format;
+    for (const auto &[k, v] : overrides) opts[k] = v;
+    if (!format.empty() && !overrides.count("driver")) opts["driver"] = format;
     auto r = open_options(std::move(opts), full, o, depth_);
     if (!r) return Err(r.error().prepended("Could not open backing file: "));  // QEMU's bdrv_open_backing_file
     return r;

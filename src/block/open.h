@@ -26,8 +26,11 @@ public:
     // errors; the CLI prepends "Could not open '<name>': ".
     Result<NodePtr> open_image(const std::string &filename, const OpenOptions &opts);
     // Opens a backing file for `child` (name as recorded, format may be empty).
+    // `overrides` are the child's "backing.*" options, prefix stripped
+    // (QEMU's bdrv_open_backing_file): with "file.filename" they name the
+    // backing file instead of `name`; "driver" overrides `format`.
     Result<NodePtr> open_backing(BlockNode &child, const std::string &name, const std::string &format,
-                                 const OpenFlags &flags);
+                                 const OpenFlags &flags, const OptionMap &overrides = {});
     // Opens only the protocol node for a filename (e.g. for create), taking
     // the permissions of a root opened with `flags` (or, when flags.perms is
     // set, those of a format node's data child).

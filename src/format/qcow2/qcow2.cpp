@@ -147,11 +147,16 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     const Header &hh = node->h_;
     QIMG_TRY(node->open_data_file(req));
     if (rw && !req.flags.check && (hh.incompatible & kIncompatDirty)) QIMG_TRY(node->repair_dirty());
-    if (!hh.backing_file.empty()) {
-        std::string full = combine_backing_path(req.filename, hh.backing_file);
-        node->set_backing_names(hh.backing_file, hh.backing_format, full);
+    // "backing.*" options (--image-opts, json:) open a backing node even
+    // when the header names none (QEMU's bdrv_open_backing_file). Without a
+    // backing chain (info) they are left over and refused, as in QEMU.
+    OptionMap backing_opts = req.flags.no_backing ? OptionMap{} : extract_prefix(req.options, "backing");
+    if (!hh.backing_file.empty() || !backing_opts.empty()) {
+        if (!hh.backing_file.empty())
+            node->set_backing_names(hh.backing_file, hh.backing_format,
+                                    combine_backing_path(req.filename, hh.backing_file));
         if (!req.flags.no_backing) {
-            auto b = req.opener->open_backing(*node, hh.backing_file, hh.backing_format, req.flags);
+            auto b = req.opener->open_backing(*node, hh.backing_file, hh.backing_format, req.flags, backing_opts);
             if (!b) return Err(b.error());
             node->set_backing(*b);
         }
