@@ -481,8 +481,37 @@ const Driver *make_file_driver() {
     return &d;
 }
 
+// host_device / host_cdrom: QEMU's names for the file driver on devices
+// (file-posix.c). The file driver above opens block devices itself; these
+// records make the names valid formats (-f, -F, a recorded backing format)
+// and refuse what is not a device, with QEMU's message.
+Result<NodePtr> device_open(OpenRequest &req, const std::string &driver) {
+    auto it = req.options.find("filename");
+    struct stat st;
+    // QEMU opens first (so a missing file fails as in the file driver), then
+    // checks the type.
+    if (it != req.options.end() && ::stat(it->second.c_str(), &st) == 0 && !S_ISBLK(st.st_mode) &&
+        !S_ISCHR(st.st_mode))
+        return make_error(EINVAL, "'" + driver + "' driver requires '" + it->second +
+                                      "' to be either a character or block device");
+    return file_open(req);
+}
+
+const Driver *make_device_driver(const char *name) {
+    auto *d = new Driver;  // lives as long as the registry
+    d->name = name;
+    d->is_protocol = true;
+    d->open = [driver = std::string(name)](OpenRequest &req) { return device_open(req, driver); };
+    return d;
+}
+
+const Driver *make_host_device_driver() { return make_device_driver("host_device"); }
+const Driver *make_host_cdrom_driver() { return make_device_driver("host_cdrom"); }
+
 }  // namespace
 
 QIMG_REGISTER_DRIVER(make_file_driver);
+QIMG_REGISTER_DRIVER(make_host_device_driver);
+QIMG_REGISTER_DRIVER(make_host_cdrom_driver);
 
 }  // namespace qimg
