@@ -497,16 +497,23 @@ Result<NodePtr> device_open(OpenRequest &req, const std::string &driver) {
     return file_open(req);
 }
 
-const Driver *make_device_driver(const char *name) {
-    auto *d = new Driver;  // lives as long as the registry
-    d->name = name;
-    d->is_protocol = true;
-    d->open = [driver = std::string(name)](OpenRequest &req) { return device_open(req, driver); };
+Driver device_driver(const char *name) {
+    Driver d;
+    d.name = name;
+    d.is_protocol = true;
+    d.open = [driver = std::string(name)](OpenRequest &req) { return device_open(req, driver); };
     return d;
 }
 
-const Driver *make_host_device_driver() { return make_device_driver("host_device"); }
-const Driver *make_host_cdrom_driver() { return make_device_driver("host_cdrom"); }
+// Static records, like every driver's: the registry keeps pointers to them.
+const Driver *make_host_device_driver() {
+    static Driver d = device_driver("host_device");
+    return &d;
+}
+const Driver *make_host_cdrom_driver() {
+    static Driver d = device_driver("host_cdrom");
+    return &d;
+}
 
 }  // namespace
 
