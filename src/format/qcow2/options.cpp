@@ -31,28 +31,27 @@ constexpr uint32_t kOverlapConstant = 0x3 | 0x8 | 0x20 | 0x40 | 0x100;  // QCOW2
 constexpr uint32_t kOverlapCached = kOverlapConstant | 0x4 | 0x10;      // + active L2, refcount blocks
 constexpr uint32_t kOverlapAll = kOverlapCached | 0x80;                  // + inactive L2
 
+// Removes `key` from `opts` and parses it with `parse` (util/keyval's typed
+// parsers, QEMU's wording); absent: an empty optional.
+template <class T, class Parse>
+Result<std::optional<T>> take_parsed(OptionMap &opts, const char *key, Parse parse) {
+    auto it = opts.find(key);
+    if (it == opts.end()) return std::optional<T>();
+    QIMG_ASSIGN(T v, parse(key, it->second));
+    opts.erase(it);
+    return std::optional<T>(v);
+}
+
 Result<std::optional<bool>> take_bool(OptionMap &opts, const char *key) {
-    auto it = opts.find(key);
-    if (it == opts.end()) return std::optional<bool>();
-    QIMG_ASSIGN(bool v, parse_bool_opt(key, it->second));
-    opts.erase(it);
-    return std::optional<bool>(v);
+    return take_parsed<bool>(opts, key, [](std::string_view k, std::string_view v) { return parse_bool_opt(k, v); });
 }
-
 Result<std::optional<uint64_t>> take_size(OptionMap &opts, const char *key) {
-    auto it = opts.find(key);
-    if (it == opts.end()) return std::optional<uint64_t>();
-    QIMG_ASSIGN(uint64_t v, parse_size_opt(key, it->second));
-    opts.erase(it);
-    return std::optional<uint64_t>(v);
+    return take_parsed<uint64_t>(opts, key,
+                                 [](std::string_view k, std::string_view v) { return parse_size_opt(k, v); });
 }
-
 Result<std::optional<uint64_t>> take_number(OptionMap &opts, const char *key) {
-    auto it = opts.find(key);
-    if (it == opts.end()) return std::optional<uint64_t>();
-    QIMG_ASSIGN(uint64_t v, parse_number_opt(key, it->second));
-    opts.erase(it);
-    return std::optional<uint64_t>(v);
+    return take_parsed<uint64_t>(opts, key,
+                                 [](std::string_view k, std::string_view v) { return parse_number_opt(k, v); });
 }
 
 std::optional<std::string> take_string(OptionMap &opts, const char *key) {
