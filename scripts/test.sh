@@ -4,7 +4,8 @@
 # time on its seed corpus. Ends with one line `N passed, N failed`.
 #
 # Environment: JOBS (default 2), FUZZ_TIME seconds per fuzz target (default 30,
-# 0 skips fuzzing), SKIP_ASAN=1 / SKIP_FUZZ=1 to leave a stage out locally.
+# 0 skips fuzzing), SKIP_ASAN=1 / SKIP_FUZZ=1 to leave a stage out locally,
+# NO_CCACHE=1 to build without ccache.
 # IOTESTS=1 adds QEMU 7.2's own qemu-iotests for qcow2 and raw with qimg as
 # qemu-img (tests/iotests/run-iotests.sh; ~7 minutes, not in CI's default
 # run), IOTESTS="qcow2 raw ..." chooses the formats.
@@ -14,6 +15,9 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 JOBS=${JOBS:-2}
 FUZZ_TIME=${FUZZ_TIME:-30}
+# Builds go through ccache where it is installed (NO_CCACHE=1: not), with paths
+# taken relative to the checkout so that any clone of the same sources hits.
+export CCACHE_BASEDIR=$ROOT CCACHE_NOHASHDIR=1
 LOG_DIR=$ROOT/build/logs   # inside build/ so that it is ignored like the build
 mkdir -p "$LOG_DIR"
 
@@ -29,7 +33,11 @@ configure_and_build() {
     # Keep whatever generator an existing local build dir was made with.
     local generator=(-G Ninja)
     [[ -f $dir/CMakeCache.txt ]] && generator=()
-    cmake -S "$ROOT" -B "$dir" "${generator[@]}" "$@" &&
+    local launcher=()
+    if command -v ccache >/dev/null && [[ ${NO_CCACHE:-0} != 1 ]]; then
+        launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+    fi
+    cmake -S "$ROOT" -B "$dir" "${generator[@]}" "${launcher[@]}" "$@" &&
         cmake --build "$dir" -j "$JOBS"
 }
 
