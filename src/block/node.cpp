@@ -48,15 +48,53 @@ Result<void> BlockNode::copy_range_to(BlockNode &, uint64_t, uint64_t, uint64_t)
     return make_error(ENOTSUP, "Copy offloading is not supported");
 }
 
+void BlockNode::attach_child(ChildKind kind, std::string name, NodePtr node) {
+    // A driver that passes its protocol child to its constructor holds it
+    // in file_ before the opener attaches it.
+    if (kind == ChildKind::File || kind == ChildKind::Backing)
+        std::erase_if(children_, [&](const BlockChild &c) { return c.kind == kind; });
+    if (kind == ChildKind::File) file_ = node;
+    if (kind == ChildKind::Backing) backing_ = node;
+    if (node) children_.push_back(BlockChild{kind, std::move(name), std::move(node)});
+}
+
+BlockNode *BlockNode::child(ChildKind kind) const {
+    if (kind == ChildKind::File) return file_.get();
+    if (kind == ChildKind::Backing) return backing_.get();
+    for (const BlockChild &c : children_)
+        if (c.kind == kind) return c.node.get();
+    return nullptr;
+}
+
+namespace {
+// The children a node's own flush, page-cache advice and size cover: its
+// backing file is another image, flushed and sized on its own.
+template <class Fn>
+void for_each_own_child(const BlockNode &n, const NodePtr &file, Fn fn) {
+    bool file_seen = false;
+    for (const BlockChild &c : n.children()) {
+        if (c.kind == ChildKind::Backing) continue;
+        file_seen |= c.node == file;
+        fn(c);
+    }
+    // A driver that keeps its protocol child without attaching it.
+    if (file && !file_seen) fn(BlockChild{ChildKind::File, "file", file});
+}
+}  // namespace
+
 void BlockNode::cache_advice(CacheAdvice a, uint64_t, uint64_t len) {
-    if (file_ && len == 0) file_->cache_advice(a);
+    if (len != 0) return;
+    for_each_own_child(*this, file_, [&](const BlockChild &c) { c.node->cache_advice(a); });
 }
 
 Result<void> BlockNode::discard(uint64_t, uint64_t) { return ok(); }  // a hint: ignoring it is correct
 
 Result<void> BlockNode::flush() {
-    if (file_) return file_->flush();
-    return ok();
+    Result<void> r = ok();
+    for_each_own_child(*this, file_, [&](const BlockChild &c) {
+        if (r) r = c.node->flush();
+    });
+    return r;
 }
 
 Result<void> BlockNode::truncate(uint64_t, Prealloc, bool) {
@@ -73,8 +111,19 @@ Result<BlockStatus> BlockNode::block_status(uint64_t off, uint64_t len) {
 }
 
 Result<uint64_t> BlockNode::allocated_size() {
-    if (file_) return file_->allocated_size();
-    return make_error(ENOTSUP, "allocated size unknown");
+    Result<uint64_t> sum = make_error(ENOTSUP, "allocated size unknown");
+    bool any = false;
+    for_each_own_child(*this, file_, [&](const BlockChild &c) {
+        if (c.kind == ChildKind::DataFile || (any && !sum)) return;
+        auto r = c.node->allocated_size();
+        if (!r) {
+            sum = Err(r.error());
+        } else {
+            sum = (any ? *sum : 0) + *r;
+        }
+        any = true;
+    });
+    return sum;
 }
 
 Result<CheckReport> BlockNode::check(CheckRepair) {

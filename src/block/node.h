@@ -118,6 +118,25 @@ struct BitmapBits {
     bool in_use = false;  // inconsistent: `bits` is empty
 };
 
+// What a child node is to its parent: the edges of the graph. A node may
+// have any number of children; file() and backing() are the first child of
+// their kind.
+enum class ChildKind {
+    File,      // the protocol node (or filtered node) holding the image
+    Backing,   // the backing image, read where this layer has no data
+    DataFile,  // qcow2's external data file: guest data only
+    Extent,    // one of several files holding the image (vmdk extents)
+    Payload,   // an encryption payload or detached header (luks)
+};
+
+struct BlockChild {
+    ChildKind kind = ChildKind::File;
+    // The option prefix that configures it ("file", "backing", "data-file",
+    // "extents.3"), and the name messages use.
+    std::string name;
+    NodePtr node;
+};
+
 class BlockNode {
 public:
     virtual ~BlockNode() = default;
@@ -266,6 +285,11 @@ public:
     virtual Result<void> set_perm(Perms p) { (void)p; return ok(); }
 
     // --- graph ----------------------------------------------------------
+    // Every child, in the order attached. flush(), cache_advice() and
+    // allocated_size() cover them by default (backing files excepted, and
+    // a data file is left out of allocated_size() as qemu-img 7.2 does).
+    const std::vector<BlockChild> &children() const { return children_; }
+    BlockNode *child(ChildKind kind) const;
     BlockNode *file() const { return file_.get(); }
     BlockNode *backing() const { return backing_.get(); }
     const NodePtr &file_ptr() const { return file_; }
@@ -276,9 +300,11 @@ public:
     const std::string &backing_format() const { return backing_format_; }
     const std::string &full_backing_filename() const { return full_backing_filename_; }
 
-    // Set by the generic open code.
-    void set_file(NodePtr f) { file_ = std::move(f); }
-    void set_backing(NodePtr b) { backing_ = std::move(b); }
+    // Set by the opener (BlockOpener::open_child and the generic open
+    // code). set_file/set_backing replace the child of that kind.
+    void attach_child(ChildKind kind, std::string name, NodePtr node);
+    void set_file(NodePtr f) { attach_child(ChildKind::File, "file", std::move(f)); }
+    void set_backing(NodePtr b) { attach_child(ChildKind::Backing, "backing", std::move(b)); }
     void set_read_only(bool ro) { read_only_ = ro; }
     void set_backing_names(std::string name, std::string fmt, std::string full) {
         backing_filename_ = std::move(name);
@@ -289,6 +315,9 @@ public:
 protected:
     Error not_supported(std::string_view what) const;
 
+    std::vector<BlockChild> children_;
+    // The File and Backing children, kept by attach_child for the drivers'
+    // hot paths.
     NodePtr file_;
     NodePtr backing_;
     std::string filename_;

@@ -152,11 +152,12 @@ Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, con
     return node;
 }
 
-Result<NodePtr> BlockOpener::open_protocol(const std::string &filename, const OptionMap &in, const OpenFlags &flags) {
+Result<NodePtr> BlockOpener::open_protocol(const std::string &filename, const OptionMap &in, const OpenFlags &flags,
+                                           unsigned role) {
     QIMG_ASSIGN(NodePtr node, open_protocol_node(filename, in, flags));
-    // With perms set, the caller is a format node opening an extra child (a
-    // qcow2 data file): it holds guest data. Without, the node is a root.
-    Perms p = flags.perms ? child_perms(kRoleData, *flags.perms, flags.read_write, flags.no_io) : node_perms(flags);
+    // With perms set, the caller is a format node opening a child (a qcow2
+    // data file) in `role`. Without, the node is a root.
+    Perms p = flags.perms ? child_perms(role, *flags.perms, flags.read_write, flags.no_io) : node_perms(flags);
     if (flags.force_share) p.shared = kPermAll;
     QIMG_TRY(node->set_perm(p));
     return node;
@@ -286,10 +287,53 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
     if (probed) req.options["x-probed"] = "on";
     QIMG_ASSIGN(NodePtr node, fd->open(req));
     req.options.erase("x-probed");
-    QIMG_TRY(reject_leftovers(req.options, *fd));
-    if (!node->file()) node->set_file(file);
+    node->set_file(node->file() ? node->file_ptr() : file);
     node->set_filename(display);
     node->set_read_only(!o.flags.read_write);
+    if (fd->supports_backing) QIMG_TRY(open_recorded_backing(*node, req));
+    QIMG_TRY(reject_leftovers(req.options, *fd));
+    return node;
+}
+
+// The backing file a format records (BlockNode::set_backing_names), or the
+// one "backing.*" options name even when the image records none (QEMU's
+// bdrv_open_backing_file). Without a backing chain (info) those options are
+// left over and refused, as in QEMU.
+Result<void> BlockOpener::open_recorded_backing(BlockNode &node, OpenRequest &req) {
+    if (req.flags.no_backing) return ok();
+    OptionMap backing_opts = extract_prefix(req.options, "backing");
+    if (node.backing_filename().empty() && backing_opts.empty()) return ok();
+    QIMG_ASSIGN(NodePtr b, open_backing(node, node.backing_filename(), node.backing_format(), req.flags, backing_opts));
+    node.set_backing(std::move(b));
+    return ok();
+}
+
+Result<void> BlockOpener::check_implicit(const BlockNode &parent, const std::string &recorded,
+                                         const std::string &resolved, const std::string &what) const {
+    if (!implicit_open) return Err(implicit_open.error());
+    ImplicitName n;
+    // The directory that confines is the one of the file holding the image.
+    n.image = parent.file() ? parent.file()->filename() : parent.filename();
+    n.recorded = recorded;
+    n.resolved = resolved;
+    n.what = what;
+    return check_implicit_open(*implicit_open, n);
+}
+
+Result<NodePtr> BlockOpener::open_child(BlockNode &parent, const OpenFlags &flags, const ChildSpec &spec) {
+    NodePtr node;
+    if (!spec.options.empty()) {
+        // Named by the user: opened as the options say.
+        OpenFlags f = flags;
+        QIMG_ASSIGN(node, open_protocol({}, spec.options, f, spec.role));
+    } else {
+        std::string resolved = spec.relative_to_image
+                                   ? strip_file_prefix(combine_backing_path(parent.filename(), spec.recorded))
+                                   : spec.recorded;
+        QIMG_TRY(check_implicit(parent, spec.recorded, resolved, spec.what));
+        QIMG_ASSIGN(node, open_protocol(spec.relative_to_image ? resolved : spec.recorded, {}, flags, spec.role));
+    }
+    parent.attach_child(spec.kind, spec.name, node);
     return node;
 }
 
@@ -302,6 +346,10 @@ Result<NodePtr> BlockOpener::open_backing(BlockNode &child, const std::string &n
                                                 : strip_file_prefix(combine_backing_path(child.filename(), name));
     // A chain that names a file already in it would recurse forever. A file
     // the options name is opened once more, as QEMU does (no recursion).
+    if (given == overrides.end()) {
+        auto allowed = check_implicit(child, name, full, "backing file");
+        if (!allowed) return Err(allowed.error().prepended("Could not open backing file: "));
+    }
     std::string key = file_identity(full);
     if (given == overrides.end() && std::find(chain_names_.begin(), chain_names_.end(), key) != chain_names_.end())
         return make_error(EINVAL, "Backing file '" + full + "' creates a loop in the backing chain");

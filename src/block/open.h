@@ -5,6 +5,7 @@
 #include <string>
 
 #include "block/driver.h"
+#include "block/implicit_open.h"
 
 namespace qimg {
 
@@ -17,10 +18,34 @@ struct OpenOptions {
     bool warn_probed_raw = true;
 };
 
+// A child a format driver opens for its node (a qcow2 data file, vmdk
+// extents, a luks payload). Backing files are opened by the generic code
+// (drivers only record their name: BlockNode::set_backing_names).
+struct ChildSpec {
+    ChildKind kind = ChildKind::DataFile;
+    std::string name;         // option prefix and message name: "data-file", "extents.2"
+    // The user's "<name>.*" options (prefix stripped), e.g. from
+    // --image-opts: when non-empty they alone say what is opened.
+    OptionMap options;
+    // The file name the image records (implicit: subject to the
+    // implicit-open policy, block/implicit_open.h).
+    std::string recorded;
+    // Recorded names are relative to the image's directory (vmdk extents,
+    // backing files), not to the working directory (a qcow2 data file, as
+    // QEMU opens it).
+    bool relative_to_image = false;
+    std::string what = "data file";  // in policy messages
+    unsigned role = kRoleData;        // perm.h: what the parent uses it for
+};
+
 // Opens nodes and their children. One instance per command; it also resolves
 // relative backing file names and refuses loops in backing chains.
 class BlockOpener {
 public:
+    // Opens a child of `parent` (whose own open request carries `flags`),
+    // attaches it to `parent` and returns it. What the image names is
+    // opened only as the implicit-open policy allows.
+    Result<NodePtr> open_child(BlockNode &parent, const OpenFlags &flags, const ChildSpec &spec);
     // Opens an image (format node over its protocol node, with its backing
     // chain unless flags.no_backing). Errors are worded like QEMU's inner
     // errors; the CLI prepends "Could not open '<name>': ".
@@ -34,7 +59,8 @@ public:
     // Opens only the protocol node for a filename (e.g. for create), taking
     // the permissions of a root opened with `flags` (or, when flags.perms is
     // set, those of a format node's data child).
-    Result<NodePtr> open_protocol(const std::string &filename, const OptionMap &opts, const OpenFlags &flags);
+    Result<NodePtr> open_protocol(const std::string &filename, const OptionMap &opts, const OpenFlags &flags,
+                                  unsigned role = kRoleData);
     // Creates the protocol-level file (create/truncate it to `size`).
     Result<void> create_protocol(const std::string &filename, uint64_t size, Prealloc prealloc);
     // The same with all of a creation request's options (the protocol's own
@@ -43,7 +69,15 @@ public:
     Result<void> create_protocol(CreateRequest &req);
 
     int depth_limit = 64;   // deeper chains are refused as loops/abuse
+    // What images may make this opener open (default: the process's
+    // policy, block/implicit_open.h).
+    Result<ImplicitOpen> implicit_open = implicit_open_policy();
 private:
+    // The implicit-open check for `recorded` (resolved to `resolved`),
+    // named by `parent`.
+    Result<void> check_implicit(const BlockNode &parent, const std::string &recorded, const std::string &resolved,
+                                const std::string &what) const;
+    Result<void> open_recorded_backing(BlockNode &node, OpenRequest &req);
     // open_protocol without taking permissions.
     Result<NodePtr> open_protocol_node(const std::string &filename, const OptionMap &opts, const OpenFlags &flags);
     Result<NodePtr> open_options(OptionMap opts, const std::string &display_name, const OpenOptions &o, int depth);

@@ -405,7 +405,12 @@ private:
         ta.writable = true;
         ta.cache = a_.cache;
         ta.quiet = a_.quiet;
+        // A target this command created records only names the user gave
+        // (-o data_file, -B): opened whatever the implicit-open policy.
+        auto policy = opener_.implicit_open;
+        if (!a_.skip_create) opener_.implicit_open = ImplicitOpen::Follow;
         NodePtr target = open_image(opener_, out_filename_, ta);
+        opener_.implicit_open = policy;
         if (!target) return 1;
         if (a_.bitmaps && !target->supports_persistent_bitmaps()) {
             error_reportf("Format driver '{}' does not support bitmaps", target->driver_name());

@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/version.h"
+#include "block/implicit_open.h"
 #include "util/progname.h"
 
 namespace {
@@ -49,8 +50,13 @@ int main(int argc, char **argv) {
         {"help", no_argument, nullptr, 'h'},
         {"version", no_argument, nullptr, 'V'},
         {"trace", required_argument, nullptr, 'T'},
+        {"implicit-open", required_argument, nullptr, 'I'},
         {nullptr, 0, nullptr, 0},
     };
+    // qimg's policy for files images name (block/implicit_open.h): the
+    // environment's, unless --implicit-open says otherwise below. A bad
+    // value stops every command rather than falling back to 'follow'.
+    bool policy_given = false;
     if (argc < 2) error_exit("Not enough arguments");
     int c;
     opterr = 0;
@@ -64,6 +70,13 @@ int main(int argc, char **argv) {
         case 'V':
             std::fputs(version_text().c_str(), stdout);
             return 0;
+        case 'I': {
+            auto p = qimg::parse_implicit_open(optarg);
+            if (!p) error_exit(p.error().message);
+            qimg::set_implicit_open_policy(*p);
+            policy_given = true;
+            break;
+        }
         case 'T':
             // Tracing is QEMU-internal; accepted for compatibility, and like
             // qemu-img with an unknown event, it only warns.
@@ -72,6 +85,10 @@ int main(int argc, char **argv) {
         }
     }
     if (optind >= argc) error_exit("Not enough arguments");
+    if (!policy_given) {
+        auto p = qimg::implicit_open_policy();
+        if (!p) error_exit(p.error().message);
+    }
     const char *name = argv[optind];
     for (const Command &cmd : kCommands) {
         if (std::strcmp(cmd.name, name) == 0) {

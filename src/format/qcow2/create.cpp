@@ -155,11 +155,16 @@ Result<void> format_image(CreateRequest &req, const Options &o, uint64_t size) {
         QIMG_TRY(raw->write(o.cluster_size, rt.data(), rt.size()));
     }
     QIMG_ASSIGN(NodePtr file, req.opener->open_protocol(req.filename, {}, flags));
+    // The names in the header just written (a data file) are the user's
+    // own -o values, not an untrusted image's: opened whatever the
+    // implicit-open policy.
+    BlockOpener own_names;
+    own_names.implicit_open = ImplicitOpen::Follow;
     OpenRequest oreq;
     oreq.filename = req.filename;
     oreq.flags = flags;
     oreq.file = file;
-    oreq.opener = req.opener;
+    oreq.opener = &own_names;
     QIMG_ASSIGN(auto node, Qcow2Node::open(oreq));
     // Header, refcount table and refcount block (QEMU's alloc_clusters(3 clusters)).
     QIMG_TRY(node->allocate_initial_clusters());

@@ -147,20 +147,9 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     const Header &hh = node->h_;
     QIMG_TRY(node->open_data_file(req));
     if (rw && !req.flags.check && (hh.incompatible & kIncompatDirty)) QIMG_TRY(node->repair_dirty());
-    // "backing.*" options (--image-opts, json:) open a backing node even
-    // when the header names none (QEMU's bdrv_open_backing_file). Without a
-    // backing chain (info) they are left over and refused, as in QEMU.
-    OptionMap backing_opts = req.flags.no_backing ? OptionMap{} : extract_prefix(req.options, "backing");
-    if (!hh.backing_file.empty() || !backing_opts.empty()) {
-        if (!hh.backing_file.empty())
-            node->set_backing_names(hh.backing_file, hh.backing_format,
-                                    combine_backing_path(req.filename, hh.backing_file));
-        if (!req.flags.no_backing) {
-            auto b = req.opener->open_backing(*node, hh.backing_file, hh.backing_format, req.flags, backing_opts);
-            if (!b) return Err(b.error());
-            node->set_backing(*b);
-        }
-    }
+    // The opener opens the backing file the header names (block/open.h).
+    if (!hh.backing_file.empty())
+        node->set_backing_names(hh.backing_file, hh.backing_format, combine_backing_path(req.filename, hh.backing_file));
     return node;
 }
 
@@ -181,9 +170,13 @@ Result<void> Qcow2Node::open_data_file(OpenRequest &req) {
     }
     // qemu-img names no nodes, so a reference can never be resolved.
     if (reference) return make_error(EINVAL, "Cannot find device='" + *reference + "' nor node-name='" + *reference + "'");
+    ChildSpec spec;
+    spec.kind = ChildKind::DataFile;
+    spec.name = "data-file";
+    spec.options = std::move(child);
     NodePtr df;
-    if (!child.empty()) {
-        QIMG_ASSIGN(df, req.opener->open_protocol({}, child, req.flags));
+    if (!spec.options.empty()) {
+        QIMG_ASSIGN(df, req.opener->open_child(*this, req.flags, spec));
     }
     if (!h_.has_data_file()) {
         if (df) return make_error(EINVAL, "'data-file' can only be set for images with an external data file");
@@ -192,7 +185,10 @@ Result<void> Qcow2Node::open_data_file(OpenRequest &req) {
         return ok();
     }
     if (!df && h_.data_file && !h_.data_file->empty()) {
-        QIMG_ASSIGN(df, req.opener->open_protocol(*h_.data_file, {}, req.flags));
+        // QEMU opens the name the header records relative to the working
+        // directory, not to the image.
+        spec.recorded = *h_.data_file;
+        QIMG_ASSIGN(df, req.opener->open_child(*this, req.flags, spec));
     }
     if (!df) return make_error(EINVAL, "'data-file' is required for this image");
     data_file_ = std::move(df);
