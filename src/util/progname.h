@@ -5,10 +5,14 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 namespace qimg {
 
 const std::string &program_name();  // "qemu-img" until set
 void set_program_name(std::string name);
+// "<program>: <msg>\n" on stderr at once: QEMU's error_report() from a layer
+// whose caller passes no error object, which then sees only an errno.
+void report_error(std::string_view msg);
 
 }  // namespace qimg

@@ -285,7 +285,7 @@ Result<void> Qcow2Node::expand_zero_clusters_locked(const AmendStatus &status) {
     for (const Snapshot &sn : snapshots_) total += sn.l1_size;
     QIMG_TRY(expand_zero_clusters_in_l1_locked(l1_, visited, total, status));
     for (const Snapshot &sn : snapshots_) {
-        QIMG_TRY(validate_snapshot_l1(sn, cs_));
+        QIMG_TRY(validate_snapshot_l1_reported(sn, cs_));
         QIMG_ASSIGN(std::vector<uint64_t> l1, read_l1_locked(sn.l1_table_offset, sn.l1_size, 0));
         QIMG_TRY(expand_zero_clusters_in_l1_locked(l1, visited, total, status));
     }

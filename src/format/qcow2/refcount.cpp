@@ -119,6 +119,19 @@ Result<void> Refcounts::write_table_entry(uint64_t index) {
     return file_.write(table_offset_ + index * 8, e, 8);
 }
 
+Result<void> Refcounts::check_counted(uint64_t offset, uint64_t length) const {
+    if (length == 0) return ok();
+    uint64_t last_byte;
+    if (__builtin_add_overflow(offset, length - 1, &last_byte)) return make_error(EFBIG, "Refcount table too large");
+    const uint64_t per_table_entry = entries_per_block_ << cluster_bits_;  // bytes one refcount block covers
+    for (uint64_t ti = offset / per_table_entry; ti <= last_byte / per_table_entry; ti++) {
+        if (has_block(ti)) continue;
+        if (ti >= kMaxRefcountTableBytes / 8) return make_error(EFBIG, "Refcount table too large");
+        return make_error(EAGAIN, "Cluster at offset " + std::to_string(offset) + " has no refcount block");
+    }
+    return ok();
+}
+
 bool Refcounts::has_block(uint64_t table_index) const {
     return table_index < table_.size() && (table_[table_index] & 0xfffffffffffffe00ull);
 }

@@ -25,6 +25,12 @@ public:
     Result<void> load(uint64_t table_offset, uint32_t table_clusters);
 
     Result<uint64_t> get(uint64_t cluster_index);
+    // Whether every cluster touching [offset, offset+length) already has a
+    // refcount block, as every cluster in use must: EAGAIN where one is
+    // missing (what QEMU's refcount updates answer there), EFBIG where not
+    // even a refcount table of the largest size could cover the range.
+    // Lets a multi-step update refuse corrupt references before it starts.
+    Result<void> check_counted(uint64_t offset, uint64_t length) const;
     // Adds `delta` to the refcount of every cluster touching [offset, offset+length).
     Result<void> update(uint64_t offset, uint64_t length, int64_t delta);
     // Allocates `n` contiguous clusters (refcount 1), returns the host offset.

@@ -18,6 +18,7 @@
 // compat=0.10 has none. An interruption leaks clusters, or leaves a flag
 // missing on a cluster of refcount 1 (a copy on the next write), at worst.
 #include "format/qcow2/snapshot.h"
+#include "util/progname.h"
 
 #include <algorithm>
 #include <cinttypes>
@@ -204,6 +205,13 @@ Result<void> validate_snapshot_l1(const Snapshot &sn, uint64_t cluster_size) {
     return ok();
 }
 
+Result<void> validate_snapshot_l1_reported(const Snapshot &sn, uint64_t cluster_size) {
+    auto v = validate_snapshot_l1(sn, cluster_size);
+    if (v) return ok();
+    report_error(v.error().message);
+    return make_error(v.error().code, std::strerror(v.error().code));
+}
+
 std::string new_snapshot_id(const std::vector<Snapshot> &list) {
     unsigned long max = 0;
     for (const Snapshot &sn : list) max = std::max(max, std::strtoul(sn.id.c_str(), nullptr, 10));
@@ -358,6 +366,23 @@ Result<void> Qcow2Node::update_snapshot_refcount_locked(const std::vector<uint64
     return discard_freed_locked(dropped);
 }
 
+// Every L2 table and cluster `l1` reaches has a refcount block
+// (Refcounts::check_counted): checked before a snapshot operation raises
+// their refcounts, so that a corrupt entry fails it before it starts.
+Result<void> Qcow2Node::check_references_counted_locked(const std::vector<uint64_t> &l1) {
+    for (size_t i = 0; i < l1.size(); i++) {
+        QIMG_ASSIGN(std::shared_ptr<L2Table> tp, snapshot_l2_locked(l1[i], i));
+        if (!tp) continue;
+        const uint64_t l2_off = l1[i] & kL1OffsetMask;
+        for (uint64_t j = 0; j < l2_entries_; j++) {
+            QIMG_ASSIGN(auto ref, l2_entry_ref_locked((*tp)[j * words_], l2_off, j));
+            QIMG_TRY(rc_->check_counted(ref.first, ref.second));
+        }
+        QIMG_TRY(rc_->check_counted(l2_off, cs_));
+    }
+    return ok();
+}
+
 // After refcounts fell (snapshot apply and delete), with them durable:
 // OFLAG_COPIED is set on the active L2 and L1 entries exactly where the
 // refcount is 1 (compressed clusters never carry it), L2 tables first. An
@@ -449,6 +474,9 @@ Result<void> Qcow2Node::snapshot_create(const SnapshotInfo &info) {
     if (snapshots_.size() >= kMaxSnapshots) return make_error(EFBIG, "Too many snapshots");
     if (h_.has_data_file()) return make_error(ENOTSUP, "Operation not supported");
     QIMG_TRY(prepare_write_locked());
+    // A reference the refcounts cannot count is refused before anything
+    // changes, so that the image is left as it was (no dirty bit to repair).
+    QIMG_TRY(check_references_counted_locked(l1_));
     QIMG_TRY(mark_dirty_locked());
     QIMG_TRY(flush_metadata_locked());
 
@@ -507,7 +535,7 @@ Result<void> Qcow2Node::snapshot_goto(const std::string &id) {
         int idx = find_snapshot_by_id_or_name(snapshots_, id);
         if (idx < 0) return load_failed(ENOENT);
         sn = snapshots_[size_t(idx)];
-        auto v = validate_snapshot_l1(sn, cs_);
+        auto v = validate_snapshot_l1_reported(sn, cs_);
         if (!v) return Err(v.error().prepended("Failed to load snapshot: "));
         QIMG_TRY(prepare_write_locked());
         QIMG_TRY(mark_dirty_locked());

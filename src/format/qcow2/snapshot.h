@@ -61,6 +61,9 @@ Result<std::vector<uint8_t>> serialize_snapshot_table(const std::vector<Snapshot
 
 // QEMU's qcow2_validate_table for a snapshot's L1 table.
 Result<void> validate_snapshot_l1(const Snapshot &sn, uint64_t cluster_size);
+// The same for callers that, as in QEMU, report the reason at once
+// (report_error) and pass on only its errno: "Invalid argument".
+Result<void> validate_snapshot_l1_reported(const Snapshot &sn, uint64_t cluster_size);
 
 // QEMU's find_new_snapshot_id: one more than the largest numeric ID.
 std::string new_snapshot_id(const std::vector<Snapshot> &list);
