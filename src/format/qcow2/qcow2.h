@@ -191,6 +191,9 @@ private:
     Result<std::shared_ptr<L2Table>> snapshot_l2_locked(uint64_t l1_entry, uint64_t l1_index);
     Result<void> clear_copied_locked(std::vector<uint64_t> &l1, bool active);
     Result<void> check_references_counted_locked(const std::vector<uint64_t> &l1);
+    Result<void> walk_references_locked(const std::vector<uint64_t> &l1,
+                                        const std::function<Result<void>(uint64_t, uint64_t)> &on_cluster,
+                                        const std::function<Result<void>(uint64_t)> &on_table);
     Result<void> update_snapshot_refcount_locked(const std::vector<uint64_t> &l1, int addend);
     Result<void> sync_copied_locked();
     // `pre_write` (check's metadata overlap check) vets the new table's

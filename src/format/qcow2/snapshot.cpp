@@ -342,23 +342,22 @@ Result<void> Qcow2Node::clear_copied_locked(std::vector<uint64_t> &l1, bool acti
 // (clear_copied_locked) and after a fall (sync_copied_locked).
 Result<void> Qcow2Node::update_snapshot_refcount_locked(const std::vector<uint64_t> &l1, int addend) {
     std::vector<uint64_t> dropped;  // clusters a -1 may have freed
-    for (size_t i = 0; i < l1.size(); i++) {
-        QIMG_ASSIGN(std::shared_ptr<L2Table> tp, snapshot_l2_locked(l1[i], i));
-        if (!tp) continue;
-        const uint64_t l2_off = l1[i] & kL1OffsetMask;
-        for (uint64_t j = 0; j < l2_entries_; j++) {
-            QIMG_ASSIGN(auto ref, l2_entry_ref_locked((*tp)[j * words_], l2_off, j));
-            if (!ref.second) continue;
-            QIMG_TRY(rc_->update(ref.first, ref.second, addend));
-            if (addend < 0) dropped.push_back(ref.first);
-        }
-        QIMG_TRY(rc_->update(l2_off, cs_, addend));
-        QIMG_ASSIGN(uint64_t rc, rc_->get(l2_off >> cbits_));
-        if (rc == 0) {
-            l2_->drop(l2_off);  // freed: nothing may write it back
-            if (addend < 0) dropped.push_back(l2_off);
-        }
-    }
+    QIMG_TRY(walk_references_locked(
+        l1,
+        [&](uint64_t host, uint64_t bytes) -> Result<void> {
+            QIMG_TRY(rc_->update(host, bytes, addend));
+            if (addend < 0) dropped.push_back(host);
+            return ok();
+        },
+        [&](uint64_t l2_off) -> Result<void> {
+            QIMG_TRY(rc_->update(l2_off, cs_, addend));
+            QIMG_ASSIGN(uint64_t rc, rc_->get(l2_off >> cbits_));
+            if (rc == 0) {
+                l2_->drop(l2_off);  // freed: nothing may write it back
+                if (addend < 0) dropped.push_back(l2_off);
+            }
+            return ok();
+        }));
     QIMG_TRY(flush_metadata_locked());
     QIMG_TRY(file_->flush());
     // As QEMU's QCOW2_DISCARD_SNAPSHOT frees; callers drop references only
@@ -370,15 +369,26 @@ Result<void> Qcow2Node::update_snapshot_refcount_locked(const std::vector<uint64
 // (Refcounts::check_counted): checked before a snapshot operation raises
 // their refcounts, so that a corrupt entry fails it before it starts.
 Result<void> Qcow2Node::check_references_counted_locked(const std::vector<uint64_t> &l1) {
+    return walk_references_locked(
+        l1, [&](uint64_t host, uint64_t bytes) { return rc_->check_counted(host, bytes); },
+        [&](uint64_t l2_off) { return rc_->check_counted(l2_off, cs_); });
+}
+
+// Every data cluster (a compressed one's byte range) an L2 table of `l1`
+// references goes to `on_cluster(host, bytes)`, then the table itself to
+// `on_table(l2_offset)`, in L1 order; the first error stops the walk.
+Result<void> Qcow2Node::walk_references_locked(const std::vector<uint64_t> &l1,
+                                               const std::function<Result<void>(uint64_t, uint64_t)> &on_cluster,
+                                               const std::function<Result<void>(uint64_t)> &on_table) {
     for (size_t i = 0; i < l1.size(); i++) {
         QIMG_ASSIGN(std::shared_ptr<L2Table> tp, snapshot_l2_locked(l1[i], i));
         if (!tp) continue;
         const uint64_t l2_off = l1[i] & kL1OffsetMask;
         for (uint64_t j = 0; j < l2_entries_; j++) {
             QIMG_ASSIGN(auto ref, l2_entry_ref_locked((*tp)[j * words_], l2_off, j));
-            QIMG_TRY(rc_->check_counted(ref.first, ref.second));
+            if (ref.second) QIMG_TRY(on_cluster(ref.first, ref.second));
         }
-        QIMG_TRY(rc_->check_counted(l2_off, cs_));
+        QIMG_TRY(on_table(l2_off));
     }
     return ok();
 }
