@@ -14,6 +14,7 @@
 
 #include "block/node.h"
 #include "block/perm.h"
+#include "crypto/secret.h"
 #include "util/json_filename.h"
 
 namespace qimg {
@@ -58,6 +59,8 @@ struct OpenRequest {
     OpenFlags flags;
     NodePtr file;           // format drivers: the opened protocol child
     BlockOpener *opener = nullptr;  // to open backing files / extra children
+    // The --object secrets (keys, passphrases: encrypt.key-secret=<id>).
+    const SecretStore *secrets = &SecretStore::global();
 };
 
 // Options a driver's create() receives: the `-o` values after validation
@@ -67,6 +70,7 @@ struct CreateRequest {
     uint64_t size = 0;
     std::map<std::string, std::string> options;  // validated; absent = not given
     BlockOpener *opener = nullptr;
+    const SecretStore *secrets = &SecretStore::global();  // as OpenRequest::secrets
     bool quiet = false;
     // Helpers for typed access with the driver's defaults applied.
     bool has(const std::string &k) const { return options.count(k) != 0; }
@@ -85,6 +89,7 @@ struct MeasureRequest {
     // decimal, booleans "on"/"off"; absent = not given. "size" is --size.
     std::map<std::string, std::string> options;
     BlockNode *source = nullptr;  // the image to be copied, or nullptr
+    const SecretStore *secrets = &SecretStore::global();  // as OpenRequest::secrets
     bool has(const std::string &k) const { return options.count(k) != 0; }
     std::string get(const std::string &k, const std::string &dflt = {}) const {
         auto it = options.find(k);

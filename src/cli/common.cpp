@@ -11,7 +11,7 @@
 #include "block/driver.h"
 #include "engine/pipeline.h"
 #include "util/memory_room.h"
-#include "util/secret.h"
+#include "crypto/secret.h"
 #include "util/size.h"
 
 namespace qimg::cli {

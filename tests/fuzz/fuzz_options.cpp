@@ -11,7 +11,7 @@
 
 #include "util/json_filename.h"
 #include "util/keyval.h"
-#include "util/secret.h"
+#include "crypto/secret.h"
 #include "util/qjson.h"
 #include "util/size.h"
 

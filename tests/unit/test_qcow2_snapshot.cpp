@@ -139,7 +139,9 @@ TEST(Qcow2Snapshot, BadSnapshotL1Tables) {
         ASSERT_TRUE(n) << n.error().message;
         auto r = (*n)->snapshot_goto("s");
         ASSERT_FALSE(r);
-        EXPECT_EQ(r.error().message, "Failed to load snapshot: Snapshot L1 table too large");
+        // As QEMU: the reason is reported on stderr at once, the error
+        // carries only its errno (iotest 080).
+        EXPECT_EQ(r.error().message, "Failed to load snapshot: File too large");
         auto r2 = (*n)->snapshot_delete("1", "s");
         ASSERT_FALSE(r2);
         EXPECT_EQ(r2.error().message, "Snapshot L1 table too large");

@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "util/keyval.h"
-#include "util/secret.h"
+#include "crypto/secret.h"
 
 namespace qimg {
 namespace {
@@ -110,10 +110,34 @@ TEST(SecretStore, KeyidChecksInQemuOrder) {
               "Length 1 must be a multiple of block size 16");
     EXPECT_EQ(msg("secret,id=a,data=!,format=base64,keyid=k,iv=AAAAAAAAAAAAAAAAAAAAAA=="),
               "Base64 data contains invalid characters");
-    // Well-formed: qimg cannot decrypt yet and says so.
-    EXPECT_NE(msg("secret,id=a,data=AAAAAAAAAAAAAAAAAAAAAA==,format=base64,keyid=k,iv=AAAAAAAAAAAAAAAAAAAAAA==")
-                  .find("not supported"),
-              std::string::npos);
+}
+
+// AES-256-CBC vectors from `openssl enc -aes-256-cbc` with the key
+// "0123456789abcdef0123456789abcdef" and the IV "fedcba9876543210".
+TEST(Secret, KeyidDecryptsAndDropsPadding) {
+    SecretStore store;
+    ASSERT_TRUE(store.add(object_ok("secret,id=k,data=0123456789abcdef0123456789abcdef")));
+    const std::string iv = ",keyid=k,iv=ZmVkY2JhOTg3NjU0MzIxMA==";
+    auto load = [&](const std::string &data) { return store.load(object_ok("secret,id=a,data=" + data + ",format=base64" + iv)); };
+    auto plain = load("Agcyiky1Hq9ku0Y8VmSiSg==");  // "hunter2", PKCS#7
+    ASSERT_TRUE(plain) << plain.error().message;
+    EXPECT_EQ(*plain, "hunter2");
+    // Only the last byte counts: "hunter2" + nine 0x01 keeps eight of them.
+    auto loose = load("chfP+5mc0/zuXPH+QwxabQ==");
+    ASSERT_TRUE(loose);
+    EXPECT_EQ(*loose, std::string("hunter2") + std::string(8, '\x01'));
+    auto over = load("yQWeyYM0woroW05NcppW4Q==");  // last byte 0x20
+    ASSERT_FALSE(over);
+    EXPECT_EQ(over.error().message, "Incorrect number of padding bytes (32) found on decrypted data");
+    auto empty = store.load(object_ok("secret,id=a,data=" + iv));
+    ASSERT_FALSE(empty);
+    EXPECT_EQ(empty.error().message, "Incorrect number of padding bytes (0) found on decrypted data");
+    // Decrypted bytes that are not UTF-8 fail only where UTF-8 is needed.
+    ASSERT_TRUE(store.add(object_ok("secret,id=bin,data=v6R1+aG0uYQt40LqoUAlkg==,format=base64" + iv)));
+    EXPECT_TRUE(store.lookup("bin"));
+    auto utf8 = store.lookup_utf8("bin");
+    ASSERT_FALSE(utf8);
+    EXPECT_EQ(utf8.error().message, "Data from secret bin is not valid UTF-8");
 }
 
 }  // namespace

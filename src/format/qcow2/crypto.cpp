@@ -3,7 +3,7 @@
 
 #include <vector>
 
-#include "util/secret.h"
+#include "crypto/secret.h"
 
 namespace qimg::qcow2 {
 namespace {
@@ -50,9 +50,9 @@ Result<std::optional<std::string>> take_options(const Header &h, OptionMap &opti
 }
 
 // qcrypto_block_*_open() without QCRYPTO_BLOCK_OPEN_NO_IO: the passphrase.
-Result<std::string> passphrase(const std::optional<std::string> &key_secret) {
+Result<std::string> passphrase(const std::optional<std::string> &key_secret, const SecretStore &secrets) {
     if (!key_secret) return make_error(EINVAL, "Parameter 'encrypt.key-secret' is required for cipher");
-    return SecretStore::global().lookup_utf8(*key_secret);
+    return secrets.lookup_utf8(*key_secret);
 }
 
 Error no_decryption(const char *what) {
@@ -73,7 +73,8 @@ Result<crypto::LuksHeader> read_luks_header(const CryptoHeaderExtension &ext, Bl
 
 }  // namespace
 
-Result<Encryption> open_encryption(const Header &h, BlockNode &file, OptionMap &options, bool no_io) {
+Result<Encryption> open_encryption(const Header &h, BlockNode &file, OptionMap &options, bool no_io,
+                                   const SecretStore &secrets) {
     QIMG_ASSIGN(std::optional<std::string> key_secret, take_options(h, options));
     Encryption e;
     e.method = h.crypt_method;
@@ -82,7 +83,7 @@ Result<Encryption> open_encryption(const Header &h, BlockNode &file, OptionMap &
         // qcrypto_block_qcow_open(): the key is derived from the passphrase
         // without any check, so only its lookup can fail.
         if (no_io) return e;
-        QIMG_TRY(passphrase(key_secret));
+        QIMG_TRY(passphrase(key_secret, secrets));
         return no_decryption("AES");
     }
     if (!h.crypto_header) {
@@ -90,7 +91,7 @@ Result<Encryption> open_encryption(const Header &h, BlockNode &file, OptionMap &
         return make_error(EINVAL, "Missing CRYPTO header for crypt method 2");
     }
     // qcrypto_block_luks_open(): the passphrase first, then the header.
-    if (!no_io) QIMG_TRY(passphrase(key_secret));
+    if (!no_io) QIMG_TRY(passphrase(key_secret, secrets));
     QIMG_ASSIGN(e.luks, read_luks_header(*h.crypto_header, file));
     if (!no_io) return no_decryption("LUKS");
     return e;

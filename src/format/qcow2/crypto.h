@@ -12,6 +12,7 @@
 
 #include "block/node.h"
 #include "crypto/luks_header.h"
+#include "crypto/secret.h"
 #include "format/qcow2/header.h"
 #include "util/json_filename.h"
 
@@ -31,7 +32,8 @@ struct Encryption {
 // required for cipher", secret lookup errors, "Missing CRYPTO header for
 // crypt method 2", "Request for data outside of extension header", the LUKS
 // header checks (crypto/luks_header.h).
-Result<Encryption> open_encryption(const Header &h, BlockNode &file, OptionMap &options, bool no_io);
+Result<Encryption> open_encryption(const Header &h, BlockNode &file, OptionMap &options, bool no_io,
+                                   const SecretStore &secrets);
 
 // ImageInfoSpecificQCow2Encryption ("encrypt" in the format-specific info),
 // null when the image has no encryption layer open.

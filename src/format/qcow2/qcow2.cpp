@@ -109,7 +109,7 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     QIMG_ASSIGN(Header h, read_header(*req.file, rw && !req.flags.check, req.flags.check));
     // Without a key only metadata can be read (qemu-img info); qimg cannot
     // decrypt yet, so any other open of an encrypted image fails here.
-    QIMG_ASSIGN(Encryption enc, open_encryption(h, *req.file, req.options, req.flags.no_io));
+    QIMG_ASSIGN(Encryption enc, open_encryption(h, *req.file, req.options, req.flags.no_io, *req.secrets));
     QIMG_ASSIGN(RuntimeOptions runtime, take_runtime_options(req.options, h, h.size));
     if (h.stale_bitmaps_extension) {
         // QEMU's qcow2_read_extensions, on every open (no newline at the end).

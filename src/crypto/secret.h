@@ -33,9 +33,9 @@ public:
     // decryption with the secret <keyid> ("No secret with id", "Key should be
     // 32 bytes in length", "IV is required to decrypt secret", "IV should be
     // 16 bytes in length not N", "Length N must be a multiple of block size
-    // 16"). AES-256-CBC decryption itself needs the crypto layer, which qimg
-    // does not have yet: a well-formed keyid= secret fails after those checks.
-    // keyid= is resolved in this store.
+    // 16"), then AES-256-CBC decrypted and its padding dropped ("Incorrect
+    // number of padding bytes (N) found on decrypted data"). keyid= is
+    // resolved in this store.
     Result<std::string> load(const ObjectSpec &spec) const;
 
     // qcrypto_secret_lookup(): "No secret with id '<id>'", "Object with id

@@ -1,7 +1,8 @@
 // Secret objects: loading, validation and lookup by id (see secret.h).
 // Control flow follows crypto/secret_common.c and qom/object_interfaces.c so
 // that the first error reported is the one QEMU reports.
-#include "util/secret.h"
+#include "crypto/secret.h"
+#include "crypto/cipher.h"
 
 #include <cerrno>
 #include <cstdint>
@@ -152,9 +153,14 @@ Result<std::string> SecretStore::load(const ObjectSpec &spec) const {
     if (!ciphertext) return Err(ciphertext.error());
     if (ciphertext->size() % 16 != 0)
         return make_error(EINVAL, fmt::format("Length {} must be a multiple of block size 16", ciphertext->size()));
-    return make_error(ENOTSUP, fmt::format("Secret with id '{}': decrypting secrets with 'keyid' is not "
-                                           "supported by qimg",
-                                           spec.id));
+    QIMG_ASSIGN(std::string plain, aes256_cbc_decrypt(key, iv, *ciphertext));
+    // The last byte says how much padding to drop; like QEMU, nothing else
+    // of the padding is checked (an empty input has no last byte: 0).
+    const unsigned pad = plain.empty() ? 0 : static_cast<unsigned char>(plain.back());
+    if (plain.empty() || pad > 16 || pad > plain.size())
+        return make_error(EINVAL, fmt::format("Incorrect number of padding bytes ({}) found on decrypted data", pad));
+    plain.resize(plain.size() - pad);
+    return plain;
 }
 
 Result<void> SecretStore::add(const ObjectSpec &spec) {
