@@ -185,6 +185,12 @@ public:
     // block/status.h. The default: everything is data at the same offset.
     virtual Result<BlockStatus> block_status(uint64_t off, uint64_t len);
 
+    // Whether what block_status() leaves unallocated (neither data nor
+    // zero) reads as zeroes where there is no backing file below, as for
+    // every format (QEMU: drivers that support backing files). A protocol
+    // that cannot say what it holds (null-co) answers false.
+    virtual bool unallocated_reads_zero() const { return true; }
+
     // I/O alignment the node needs (O_DIRECT); callers need not honour it,
     // it is a hint for efficient request sizes.
     virtual uint32_t request_alignment() const { return 1; }

@@ -33,7 +33,7 @@ Result<BlockStatus> node_status(BlockNode &node, uint64_t off, uint64_t len) {
 
     if (!(s.flags & kStatusAllocated)) {
         BlockNode *b = node.backing();
-        if (!b || off >= b->length()) s.flags |= kStatusZero;
+        if ((!b && node.unallocated_reads_zero()) || (b && off >= b->length())) s.flags |= kStatusZero;
     }
     if (off + s.bytes >= size) s.flags |= kStatusEof;
     return s;

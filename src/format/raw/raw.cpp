@@ -86,6 +86,8 @@ public:
         return file_->truncate(offset_ + new_size, prealloc, exact);
     }
 
+    bool unallocated_reads_zero() const override { return file_->unallocated_reads_zero(); }
+
     // Raw passes the question through: the file's holes are the image's zeroes.
     Result<BlockStatus> block_status(uint64_t off, uint64_t len) override {
         QIMG_ASSIGN(BlockStatus s, node_status(*file_, offset_ + off, len));
@@ -94,6 +96,9 @@ public:
             s.bytes = len;
         }
         s.flags &= ~kStatusEof;
+        // A file that cannot say what it holds (null-co) leaves the range
+        // unallocated, and then it has no place to map to either.
+        if (!(s.flags & (kStatusData | kStatusZero))) return s;
         s.flags |= kStatusOffsetValid;
         s.host_offset = offset_ + off;
         s.host_node = file_.get();
