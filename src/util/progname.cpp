@@ -1,6 +1,8 @@
 // See progname.h.
 #include "util/progname.h"
 
+#include <cstdio>
+
 namespace qimg {
 namespace {
 std::string &name_storage() {
@@ -11,5 +13,10 @@ std::string &name_storage() {
 
 const std::string &program_name() { return name_storage(); }
 void set_program_name(std::string name) { name_storage() = std::move(name); }
+
+void report_warning(std::string_view msg) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s: warning: %.*s\n", program_name().c_str(), static_cast<int>(msg.size()), msg.data());
+}
 
 }  // namespace qimg

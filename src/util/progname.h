@@ -5,10 +5,15 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 namespace qimg {
 
 const std::string &program_name();  // "qemu-img" until set
 void set_program_name(std::string name);
+
+// "<program>: warning: <msg>" on stderr, stdout flushed first (QEMU's
+// warn_report), for warnings that arise below the CLI (creation options).
+void report_warning(std::string_view msg);
 
 }  // namespace qimg
