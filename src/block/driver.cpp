@@ -25,4 +25,28 @@ std::vector<const Driver *> all_drivers() {
     return v;
 }
 
+const Driver *driver_of(const BlockNode &node) { return find_driver(node.driver_name()); }
+
+std::optional<std::string> protocol_prefix(std::string_view filename) {
+    size_t p = filename.find_first_of(":/");
+    if (p == std::string_view::npos || filename[p] != ':') return std::nullopt;
+    return std::string(filename.substr(0, p));
+}
+
+Result<const Driver *> find_protocol_driver(std::string_view filename) {
+    std::optional<std::string> prefix = protocol_prefix(filename);
+    if (!prefix || *prefix == "file") {
+        if (const Driver *d = find_driver("file")) return d;
+        return make_error(EINVAL, "Unknown protocol 'file'");
+    }
+    for (const Driver *d : all_drivers()) {
+        if (!d->is_protocol) continue;
+        if (std::find(d->protocol_prefixes.begin(), d->protocol_prefixes.end(), *prefix) != d->protocol_prefixes.end())
+            return d;
+    }
+    // QEMU copies the prefix into a 128-byte buffer for its message.
+    if (prefix->size() > 127) prefix->resize(127);
+    return make_error(EINVAL, "Unknown protocol '" + *prefix + "'");
+}
+
 }  // namespace qimg

@@ -120,10 +120,28 @@ struct Driver {
     // qemu-img measure; nullptr: "Block driver 'x' does not support size
     // measurement".
     std::function<Result<MeasureInfo>(MeasureRequest &)> measure;
+
+    // --- Capabilities: what the driver can do, declared here once. The CLI
+    // and the engine ask these and print qemu-img's message where one is
+    // missing; nothing outside a driver's own folder tests its name. What
+    // depends on the image rather than the format (qcow2 v2 has no bitmaps,
+    // a qcow2 with a data file cannot compress) the node answers:
+    // BlockNode::supports_persistent_bitmaps(), compressed_cluster_size(),
+    // and the snapshot/bitmap/resize calls fail with qemu-img's words.
+    //
+    // The format can have a backing file.
     bool supports_backing = false;
-    // The format can store compressed clusters (`convert -c`); the node's
-    // compressed_cluster_size() says whether a given image can.
+    // The format can store compressed clusters (`convert -c`).
     bool supports_compression = false;
+    // `qemu-img check` can check it (BlockNode::check); otherwise "This
+    // image format does not support checks", exit status 63.
+    bool supports_check = false;
+    // create_options listed: qemu-img create/convert/measure can make one
+    // (otherwise "Format driver 'x' does not support image creation").
+    bool can_create() const { return !create_options.empty(); }
+    // amend_options listed (otherwise "Format driver 'x' does not support
+    // option amendment").
+    bool can_amend() const { return !amend_options.empty(); }
     // The permissions the format takes on its protocol child (QEMU's
     // bdrv_child_perm) given its own users' `parent` permissions and its
     // options; nullptr: the child holds metadata and data (QEMU's
@@ -132,14 +150,23 @@ struct Driver {
     // Options `qemu-img amend -o` accepts (BlockNode::amend); empty: the
     // format "does not support option amendment".
     std::vector<CreateOption> amend_options;
-    // Option names printed on the "Formatting ..." line, in qemu-img's order.
-    std::vector<std::string> formatting_order;
 };
 
 void register_driver(const Driver *d);
 const Driver *find_driver(std::string_view name);
 // All registered drivers, sorted by name.
 std::vector<const Driver *> all_drivers();
+// The driver record of an open node (by its driver name), or nullptr.
+const Driver *driver_of(const BlockNode &node);
+
+// QEMU's path_has_protocol(): a name whose first ':' comes before any '/'
+// names a protocol ("nbd://h/x", "file:a", and ":a" with an empty one); the
+// prefix before that ':', or nullopt for a plain path.
+std::optional<std::string> protocol_prefix(std::string_view filename);
+// bdrv_find_protocol(filename, allow_protocol_prefix=true): plain paths and
+// "file:" names are the file driver's; a registered protocol prefix picks
+// that driver; anything else fails with "Unknown protocol '<prefix>'".
+Result<const Driver *> find_protocol_driver(std::string_view filename);
 
 struct DriverRegistrar {
     explicit DriverRegistrar(const Driver *d) { register_driver(d); }

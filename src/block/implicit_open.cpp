@@ -1,5 +1,6 @@
 // The implicit-open policy (see implicit_open.h).
 #include "block/implicit_open.h"
+#include "block/driver.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -39,12 +40,7 @@ bool has_dotdot(const std::string &name) {
 
 // A name that selects a protocol by prefix ("nbd:...", "http://...") or
 // is a json: description: neither is a file in a directory.
-bool names_protocol(const std::string &name) {
-    size_t colon = name.find(':');
-    if (colon == std::string::npos || colon == 0) return false;
-    size_t slash = name.find('/');
-    return slash == std::string::npos || slash > colon;
-}
+bool names_protocol(const std::string &name) { return protocol_prefix(name).has_value(); }
 
 Error refused(ImplicitOpen policy, const ImplicitName &n, const std::string &why) {
     return make_error(EACCES, "Not opening '" + n.resolved + "', the " + n.what + " that '" + n.image +

@@ -19,25 +19,6 @@ namespace {
 
 constexpr size_t kProbeBytes = 2048;  // as much as QEMU's probing looks at
 
-// "nbd://host/x" or "nbd:host:port" style names select a protocol by prefix.
-// Names with a '/' before the first ':' are plain paths, as in QEMU.
-std::string protocol_prefix(const std::string &name) {
-    size_t colon = name.find(':');
-    if (colon == std::string::npos || colon == 0) return {};
-    size_t slash = name.find('/');
-    if (slash != std::string::npos && slash < colon) return {};
-    return name.substr(0, colon);
-}
-
-const Driver *protocol_for_prefix(const std::string &prefix) {
-    for (const Driver *d : all_drivers()) {
-        if (!d->is_protocol) continue;
-        for (const auto &p : d->protocol_prefixes)
-            if (p == prefix) return d;
-    }
-    return nullptr;
-}
-
 // Identity of a file for loop detection: device and inode when it exists.
 std::string file_identity(const std::string &path) {
     struct stat st;
@@ -85,20 +66,29 @@ Result<void> take_cache_options(OptionMap &opts, OpenFlags &flags) {
 }  // namespace
 
 std::string combine_backing_path(const std::string &image, const std::string &backing) {
-    if (backing.empty() || backing[0] == '/' || !protocol_prefix(backing).empty()) return backing;
+    if (backing.empty() || backing[0] == '/' || protocol_prefix(backing)) return backing;
     if (image.rfind("json:", 0) == 0) return backing;
     // path_combine keeps the image's protocol prefix ("file:dir/top" gives
     // "file:dir/base"), so the base is opened the way the image was.
-    size_t keep = protocol_prefix(image).empty() ? 0 : image.find(':') + 1;
+    size_t keep = protocol_prefix(image) ? image.find(':') + 1 : 0;
     size_t slash = image.rfind('/');
     if (slash != std::string::npos && slash + 1 > keep) keep = slash + 1;
     return image.substr(0, keep) + backing;
 }
 
+void warn_probed_raw(const std::string &display) {
+    std::fprintf(stderr,
+                 "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
+                 "         Automatically detecting the format is dangerous for raw images, write "
+                 "operations on block 0 will be restricted.\n"
+                 "         Specify the 'raw' format explicitly to remove the restrictions.\n",
+                 display.c_str());
+}
+
 std::string strip_file_prefix(const std::string &name) {
     if (name.rfind("file:", 0) != 0) return name;
     std::string rest = name.substr(5);
-    return protocol_prefix(rest).empty() ? rest : "./" + rest;
+    return protocol_prefix(rest) ? "./" + rest : rest;
 }
 
 Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, const OptionMap &in,
@@ -116,13 +106,7 @@ Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, con
     }
     const Driver *d = nullptr;
     if (drv_name.empty()) {
-        std::string prefix = protocol_prefix(opts["filename"]);
-        if (!prefix.empty()) {
-            d = protocol_for_prefix(prefix);
-            if (!d) return make_error(EINVAL, "Unknown protocol '" + prefix + "'");
-        } else {
-            d = find_driver("file");
-        }
+        QIMG_ASSIGN(d, find_protocol_driver(opts["filename"]));
     } else {
         d = find_driver(drv_name);
         if (!d) return make_error(EINVAL, "Unknown driver '" + drv_name + "'");
@@ -265,14 +249,7 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
     }
     if (!fd->open) return make_error(EINVAL, "Unknown driver '" + fd->name + "'");
 
-    if (probed && fd->name == "raw" && o.flags.read_write && o.warn_probed_raw) {
-        std::fprintf(stderr,
-                     "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
-                     "         Automatically detecting the format is dangerous for raw images, write "
-                     "operations on block 0 will be restricted.\n"
-                     "         Specify the 'raw' format explicitly to remove the restrictions.\n",
-                     display.c_str());
-    }
+    if (probed && fd->name == "raw" && o.flags.read_write && o.warn_probed_raw) warn_probed_raw(display);
 
     if (depth == 0) chain_names_.push_back(file_identity(file->filename()));
     const Perms perms = node_perms(o.flags);
@@ -396,16 +373,8 @@ Result<void> BlockOpener::create_protocol(const std::string &filename, uint64_t 
 
 Result<void> BlockOpener::create_protocol(CreateRequest &req) {
     req.opener = this;
-    std::string prefix = protocol_prefix(req.filename);
-    const Driver *d = nullptr;
-    if (!prefix.empty() && prefix != "file") {  // "file:" names the file driver itself
-        d = protocol_for_prefix(prefix);
-        if (!d) return make_error(EINVAL, "Unknown protocol '" + prefix + "'");
-        if (!d->create) return make_error(ENOTSUP, "Protocol driver '" + prefix + "' does not support image creation");
-        return d->create(req);
-    }
-    d = find_driver("file");
-    if (!d || !d->create) return make_error(ENOTSUP, "Protocol driver 'file' does not support image creation");
+    QIMG_ASSIGN(const Driver *d, find_protocol_driver(req.filename));
+    if (!d->create) return make_error(ENOTSUP, "Protocol driver '" + d->name + "' does not support image creation");
     return d->create(req);
 }
 

@@ -96,6 +96,10 @@ std::string combine_backing_path(const std::string &image, const std::string &ba
 // are returned unchanged.
 std::string strip_file_prefix(const std::string &name);
 
+// QEMU's warning when probing guessed raw for an image opened read-write
+// (raw_open), on stderr; `display` is the image's name.
+void warn_probed_raw(const std::string &display);
+
 // QEMU's bdrv_find_backing_image(): the layer below `top` that `name`
 // designates, by the name recorded in the layer above it or by the file it
 // resolves to (symlinks and "./" resolved); nullptr if none.

@@ -1,7 +1,6 @@
 // qemu-img bench: `count` reads or writes of `bufsize` bytes, `depth` in
 // flight (here: worker threads sharing one request sequence), optionally
 // flushing every `flush_interval` requests, and the elapsed time.
-#include <getopt.h>
 #include <sys/time.h>
 
 #include <algorithm>
@@ -15,7 +14,7 @@
 #include <vector>
 
 #include "cli/commands.h"
-#include "cli/common.h"
+#include "cli/options.h"
 #include "util/size.h"
 
 namespace qimg::cli {
@@ -34,101 +33,54 @@ bool parse_ulong(const char *s, unsigned long max, unsigned long &out) {
     return true;
 }
 
-bool cvt(std::string_view name, const char *v, int64_t min, int64_t max, int64_t &out) {
-    std::string warning;
-    auto r = cvtnum_full(name, v, min, max, g_argv0, &warning);
-    if (!warning.empty()) warn_report(warning);
-    if (!r) {
-        error_report(r.error().message);
-        return false;
-    }
-    out = *r;
-    return true;
-}
-
 }  // namespace
 
 int cmd_bench(int argc, char **argv) {
-    enum { kOptFlushInterval = 256, kOptImageOpts, kOptPattern, kOptNoDrain };
-    static const option kLong[] = {
-        {"help", no_argument, nullptr, 'h'},
-        {"flush-interval", required_argument, nullptr, kOptFlushInterval},
-        {"image-opts", no_argument, nullptr, kOptImageOpts},
-        {"pattern", required_argument, nullptr, kOptPattern},
-        {"no-drain", no_argument, nullptr, kOptNoDrain},
-        {"force-share", no_argument, nullptr, 'U'},
-        {nullptr, 0, nullptr, 0},
-    };
-    std::string fmt, cache = "writeback";
-    bool quiet = false, image_opts = false, is_write = false, force_share = false;
+    SharedOptions so;
+    std::string cache = "writeback";
+    bool is_write = false;
     unsigned long count = 75000, depth = 64, pattern = 0, flush_interval = 0;
     int64_t offset = 0, bufsize = 4096, step = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, ":hc:d:f:ni:o:qs:S:t:wU", kLong, nullptr)) != -1) {
-        switch (c) {
-        case ':':
-        case '?':
-            getopt_error(c, argv);
-        case 'h':
-            print_help();
-        case 'c':
-            if (!parse_ulong(optarg, INT_MAX, count)) {
-                error_report("Invalid request count specified");
-                return 1;
-            }
-            break;
-        case 'd':
-            if (!parse_ulong(optarg, INT_MAX, depth)) {
-                error_report("Invalid queue depth specified");
-                return 1;
-            }
-            break;
-        case 'f': fmt = optarg; break;
-        case 'n': break;  // native AIO: accepted; requests run on threads here
-        case 'i':
-            if (std::strcmp(optarg, "native") != 0 && std::strcmp(optarg, "threads") != 0 &&
-                std::strcmp(optarg, "io_uring") != 0) {
-                error_reportf("Invalid aio option: {}", optarg);
-                return 1;
-            }
-            break;
-        case 'o':
-            if (!cvt("offset", optarg, 0, INT64_MAX, offset)) return 1;
-            break;
-        case 'q': quiet = true; break;
-        case 's':
-            if (!cvt("buffer size", optarg, 0, INT_MAX, bufsize)) return 1;
-            break;
-        case 'S':
-            if (!cvt("step_size", optarg, 0, INT_MAX, step)) return 1;
-            break;
-        case 't':
-            if (!parse_cache_mode(optarg)) {
-                error_report("Invalid cache mode");
-                return 1;
-            }
-            cache = optarg;
-            break;
-        case 'w': is_write = true; break;
-        case 'U': force_share = true; break;
-        case kOptPattern:
-            if (!parse_ulong(optarg, 0xff, pattern)) {
-                error_report("Invalid pattern byte specified");
-                return 1;
-            }
-            break;
-        case kOptFlushInterval:
-            if (!parse_ulong(optarg, INT_MAX, flush_interval)) {
-                error_report("Invalid flush interval specified");
-                return 1;
-            }
-            break;
-        case kOptNoDrain: break;  // flushes never drain the queue here
-        case kOptImageOpts: image_opts = true; break;
+    // qemu_strtoul() arguments, each with its own message.
+    auto ulong = [](unsigned long max, unsigned long &dst, const char *msg) {
+        return [max, &dst, msg](const char *arg) {
+            bool ok = parse_ulong(arg, max, dst);
+            if (!ok) error_report(msg);
+            return ok;
+        };
+    };
+    auto aio = [](const char *arg) {
+        if (std::strcmp(arg, "native") == 0 || std::strcmp(arg, "threads") == 0 || std::strcmp(arg, "io_uring") == 0)
+            return true;
+        error_reportf("Invalid aio option: {}", arg);
+        return false;
+    };
+    auto cache_mode = [&cache](const char *arg) {
+        if (!parse_cache_mode(arg)) {
+            error_report("Invalid cache mode");
+            return false;
         }
-    }
-    if (optind != argc - 1) error_exit("Expecting one image file name");
-    std::string filename = argv[argc - 1];
+        cache = arg;
+        return true;
+    };
+    if (int rc = parse_options(
+            argc, argv, so, kOptFormat | kOptQuiet | kOptForceShare | kOptImageOpts,
+            {
+                action_arg('c', nullptr, ulong(INT_MAX, count, "Invalid request count specified")),
+                action_arg('d', nullptr, ulong(INT_MAX, depth, "Invalid queue depth specified")),
+                action('n', nullptr, [] { return true; }),  // native AIO: accepted; requests run on threads here
+                action_arg('i', nullptr, aio),
+                number('o', nullptr, "offset", offset),
+                number('s', nullptr, "buffer size", bufsize, 0, INT_MAX),
+                number('S', nullptr, "step_size", step, 0, INT_MAX),
+                action_arg('t', nullptr, cache_mode),
+                flag('w', nullptr, is_write),
+                action_arg(0, "pattern", ulong(0xff, pattern, "Invalid pattern byte specified")),
+                action_arg(0, "flush-interval", ulong(INT_MAX, flush_interval, "Invalid flush interval specified")),
+                action(0, "no-drain", [] { return true; }),  // flushes never drain the queue here
+            }))
+        return rc;
+    std::string filename = one_filename(argc, argv);
     if (!is_write && flush_interval) {
         error_report("--flush-interval is only available in write tests");
         return 1;
@@ -138,13 +90,8 @@ int cmd_bench(int argc, char **argv) {
         return 1;
     }
     BlockOpener opener;
-    ImageOpenArgs oa;
-    oa.format = fmt;
-    oa.image_opts = image_opts;
+    ImageOpenArgs oa = so.open_args(cache);
     oa.writable = is_write;
-    oa.force_share = force_share;
-    oa.cache = cache;
-    oa.quiet = quiet;
     NodePtr blk = open_image(opener, filename, oa);
     if (!blk) return 1;
     uint64_t image_size = blk->length();

@@ -2,20 +2,17 @@
 // persistent dirty bitmaps, in command-line order, through
 // BlockNode::bitmap_action. Formats without bitmaps answer with the
 // BlockNode defaults, worded as qemu-img.
-#include <getopt.h>
-
+#include <algorithm>
 #include <cstdio>
 #include <random>
 
 #include "cli/commands.h"
-#include "cli/common.h"
+#include "cli/options.h"
 #include "cli/printers.h"
 #include "util/size.h"
 
 namespace qimg::cli {
 namespace {
-
-enum { kOptObject = 256, kOptImageOpts, kOptAdd, kOptRemove, kOptClear, kOptEnable, kOptDisable, kOptMerge };
 
 const char *op_name(BitmapAction::Kind k) {
     switch (k) {
@@ -39,87 +36,37 @@ std::string qemu_node_name() {
 }  // namespace
 
 int cmd_bitmap(int argc, char **argv) {
-    static const option kLong[] = {
-        {"help", no_argument, nullptr, 'h'},
-        {"object", required_argument, nullptr, kOptObject},
-        {"image-opts", no_argument, nullptr, kOptImageOpts},
-        {"add", no_argument, nullptr, kOptAdd},
-        {"remove", no_argument, nullptr, kOptRemove},
-        {"clear", no_argument, nullptr, kOptClear},
-        {"enable", no_argument, nullptr, kOptEnable},
-        {"disable", no_argument, nullptr, kOptDisable},
-        {"merge", required_argument, nullptr, kOptMerge},
-        {"granularity", required_argument, nullptr, 'g'},
-        {"source-file", required_argument, nullptr, 'b'},
-        {"source-format", required_argument, nullptr, 'F'},
-        {nullptr, 0, nullptr, 0},
-    };
-    std::string fmt, src_fmt, src_filename;
-    bool have_src_fmt = false, have_src = false, image_opts = false, add = false, merge = false;
+    SharedOptions so;
+    std::optional<std::string> src_fmt, src_filename;
     int64_t granularity = 0;
     std::vector<BitmapAction> actions;
-    auto push = [&actions](BitmapAction::Kind k, const char *src = nullptr) {
-        BitmapAction a;
-        a.kind = k;
-        if (src) a.src_name = src;
-        actions.push_back(a);
+    auto push = [&actions](BitmapAction::Kind k) {
+        return [&actions, k](const char *src) {
+            BitmapAction a;
+            a.kind = k;
+            if (src) a.src_name = src;
+            actions.push_back(a);
+            return true;
+        };
     };
-    int c;
-    while ((c = getopt_long(argc, argv, ":b:f:F:g:h", kLong, nullptr)) != -1) {
-        switch (c) {
-        case ':':
-        case '?':
-            getopt_error(c, argv);
-        case 'h':
-            print_help();
-        case 'b':
-            src_filename = optarg;
-            have_src = true;
-            break;
-        case 'f':
-            fmt = optarg;
-            break;
-        case 'F':
-            src_fmt = optarg;
-            have_src_fmt = true;
-            break;
-        case 'g': {
-            auto v = cvtnum("granularity", optarg, g_argv0);
-            if (!v) {
-                error_report(v.error().message);
-                return 1;
-            }
-            granularity = *v;
-            break;
-        }
-        case kOptAdd:
-            push(BitmapAction::Kind::Add);
-            add = true;
-            break;
-        case kOptRemove:
-            push(BitmapAction::Kind::Remove);
-            break;
-        case kOptClear:
-            push(BitmapAction::Kind::Clear);
-            break;
-        case kOptEnable:
-            push(BitmapAction::Kind::Enable);
-            break;
-        case kOptDisable:
-            push(BitmapAction::Kind::Disable);
-            break;
-        case kOptMerge:
-            push(BitmapAction::Kind::Merge, optarg);
-            merge = true;
-            break;
-        case kOptObject:
-            process_object_option(optarg);
-            break;
-        case kOptImageOpts:
-            image_opts = true;
-            break;
-        }
-    }
+    if (int rc = parse_options(argc, argv, so, kOptFormat | kOptObject | kOptImageOpts,
+                               {
+                                   value('b', "source-file", src_filename),
+                                   value('F', "source-format", src_fmt),
+                                   number('g', "granularity", "granularity", granularity),
+                                   {0, "add", false, push(BitmapAction::Kind::Add)},
+                                   {0, "remove", false, push(BitmapAction::Kind::Remove)},
+                                   {0, "clear", false, push(BitmapAction::Kind::Clear)},
+                                   {0, "enable", false, push(BitmapAction::Kind::Enable)},
+                                   {0, "disable", false, push(BitmapAction::Kind::Disable)},
+                                   {0, "merge", true, push(BitmapAction::Kind::Merge)},
+                               }))
+        return rc;
+    auto given = [&actions](BitmapAction::Kind k) {
+        return std::any_of(actions.begin(), actions.end(), [k](const BitmapAction &a) { return a.kind == k; });
+    };
+    const bool add = given(BitmapAction::Kind::Add), merge = given(BitmapAction::Kind::Merge);
+    const bool have_src = src_filename.has_value(), have_src_fmt = src_fmt.has_value();
     if (actions.empty()) {
         error_report("Need at least one of --add, --remove, --clear, --enable, --disable, or --merge");
         return 1;
@@ -145,10 +92,7 @@ int cmd_bitmap(int argc, char **argv) {
 
     // Bitmaps live in this image alone: no backing chain is needed.
     BlockOpener opener;
-    ImageOpenArgs a;
-    a.format = fmt;
-    a.image_opts = image_opts;
-    a.writable = true;
+    ImageOpenArgs a = so.open_args("writeback", true);
     a.no_backing = true;
     NodePtr node = open_image(opener, filename, a);
     if (!node) return 1;
@@ -156,9 +100,9 @@ int cmd_bitmap(int argc, char **argv) {
     BlockOpener src_opener;
     if (have_src) {
         ImageOpenArgs sa;
-        sa.format = src_fmt;
+        sa.format = src_fmt.value_or("");
         sa.no_backing = true;
-        src = open_image(src_opener, src_filename, sa);
+        src = open_image(src_opener, *src_filename, sa);
         if (!src) return 1;
     }
 

@@ -1,100 +1,51 @@
 // qemu-img check: runs the format's consistency check (BlockNode::check),
 // optionally repairing, and reports as qemu-img does. Exit codes: 0 clean,
 // 1 check failed, 2 corruptions, 3 leaks only, 63 format has no checks.
-#include <getopt.h>
-
 #include <cstdio>
 #include <cstring>
 
+#include "block/driver.h"
 #include "cli/commands.h"
-#include "cli/common.h"
+#include "cli/options.h"
 #include "cli/printers.h"
 #include "util/qjson.h"
 
 namespace qimg::cli {
-namespace {
-
-enum { kOptOutput = 256, kOptObject, kOptImageOpts };
-
-}  // namespace
 
 int cmd_check(int argc, char **argv) {
-    static const option kLong[] = {
-        {"help", no_argument, nullptr, 'h'},
-        {"format", required_argument, nullptr, 'f'},
-        {"repair", required_argument, nullptr, 'r'},
-        {"output", required_argument, nullptr, kOptOutput},
-        {"object", required_argument, nullptr, kOptObject},
-        {"image-opts", no_argument, nullptr, kOptImageOpts},
-        {"force-share", no_argument, nullptr, 'U'},
-        {nullptr, 0, nullptr, 0},
-    };
-    std::string fmt, cache = "writeback";
-    const char *output = nullptr;
-    bool image_opts = false, force_share = false, quiet = false;
+    SharedOptions so;
     CheckRepair repair = CheckRepair::None;
-    int c;
-    while ((c = getopt_long(argc, argv, ":hf:r:T:qU", kLong, nullptr)) != -1) {
-        switch (c) {
-        case ':':
-        case '?':
-            getopt_error(c, argv);
-        case 'h':
-            print_help();
-        case 'f':
-            fmt = optarg;
-            break;
-        case 'r':
-            if (std::strcmp(optarg, "leaks") == 0)
-                repair = CheckRepair::Leaks;
-            else if (std::strcmp(optarg, "all") == 0)
-                repair = CheckRepair::All;
-            else
-                error_exitf("Unknown option value for -r (expecting 'leaks' or 'all'): {}", optarg);
-            break;
-        case kOptOutput:
-            output = optarg;
-            break;
-        case 'T':
-            cache = optarg;
-            break;
-        case 'q':
-            quiet = true;
-            break;
-        case 'U':
-            force_share = true;
-            break;
-        case kOptObject:
-            process_object_option(optarg);
-            break;
-        case kOptImageOpts:
-            image_opts = true;
-            break;
-        }
-    }
-    if (optind != argc - 1) error_exit("Expecting one image file name");
-    std::string filename = argv[optind];
+    auto parse_repair = [&repair](const char *arg) {
+        if (std::strcmp(arg, "leaks") == 0)
+            repair = CheckRepair::Leaks;
+        else if (std::strcmp(arg, "all") == 0)
+            repair = CheckRepair::All;
+        else
+            error_exitf("Unknown option value for -r (expecting 'leaks' or 'all'): {}", arg);
+        return true;
+    };
+    if (int rc = parse_options(argc, argv, so,
+                               kOptFormat | kOptFormatLong | kOptSrcCache | kOptQuiet | kOptForceShare | kOptOutput |
+                                   kOptObject | kOptImageOpts,
+                               {action_arg('r', "repair", parse_repair)}))
+        return rc;
+    std::string filename = one_filename(argc, argv);
 
-    OutputFormat out = OutputFormat::Human;
-    if (output && !parse_output_format(output, out)) return 1;
-    if (!parse_cache_mode(cache)) {
-        error_reportf("Invalid source cache option: {}", cache);
-        return 1;
-    }
+    OutputFormat out;
+    if (!so.output_format(out)) return 1;
+    if (!valid_cache_mode(so.src_cache, true)) return 1;
+    const bool quiet = so.quiet;
 
     BlockOpener opener;
-    ImageOpenArgs a;
-    a.format = fmt;
-    a.image_opts = image_opts;
+    ImageOpenArgs a = so.open_args(so.src_cache);
     a.writable = repair != CheckRepair::None;
-    a.force_share = force_share;
-    a.cache = cache;
-    a.quiet = quiet;
     a.check = true;
     NodePtr node = open_image(opener, filename, a);
     if (!node) return 1;
 
-    auto r = node->check(repair);
+    // bdrv_check(): a driver without checks is ENOTSUP before anything is read.
+    const Driver *drv = driver_of(*node);
+    Result<CheckReport> r = drv && drv->supports_check ? node->check(repair) : make_error(ENOTSUP, "");
     if (!r && r.error().code == ENOTSUP) {
         error_report("This image format does not support checks");
         return 63;

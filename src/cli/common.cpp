@@ -12,6 +12,8 @@
 #include "engine/pipeline.h"
 #include "util/memory_room.h"
 #include "crypto/secret.h"
+#include "util/progname.h"
+#include "util/progress.h"
 #include "util/size.h"
 
 namespace qimg::cli {
@@ -23,15 +25,18 @@ void error_report(std::string_view msg) {
     std::fprintf(stderr, "%s: %.*s\n", g_argv0.c_str(), static_cast<int>(msg.size()), msg.data());
 }
 
-void warn_report(std::string_view msg) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "%s: warning: %.*s\n", g_argv0.c_str(), static_cast<int>(msg.size()), msg.data());
-}
+void warn_report(std::string_view msg) { report_warning(msg); }
 
 void error_exit(std::string_view msg) {
     error_report(msg);
     std::fprintf(stderr, "Try 'qemu-img --help' for more information\n");
     std::exit(1);
+}
+
+int fail_progress(std::string_view msg) {
+    progress::end();
+    error_report(msg);
+    return 1;
 }
 
 void getopt_error(int c, char **argv) {
@@ -54,6 +59,19 @@ void process_object_option(const char *arg, int fail_status) {
         error_report(r.error().message);
         std::exit(fail_status);
     }
+}
+
+const Driver *find_format_that(std::string_view fmt, bool (Driver::*can)() const, std::string_view what) {
+    const Driver *d = find_driver(fmt);
+    if (!d) {
+        error_reportf("Unknown file format '{}'", fmt);
+        return nullptr;
+    }
+    if (!(d->*can)()) {
+        error_reportf("Format driver '{}' does not support {}", fmt, what);
+        return nullptr;
+    }
+    return d;
 }
 
 bool parse_output_format(std::string_view arg, OutputFormat &out) {

@@ -36,6 +36,10 @@ template <class... Args>
     error_exit(fmt::format(f, std::forward<Args>(args)...));
 }
 
+// Ends the progress meter (util/progress.h), then reports `msg`; returns 1,
+// the exit status, for commands that fail while the meter runs.
+int fail_progress(std::string_view msg);
+
 // The full `qemu-img --help` text; exits 0.
 [[noreturn]] void print_help();
 
@@ -54,6 +58,11 @@ inline constexpr const char *kOptPrefix = ":";
 // 2), "help" prints the help and exits 0. Secrets go to
 // SecretStore::global() (util/secret.h), where drivers look them up.
 void process_object_option(const char *arg, int fail_status = 1);
+
+// The format driver named `fmt` when it can do what `can` asks; otherwise
+// reports "Unknown file format '<fmt>'" or "Format driver '<fmt>' does not
+// support <what>" and returns nullptr.
+const Driver *find_format_that(std::string_view fmt, bool (Driver::*can)() const, std::string_view what);
 
 // --output=human|json.
 enum class OutputFormat { Human, Json };

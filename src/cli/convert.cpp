@@ -2,7 +2,6 @@
 // wording, source opening, target creation (cli/convert_target.h), and the
 // copy itself in engine/copy.h.
 #include <fcntl.h>
-#include <getopt.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,9 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "block/create.h"
 #include "cli/commands.h"
-#include "cli/common.h"
-#include "cli/convert_target.h"
+#include "cli/options.h"
 #include "cli/printers.h"
 #include "engine/copy.h"
 #include "util/keyval.h"
@@ -26,27 +25,13 @@
 namespace qimg::cli {
 namespace {
 
-enum {
-    kOptObject = 256,
-    kOptImageOpts,
-    kOptTargetImageOpts,
-    kOptSalvage,
-    kOptTargetIsZero,
-    kOptBitmaps,
-    kOptSkipBroken,
-    kOptCompressLevel,  // qimg-only
-    kOptProgressFd,     // qimg-only
-    kOptProgressFile,   // qimg-only
-    kOptWriteBehind,    // qimg-only
-};
-
 struct ConvertArgs {
-    std::string fmt, out_fmt, out_baseimg, backing_fmt, options;
-    SnapshotSelector snapshot;  // -l
-    std::string cache = "unsafe", src_cache = "writeback";
-    bool has_out_fmt = false, has_options = false;
-    bool compressed = false, copy_range = false, progress = false, quiet = false;
-    bool skip_create = false, in_order = true, force_share = false, image_opts = false;
+    SharedOptions so;  // -f, -o, -l, -p, -t, -T, -q, -U, --object, --image-opts
+    std::optional<std::string> out_fmt_arg;  // -O
+    std::string out_fmt, out_baseimg, backing_fmt;
+    bool has_out_fmt = false;
+    bool compressed = false, copy_range = false, no_in_order = false;
+    bool skip_create = false;
     bool tgt_image_opts = false, salvage = false, target_is_zero = false;
     bool bitmaps = false, skip_broken = false, explicit_min_sparse = false;
     int64_t min_sparse = 8, rate_limit = 0;
@@ -67,140 +52,92 @@ bool parse_long(const char *s, long &out) {
     return true;
 }
 
-[[nodiscard]] bool cvt(std::string_view name, const char *arg, int64_t &out) {
-    std::string warning;
-    auto r = cvtnum(name, arg, g_argv0, &warning);
-    if (!warning.empty()) warn_report(warning);
-    if (!r) {
-        error_report(r.error().message);
-        return false;
-    }
-    out = *r;
-    return true;
-}
-
 // Returns 1 on a parse error (after reporting).
 int parse_args(int argc, char **argv, ConvertArgs &a) {
-    static const option kLong[] = {
-        {"help", no_argument, nullptr, 'h'},
-        {"object", required_argument, nullptr, kOptObject},
-        {"image-opts", no_argument, nullptr, kOptImageOpts},
-        {"force-share", no_argument, nullptr, 'U'},
-        {"target-image-opts", no_argument, nullptr, kOptTargetImageOpts},
-        {"salvage", no_argument, nullptr, kOptSalvage},
-        {"target-is-zero", no_argument, nullptr, kOptTargetIsZero},
-        {"bitmaps", no_argument, nullptr, kOptBitmaps},
-        {"skip-broken-bitmaps", no_argument, nullptr, kOptSkipBroken},
-        {"compress-level", required_argument, nullptr, kOptCompressLevel},
-        {"progress-fd", required_argument, nullptr, kOptProgressFd},
-        {"progress-file", required_argument, nullptr, kOptProgressFile},
-        {"write-behind", required_argument, nullptr, kOptWriteBehind},
-        {nullptr, 0, nullptr, 0},
+    auto sparse = [&a](const char *arg) {
+        int64_t v;
+        if (!parse_number("buffer size for sparse output", arg, v)) return false;
+        if (v % 512 != 0 || v / 512 > static_cast<int64_t>(engine::kMaxBufSectors)) {
+            error_reportf("Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 "
+                          "up to {}. Select 0 to disable sparse detection (fully allocates output).",
+                          engine::kMaxBufSectors * 512);
+            return false;
+        }
+        a.min_sparse = v / 512;
+        a.explicit_min_sparse = true;
+        return true;
     };
-    int c;
-    while ((c = getopt_long(argc, argv, ":hf:O:B:CcF:o:l:S:pt:T:qnm:WUr:", kLong, nullptr)) != -1) {
-        switch (c) {
-        case ':':
-        case '?':
-            getopt_error(c, argv);
-        case 'h':
-            print_help();
-        case 'f': a.fmt = optarg; break;
-        case 'O': a.out_fmt = optarg; a.has_out_fmt = true; break;
-        case 'B': a.out_baseimg = optarg; break;
-        case 'C': a.copy_range = true; break;
-        case 'c': a.compressed = true; break;
-        case 'F': a.backing_fmt = optarg; break;
-        case 'o': {
-            auto r = accumulate_options(a.has_options ? a.options : std::string(), optarg);
-            if (!r) {
-                error_report(r.error().message);
-                return 1;
-            }
-            a.options = *r;
-            a.has_options = true;
-            break;
+    auto coroutines = [&a](const char *arg) {
+        if (!parse_long(arg, a.coroutines) || a.coroutines < 1 ||
+            a.coroutines > static_cast<long>(engine::kMaxInFlight)) {
+            error_reportf("Invalid number of coroutines. Allowed number of coroutines is between 1 and {}",
+                          engine::kMaxInFlight);
+            return false;
         }
-        case 'l':
-            if (!a.snapshot.parse(optarg)) return 1;
-            break;
-        case 'S': {
-            int64_t v;
-            if (!cvt("buffer size for sparse output", optarg, v)) return 1;
-            if (v % 512 != 0 || v / 512 > static_cast<int64_t>(engine::kMaxBufSectors)) {
-                error_reportf("Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 "
-                              "up to {}. Select 0 to disable sparse detection (fully allocates output).",
-                              engine::kMaxBufSectors * 512);
-                return 1;
-            }
-            a.min_sparse = v / 512;
-            a.explicit_min_sparse = true;
-            break;
+        return true;
+    };
+    auto progress_fd = [&a](const char *arg) {
+        long fd = -1;
+        if (!parse_long(arg, fd) || fd < 0 || fd > INT32_MAX || fcntl(static_cast<int>(fd), F_GETFD) < 0) {
+            error_reportf("Invalid progress fd '{}'", arg);
+            return false;
         }
-        case 'p': a.progress = true; break;
-        case 't': a.cache = optarg; break;
-        case 'T': a.src_cache = optarg; break;
-        case 'q': a.quiet = true; break;
-        case 'n': a.skip_create = true; break;
-        case 'm':
-            if (!parse_long(optarg, a.coroutines) || a.coroutines < 1 ||
-                a.coroutines > static_cast<long>(engine::kMaxInFlight)) {
-                error_reportf("Invalid number of coroutines. Allowed number of coroutines is between 1 and {}",
-                              engine::kMaxInFlight);
-                return 1;
-            }
-            break;
-        case 'W': a.in_order = false; break;
-        case 'U': a.force_share = true; break;
-        case 'r':
-            if (!cvt("rate limit", optarg, a.rate_limit)) return 1;
-            break;
-        case kOptObject: process_object_option(optarg); break;
-        case kOptImageOpts: a.image_opts = true; break;
-        case kOptSalvage: a.salvage = true; break;
-        case kOptTargetImageOpts: a.tgt_image_opts = true; break;
-        case kOptTargetIsZero: a.target_is_zero = true; break;
-        case kOptBitmaps: a.bitmaps = true; break;
-        case kOptSkipBroken: a.skip_broken = true; break;
-        case kOptProgressFd: {
-            long fd = -1;
-            if (!parse_long(optarg, fd) || fd < 0 || fd > INT32_MAX || fcntl(static_cast<int>(fd), F_GETFD) < 0) {
-                error_reportf("Invalid progress fd '{}'", optarg);
-                return 1;
-            }
-            a.json_progress = std::make_unique<progress::JsonStream>(static_cast<int>(fd), true);
-            break;
+        a.json_progress = std::make_unique<progress::JsonStream>(static_cast<int>(fd), true);
+        return true;
+    };
+    auto progress_file = [&a](const char *arg) {
+        int fd = ::open(arg, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            error_reportf("Could not open progress file '{}': {}", arg, std::strerror(errno));
+            return false;
         }
-        case kOptProgressFile: {
-            int fd = ::open(optarg, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-            if (fd < 0) {
-                error_reportf("Could not open progress file '{}': {}", optarg, std::strerror(errno));
-                return 1;
-            }
-            a.json_progress = std::make_unique<progress::JsonStream>(fd, false);
-            break;
+        a.json_progress = std::make_unique<progress::JsonStream>(fd, false);
+        return true;
+    };
+    // qimg-only: "fast" (ISA-L deflate when built with it) or a codec level
+    // (zlib 1..9, zstd 1..19); default QEMU's output.
+    auto compress_level = [&a](const char *arg) {
+        long lvl = 0;
+        if (std::strcmp(arg, "fast") == 0) {
+            a.compress.fast = true;
+        } else if (parse_long(arg, lvl) && lvl >= 1 && lvl <= 19) {
+            a.compress.level = static_cast<int>(lvl);
+        } else {
+            error_reportf("Invalid compression level '{}': use 'fast' or a number from 1 to 19", arg);
+            return false;
         }
-        case kOptWriteBehind:
-            // qimg-only: how much of the target may sit in the page cache
-            // (0: the kernel decides, as with qemu-img).
-            if (!cvt("write-behind size", optarg, a.write_behind)) return 1;
-            break;
-        case kOptCompressLevel: {
-            // qimg-only: "fast" (ISA-L deflate when built with it) or a
-            // codec level (zlib 1..9, zstd 1..19); default QEMU's output.
-            long lvl = 0;
-            if (std::strcmp(optarg, "fast") == 0) {
-                a.compress.fast = true;
-            } else if (parse_long(optarg, lvl) && lvl >= 1 && lvl <= 19) {
-                a.compress.level = static_cast<int>(lvl);
-            } else {
-                error_reportf("Invalid compression level '{}': use 'fast' or a number from 1 to 19", optarg);
-                return 1;
-            }
-            break;
-        }
-        }
-    }
+        return true;
+    };
+    a.so.cache = "unsafe";
+    if (int rc = parse_options(argc, argv, a.so,
+                               kOptFormat | kOptCreateOptions | kOptSnapshot | kOptProgress | kOptCache | kOptSrcCache |
+                                   kOptQuiet | kOptForceShare | kOptObject | kOptImageOpts,
+                               {
+                                   value('O', nullptr, a.out_fmt_arg),
+                                   value('B', nullptr, a.out_baseimg),
+                                   flag('C', nullptr, a.copy_range),
+                                   flag('c', nullptr, a.compressed),
+                                   value('F', nullptr, a.backing_fmt),
+                                   action_arg('S', nullptr, sparse),
+                                   flag('n', nullptr, a.skip_create),
+                                   action_arg('m', nullptr, coroutines),
+                                   flag('W', nullptr, a.no_in_order),
+                                   number('r', nullptr, "rate limit", a.rate_limit),
+                                   flag(0, "target-image-opts", a.tgt_image_opts),
+                                   flag(0, "salvage", a.salvage),
+                                   flag(0, "target-is-zero", a.target_is_zero),
+                                   flag(0, "bitmaps", a.bitmaps),
+                                   flag(0, "skip-broken-bitmaps", a.skip_broken),
+                                   action_arg(0, "compress-level", compress_level),
+                                   action_arg(0, "progress-fd", progress_fd),
+                                   action_arg(0, "progress-file", progress_file),
+                                   // qimg-only: how much of the target may sit in the page cache
+                                   // (0: the kernel decides, as with qemu-img).
+                                   number(0, "write-behind", "write-behind size", a.write_behind),
+                               }))
+        return rc;
+    a.has_out_fmt = a.out_fmt_arg.has_value();
+    a.out_fmt = a.out_fmt_arg.value_or("");
     if (!a.has_out_fmt && !a.tgt_image_opts) {
         a.out_fmt = "raw";
         a.has_out_fmt = true;
@@ -211,7 +148,7 @@ int parse_args(int argc, char **argv, ConvertArgs &a) {
     else if (a.explicit_min_sparse && a.copy_range) msg = "Cannot enable copy offloading when -S is used";
     else if (a.copy_range && a.salvage) msg = "Cannot use copy offloading in salvaging mode";
     else if (a.tgt_image_opts && !a.skip_create) msg = "--target-image-opts requires use of -n flag";
-    else if (a.skip_create && a.has_options) msg = "-o has no effect when skipping image creation";
+    else if (a.skip_create && a.so.options) msg = "-o has no effect when skipping image creation";
     else if (a.target_is_zero && !a.skip_create) msg = "--target-is-zero requires use of -n flag";
     if (msg) {
         error_report(msg);
@@ -309,31 +246,26 @@ private:
     // Everything after progress init; a non-zero return is the exit code.
     int body() {
         for (int i = 0; i < src_num_; ++i) {
-            ImageOpenArgs oa;
-            oa.format = a_.fmt;
-            oa.image_opts = a_.image_opts;
-            oa.force_share = a_.force_share;
-            oa.no_share = !a_.force_share;  // qemu-img opens sources with BDRV_O_NO_SHARE
-            oa.cache = a_.src_cache;
-            oa.quiet = a_.quiet;
+            ImageOpenArgs oa = a_.so.open_args(a_.so.src_cache);
+            oa.no_share = !a_.so.force_share;  // qemu-img opens sources with BDRV_O_NO_SHARE
             NodePtr n = open_image(opener_, argv_[optind + i], oa);
             if (!n) return 1;
             total_bytes_ += engine::sector_length(*n);
             sources_.push_back(std::move(n));
         }
-        if (!a_.snapshot.empty()) {
-            if (!a_.snapshot.has_opts() && src_num_ > 1) {
+        if (!a_.so.snapshot.empty()) {
+            if (!a_.so.snapshot.has_opts() && src_num_ > 1) {
                 error_report("No support for concatenating multiple snapshot");
                 return 1;
             }
-            if (auto r = a_.snapshot.load(*sources_[0]); !r) {
+            if (auto r = a_.so.snapshot.load(*sources_[0]); !r) {
                 error_reportf("Failed to load snapshot: {}", r.error().message);
                 return 1;
             }
         }
-        TargetPlan plan;
+        ImagePlan plan;
         if (!a_.skip_create) {
-            auto p = plan_target(a_.out_fmt, out_filename_, a_.options, total_bytes_, a_.out_baseimg, a_.backing_fmt);
+            auto p = plan_image(target_spec());
             if (!p) {
                 error_report(p.error().message);
                 return 1;
@@ -389,22 +321,19 @@ private:
             if (!check_bitmaps(*sources_[0], a_.skip_broken)) return 1;
         }
         if (!a_.skip_create) {
-            auto r = create_target(opener_, plan);
+            auto r = create_image(opener_, plan, true);
             if (!r) {
                 error_reportf("{}: error while converting {}: {}", out_filename_, a_.out_fmt, r.error().message);
                 return 1;
             }
         }
-        if (!parse_cache_mode(a_.cache)) {
-            error_reportf("Invalid cache option: {}", a_.cache);
-            return 1;
-        }
+        if (!valid_cache_mode(a_.so.cache, false)) return 1;
         ImageOpenArgs ta;
         ta.format = a_.has_out_fmt ? a_.out_fmt : std::string();
         ta.image_opts = a_.skip_create && a_.tgt_image_opts;
         ta.writable = true;
-        ta.cache = a_.cache;
-        ta.quiet = a_.quiet;
+        ta.cache = a_.so.cache;
+        ta.quiet = a_.so.quiet;
         // A target this command created records only names the user gave
         // (-o data_file, -B): opened whatever the implicit-open policy.
         auto policy = opener_.implicit_open;
@@ -431,7 +360,7 @@ private:
 
         engine::CopyOptions o;
         o.in_flight = static_cast<unsigned>(a_.coroutines);
-        o.in_order = a_.in_order;
+        o.in_order = !a_.no_in_order;
         o.min_sparse = static_cast<uint64_t>(a_.min_sparse);
         o.target_has_backing = target_has_backing;
         if (target_has_backing && !a_.skip_create && target->backing())
@@ -440,7 +369,7 @@ private:
                            (!a_.skip_create && a_.min_sparse && !target_has_backing && target->has_zero_init());
         o.copy_offload = a_.copy_range;
         o.salvage = a_.salvage;
-        o.quiet = a_.quiet;
+        o.quiet = a_.so.quiet;
         o.rate_limit = static_cast<uint64_t>(a_.rate_limit);
         o.write_behind = a_.write_behind >= 0 ? static_cast<uint64_t>(a_.write_behind) : default_write_behind();
         if (a_.compressed) {
@@ -469,6 +398,18 @@ private:
         return 0;
     }
 
+    // The target as convert creates it: -O, -o, -B, -F and the sources' size.
+    ImageSpec target_spec() const {
+        ImageSpec spec;
+        spec.format = a_.out_fmt;
+        spec.filename = out_filename_;
+        if (a_.so.options && !a_.so.options->empty()) spec.options = a_.so.options;
+        spec.size = total_bytes_;
+        if (!a_.out_baseimg.empty()) spec.backing_file = a_.out_baseimg;
+        if (!a_.backing_fmt.empty()) spec.backing_format = a_.backing_fmt;
+        return spec;
+    }
+
 public:
     int src_num_ = 0;
     std::string out_filename_;
@@ -490,8 +431,8 @@ int cmd_convert(int argc, char **argv) {
     if (parse_args(argc, argv, a)) return 1;
     int src_num = argc - optind - 1;
     std::string out_filename = src_num >= 1 ? argv[argc - 1] : "";
-    if (a.has_options && has_help_option(a.options)) {
-        if (a.has_out_fmt) return print_target_option_help(a.out_fmt, src_num >= 1 ? &out_filename : nullptr);
+    if (a.so.options && has_help_option(*a.so.options)) {
+        if (a.has_out_fmt) return print_create_option_help(src_num >= 1 ? out_filename.c_str() : nullptr, a.out_fmt);
         error_report("Option help requires a format be specified");
         return 1;
     }
@@ -499,12 +440,8 @@ int cmd_convert(int argc, char **argv) {
         error_report("Must specify image file name");
         return 1;
     }
-    if (!parse_cache_mode(a.src_cache)) {
-        error_reportf("Invalid source cache option: {}", a.src_cache);
-        return 1;
-    }
-    if (a.quiet) a.progress = false;
-    progress::init(a.progress, 1.0f);
+    if (!valid_cache_mode(a.so.src_cache, true)) return 1;
+    progress::init(a.so.progress, 1.0f);
     progress::print(0, 100);
     Run run(argc, argv, a);
     run.src_num_ = src_num;

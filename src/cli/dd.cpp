@@ -2,16 +2,14 @@
 // output image created with the input size (limited by count, minus skip),
 // then the copy on the engine (engine/dd.h): the result and the errors of
 // qemu-img's block-by-block img_dd(), with reads in parallel.
-#include <getopt.h>
-
 #include <climits>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "block/create.h"
 #include "cli/commands.h"
-#include "cli/common.h"
-#include "cli/convert_target.h"
+#include "cli/options.h"
 #include "cli/printers.h"
 #include "engine/dd.h"
 #include "engine/pipeline.h"
@@ -26,18 +24,6 @@ struct DdArgs {
     bool has_count = false, has_skip = false, has_in = false, has_out = false;
 };
 
-bool cvt(std::string_view name, const std::string &v, int64_t min, int64_t max, int64_t &out) {
-    std::string warning;
-    auto r = cvtnum_full(name, v, min, max, g_argv0, &warning);
-    if (!warning.empty()) warn_report(warning);
-    if (!r) {
-        error_report(r.error().message);
-        return false;
-    }
-    out = *r;
-    return true;
-}
-
 // One "name=value" operand; false after reporting.
 bool parse_operand(const std::string &arg, DdArgs &d) {
     size_t eq = arg.find('=');
@@ -48,11 +34,11 @@ bool parse_operand(const std::string &arg, DdArgs &d) {
         return false;
     }
     std::string value = arg.substr(eq + 1);
-    if (name == "bs") return cvt("bs", value, 1, INT_MAX, d.bs);
-    if (name == "count") return d.has_count = true, cvt("count", value, 0, INT64_MAX, d.count);
+    if (name == "bs") return parse_number("bs", value, 1, INT_MAX, d.bs);
+    if (name == "count") return d.has_count = true, parse_number("count", value, d.count);
     if (name == "if") return d.has_in = true, d.in = value, true;
     if (name == "of") return d.has_out = true, d.out = value, true;
-    if (name == "skip") return d.has_skip = true, cvt("skip", value, 0, INT64_MAX, d.skip);
+    if (name == "skip") return d.has_skip = true, parse_number("skip", value, d.skip);
     error_reportf("unrecognized operand {}", name);
     return false;
 }
@@ -60,31 +46,11 @@ bool parse_operand(const std::string &arg, DdArgs &d) {
 }  // namespace
 
 int cmd_dd(int argc, char **argv) {
-    enum { kOptObject = 256, kOptImageOpts };
-    static const option kLong[] = {
-        {"help", no_argument, nullptr, 'h'},
-        {"object", required_argument, nullptr, kOptObject},
-        {"image-opts", no_argument, nullptr, kOptImageOpts},
-        {"force-share", no_argument, nullptr, 'U'},
-        {nullptr, 0, nullptr, 0},
-    };
-    std::string out_fmt = "raw", fmt;
-    bool image_opts = false, force_share = false;
-    int c;
-    while ((c = getopt_long(argc, argv, ":hf:O:U", kLong, nullptr)) != -1) {
-        switch (c) {
-        case 'O': out_fmt = optarg; break;
-        case 'f': fmt = optarg; break;
-        case ':':
-        case '?':
-            getopt_error(c, argv);
-        case 'h':
-            print_help();
-        case 'U': force_share = true; break;
-        case kOptObject: process_object_option(optarg); break;
-        case kOptImageOpts: image_opts = true; break;
-        }
-    }
+    SharedOptions so;
+    std::string out_fmt = "raw";
+    if (int rc = parse_options(argc, argv, so, kOptFormat | kOptForceShare | kOptObject | kOptImageOpts,
+                               {value('O', nullptr, out_fmt)}))
+        return rc;
     DdArgs d;
     for (int i = optind; i < argc; ++i)
         if (!parse_operand(argv[i], d)) return 1;
@@ -93,11 +59,7 @@ int cmd_dd(int argc, char **argv) {
         return 1;
     }
     BlockOpener opener;
-    ImageOpenArgs ia;
-    ia.format = fmt;
-    ia.image_opts = image_opts;
-    ia.force_share = force_share;
-    NodePtr src = open_image(opener, d.in, ia);
+    NodePtr src = open_image(opener, d.in, so.open_args("writeback"));
     if (!src) return 1;
 
     // Sizes as QEMU sees them: whole sectors.
@@ -106,12 +68,17 @@ int cmd_dd(int argc, char **argv) {
     bool skip_past_end = d.has_skip && (d.skip > INT64_MAX / d.bs || size < d.bs * d.skip);
     int64_t out_size = skip_past_end ? 0 : size - d.bs * d.skip;
 
-    auto plan = plan_target(out_fmt, d.out, "", static_cast<uint64_t>(out_size), "", "", "Unknown file format");
+    ImageSpec spec;
+    spec.format = out_fmt;
+    spec.filename = d.out;
+    spec.size = static_cast<uint64_t>(out_size);
+    spec.unknown_format_message = "Unknown file format";
+    auto plan = plan_image(spec);
     if (!plan) {
         error_report(plan.error().message);
         return 1;
     }
-    if (auto r = create_target(opener, *plan); !r) {
+    if (auto r = create_image(opener, *plan, true); !r) {
         error_reportf("{}: error while creating output image: {}", d.out, r.error().message);
         return 1;
     }

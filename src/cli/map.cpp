@@ -2,8 +2,6 @@
 // as qemu-img prints it: extents from block/status.h's chain_status(),
 // merged when contiguous and alike (qemu-img.c entry_mergeable), in the
 // human table ("Offset Length Mapped to File") or as JSON lines.
-#include <getopt.h>
-
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -11,14 +9,12 @@
 
 #include "block/status.h"
 #include "cli/commands.h"
-#include "cli/common.h"
+#include "cli/options.h"
 #include "cli/printers.h"
 #include "util/size.h"
 
 namespace qimg::cli {
 namespace {
-
-enum { kOptOutput = 256, kOptObject, kOptImageOpts };
 
 struct MapEntry {
     uint64_t start = 0, length = 0;
@@ -84,78 +80,23 @@ bool dump_entry(OutputFormat out, const MapEntry &e, MapEntry *next) {
     return true;
 }
 
-int64_t parse_num_arg(const char *what, const char *arg) {
-    auto v = cvtnum(what, arg, g_argv0);
-    if (!v) {
-        error_report(v.error().message);
-        return -1;
-    }
-    return *v;
-}
-
 }  // namespace
 
 int cmd_map(int argc, char **argv) {
-    static const option kLong[] = {
-        {"help", no_argument, nullptr, 'h'},
-        {"format", required_argument, nullptr, 'f'},
-        {"output", required_argument, nullptr, kOptOutput},
-        {"object", required_argument, nullptr, kOptObject},
-        {"image-opts", no_argument, nullptr, kOptImageOpts},
-        {"force-share", no_argument, nullptr, 'U'},
-        {"start-offset", required_argument, nullptr, 's'},
-        {"max-length", required_argument, nullptr, 'l'},
-        {nullptr, 0, nullptr, 0},
-    };
-    std::string fmt;
-    const char *output = nullptr;
-    bool image_opts = false, force_share = false;
+    SharedOptions so;
     int64_t start_offset = 0, max_length = -1;
-    int c;
-    while ((c = getopt_long(argc, argv, ":f:s:l:hU", kLong, nullptr)) != -1) {
-        switch (c) {
-        case ':':
-        case '?':
-            getopt_error(c, argv);
-        case 'h':
-            print_help();
-        case 'f':
-            fmt = optarg;
-            break;
-        case 'U':
-            force_share = true;
-            break;
-        case kOptOutput:
-            output = optarg;
-            break;
-        case 's':
-            start_offset = parse_num_arg("start offset", optarg);
-            if (start_offset < 0) return 1;
-            break;
-        case 'l':
-            max_length = parse_num_arg("max length", optarg);
-            if (max_length < 0) return 1;
-            break;
-        case kOptObject:
-            process_object_option(optarg);
-            break;
-        case kOptImageOpts:
-            image_opts = true;
-            break;
-        }
-    }
-    if (optind != argc - 1) error_exit("Expecting one image file name");
-    std::string filename = argv[optind];
+    if (int rc = parse_options(argc, argv, so,
+                               kOptFormat | kOptFormatLong | kOptForceShare | kOptOutput | kOptObject | kOptImageOpts,
+                               {number('s', "start-offset", "start offset", start_offset),
+                                number('l', "max-length", "max length", max_length)}))
+        return rc;
+    std::string filename = one_filename(argc, argv);
 
-    OutputFormat out = OutputFormat::Human;
-    if (output && !parse_output_format(output, out)) return 1;
+    OutputFormat out;
+    if (!so.output_format(out)) return 1;
 
     BlockOpener opener;
-    ImageOpenArgs a;
-    a.format = fmt;
-    a.image_opts = image_opts;
-    a.force_share = force_share;
-    NodePtr node = open_image(opener, filename, a);
+    NodePtr node = open_image(opener, filename, so.open_args("writeback"));
     if (!node) return 1;
 
     if (out == OutputFormat::Human)

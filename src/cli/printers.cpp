@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <fmt/printf.h>
 
+#include "block/create_opts.h"
 #include "cli/common.h"
 #include "util/keyval.h"
 #include "util/qjson.h"
@@ -224,6 +225,34 @@ void print_check_human(const CheckReport &r, bool quiet) {
     }
     if (r.image_end_offset) out += fmt::format("Image end offset: {}\n", r.image_end_offset);
     qprintf(quiet, out);
+}
+
+int print_create_option_help(const char *filename, std::string_view fmt) {
+    const Driver *drv = find_format_that(fmt, &Driver::can_create, "image creation");
+    if (!drv) return 1;
+    std::vector<CreateOption> list = merge_create_options(drv->create_options, nullptr);
+    if (filename) {
+        auto proto = find_protocol_driver(filename);
+        if (!proto) {
+            error_report(proto.error().message);
+            return 1;
+        }
+        if (!(*proto)->can_create()) {
+            error_reportf("Protocol driver '{}' does not support image creation", (*proto)->name);
+            return 1;
+        }
+        list = merge_create_options(drv->create_options, &(*proto)->create_options);
+        std::fputs("Supported options:\n", stdout);
+    } else {
+        std::printf("Supported %.*s options:\n", static_cast<int>(fmt.size()), fmt.data());
+    }
+    std::fputs(option_help_text(list).c_str(), stdout);
+    if (!filename) {
+        std::fputs("\nThe protocol level may support further options.\n"
+                   "Specify the target filename to include those options.\n",
+                   stdout);
+    }
+    return 0;
 }
 
 }  // namespace qimg::cli

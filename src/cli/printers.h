@@ -34,6 +34,13 @@ nlohmann::ordered_json check_report_json(const std::string &filename, std::strin
                                          const CheckReport &r);
 void print_check_human(const CheckReport &r, bool quiet);
 
+// qemu-img's print_block_option_help(): for `-o help` / `-o ?`. Without a
+// filename, "Supported <fmt> options:" with the format's options and the
+// hint about protocol options; with one, "Supported options:" with the
+// format's and the protocol's options merged. Errors (unknown format, no
+// creation support, unknown protocol) are reported. Returns the exit status.
+int print_create_option_help(const char *filename, std::string_view fmt);
+
 // printf() unless quiet (qemu-img's qprintf).
 void qprintf(bool quiet, const std::string &s);
 

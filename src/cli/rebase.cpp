@@ -9,121 +9,56 @@
 // header change may reach the disk first), and the header change itself is
 // the qcow2 driver's torn-write-safe rewrite. A kill at any point leaves the
 // old backing file with all the data it needs, or the new one.
-#include <getopt.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 #include "cli/commands.h"
-#include "cli/common.h"
+#include "cli/options.h"
 #include "cli/printers.h"
 #include "engine/rebase.h"
 #include "util/progress.h"
 
 namespace qimg::cli {
-namespace {
-
-enum { kOptObject = 256, kOptImageOpts };
-
-}  // namespace
 
 int cmd_rebase(int argc, char **argv) {
-    static const option kLong[] = {
-        {"help", no_argument, nullptr, 'h'},
-        {"object", required_argument, nullptr, kOptObject},
-        {"image-opts", no_argument, nullptr, kOptImageOpts},
-        {"force-share", no_argument, nullptr, 'U'},
-        {"compress", no_argument, nullptr, 'c'},
-        {nullptr, 0, nullptr, 0},
-    };
-    std::string fmt, cache = "writeback", src_cache = "writeback", base_fmt, base;
-    bool have_base = false, have_base_fmt = false, unsafe = false, progress = false, quiet = false;
-    bool image_opts = false, force_share = false, compress = false;
-    int c;
-    while ((c = getopt_long(argc, argv, ":hf:F:b:upt:T:qUc", kLong, nullptr)) != -1) {
-        switch (c) {
-        case ':':
-        case '?':
-            getopt_error(c, argv);
-        case 'h':
-            print_help();
-        case 'f':
-            fmt = optarg;
-            break;
-        case 'F':
-            base_fmt = optarg;
-            have_base_fmt = true;
-            break;
-        case 'b':
-            base = optarg;
-            have_base = true;
-            break;
-        case 'u':
-            unsafe = true;
-            break;
-        case 'p':
-            progress = true;
-            break;
-        case 't':
-            cache = optarg;
-            break;
-        case 'T':
-            src_cache = optarg;
-            break;
-        case 'q':
-            quiet = true;
-            break;
-        case kOptObject:
-            process_object_option(optarg);
-            break;
-        case kOptImageOpts:
-            image_opts = true;
-            break;
-        case 'U':
-            force_share = true;
-            break;
-        case 'c':
-            // qemu-img 8.2's rebase -c: merged clusters are written compressed.
-            compress = true;
-            break;
-        }
-    }
-    if (quiet) progress = false;
-    if (optind != argc - 1) error_exit("Expecting one image file name");
+    SharedOptions so;
+    std::optional<std::string> base_arg, base_fmt_arg;
+    bool unsafe = false, compress = false;
+    if (int rc = parse_options(argc, argv, so,
+                               kOptFormat | kOptProgress | kOptCache | kOptSrcCache | kOptQuiet | kOptForceShare |
+                                   kOptObject | kOptImageOpts,
+                               {value('F', nullptr, base_fmt_arg), value('b', nullptr, base_arg), flag('u', nullptr, unsafe),
+                                // qemu-img 8.2's rebase -c: merged clusters are written compressed.
+                                flag('c', "compress", compress)}))
+        return rc;
+    std::string filename = one_filename(argc, argv);
+    const bool have_base = base_arg.has_value(), have_base_fmt = base_fmt_arg.has_value();
+    const std::string base = base_arg.value_or(""), base_fmt = base_fmt_arg.value_or("");
     if (!unsafe && !have_base) error_exit("Must specify backing file (-b) or use unsafe mode (-u)");
-    std::string filename = argv[optind];
 
-    progress::init(progress, 2.f);
+    progress::init(so.progress, 2.f);
     progress::print(0.f, 100);
-    auto fail = [](const std::string &msg) {
-        progress::end();
-        error_report(msg);
-        return 1;
-    };
-    if (!parse_cache_mode(cache)) return fail("Invalid cache option: " + cache);
-    if (!parse_cache_mode(src_cache)) return fail("Invalid source cache option: " + src_cache);
+    if (auto e = cache_mode_error(so.cache, false)) return fail_progress(*e);
+    if (auto e = cache_mode_error(so.src_cache, true)) return fail_progress(*e);
 
     // Unsafe mode ignores the old backing file, so that a moved or renamed
     // one can be named anew.
     BlockOpener opener;
-    ImageOpenArgs a;
-    a.format = fmt;
-    a.image_opts = image_opts;
-    a.writable = true;
+    ImageOpenArgs a = so.open_args(so.cache, true);
+    a.force_share = false;  // -U is for the new backing file only
     a.no_backing = unsafe;
-    a.cache = cache;
-    a.quiet = quiet;
     NodePtr node = open_image(opener, filename, a);
     if (!node) {
         progress::end();
         return 1;
     }
-    if (have_base_fmt && !find_driver(base_fmt)) return fail("Invalid format name: '" + base_fmt + "'");
+    if (have_base_fmt && !find_driver(base_fmt)) return fail_progress("Invalid format name: '" + base_fmt + "'");
     // As qemu-img 8.2 words it.
-    if (compress && unsafe) return fail("Compression can't be used with -u option");
+    if (compress && unsafe) return fail_progress("Compression can't be used with -u option");
     if (compress && node->compressed_cluster_size() == 0)
-        return fail("Compression not supported for this file format");
+        return fail_progress("Compression not supported for this file format");
 
     if (!unsafe) {
         BlockNode *old_backing = node->backing();
@@ -140,10 +75,10 @@ int cmd_rebase(int argc, char **argv) {
             } else {
                 OpenOptions o;
                 o.format = base_fmt;
-                o.flags.force_share = force_share;
+                o.flags.force_share = so.force_share;
                 auto nb = new_opener.open_image(real, o);
                 if (!nb)
-                    return fail("Could not open new backing file '" + base + "': " + nb.error().message);
+                    return fail_progress("Could not open new backing file '" + base + "': " + nb.error().message);
                 new_owned = *nb;
                 new_backing = new_owned.get();
             }
@@ -153,11 +88,11 @@ int cmd_rebase(int argc, char **argv) {
         ro.write_behind = default_write_behind();
         ro.on_progress = [](float step) { progress::print(step, 100); };
         if (auto p = engine::rebase_preserve(*node, old_backing, new_backing, prefix, ro); !p)
-            return fail(p.error().message);
+            return fail_progress(p.error().message);
         // The preserved data must be durable before the header stops
         // pointing at the old backing file.
         if (auto f = node->flush(); !f)
-            return fail("Error while writing to COW image: " + std::string(std::strerror(f.error().code)));
+            return fail_progress("Error while writing to COW image: " + std::string(std::strerror(f.error().code)));
     }
 
     // bdrv_change_backing_file(): a format needs a file, and a new name
@@ -171,10 +106,10 @@ int cmd_rebase(int argc, char **argv) {
     if (!r) {
         std::string shown = have_base ? base : std::string("(null)");
         if (r.error().code == ENOSPC)
-            return fail("Could not change the backing file to '" + shown + "': No space left in the file header");
+            return fail_progress("Could not change the backing file to '" + shown + "': No space left in the file header");
         if (r.error().code == EINVAL && have_base && !have_base_fmt)
-            return fail("Could not change the backing file to '" + shown + "': backing format must be specified");
-        return fail("Could not change the backing file to '" + shown + "': " + std::strerror(r.error().code));
+            return fail_progress("Could not change the backing file to '" + shown + "': backing format must be specified");
+        return fail_progress("Could not change the backing file to '" + shown + "': " + std::strerror(r.error().code));
     }
     progress::print(100.f, 0);
     progress::end();

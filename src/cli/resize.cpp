@@ -2,20 +2,16 @@
 // --shrink required to lose data and --preallocation for the grown part.
 // The work is BlockNode::truncate; this file is img_resize's checks and
 // messages (and bdrv_co_truncate's generic ones).
-#include <getopt.h>
-
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 
 #include "cli/commands.h"
-#include "cli/common.h"
+#include "cli/options.h"
 #include "util/keyval.h"
 
 namespace qimg::cli {
 namespace {
-
-enum : int { kOptObject = 256, kOptImageOpts, kOptPreallocation, kOptShrink };
 
 // QEMU's BDRV_MAX_LENGTH: INT64_MAX rounded down to BDRV_MAX_ALIGNMENT (1 GiB).
 constexpr int64_t kMaxLength = INT64_MAX / (int64_t{1} << 30) * (int64_t{1} << 30);
@@ -23,55 +19,23 @@ constexpr int64_t kMaxLength = INT64_MAX / (int64_t{1} << 30) * (int64_t{1} << 3
 }  // namespace
 
 int cmd_resize(int argc, char **argv) {
-    static const option kLong[] = {
-        {"help", no_argument, nullptr, 'h'},
-        {"object", required_argument, nullptr, kOptObject},
-        {"image-opts", no_argument, nullptr, kOptImageOpts},
-        {"preallocation", required_argument, nullptr, kOptPreallocation},
-        {"shrink", no_argument, nullptr, kOptShrink},
-        {nullptr, 0, nullptr, 0},
-    };
     // The size is taken off argv before getopt so that "-1G" is not an option.
     if (argc < 3) error_exit("Not enough arguments");
     const char *size = argv[--argc];
 
-    const char *fmt = nullptr;
-    bool quiet = false, image_opts = false, shrink = false;
+    SharedOptions so;
+    bool shrink = false;
     Prealloc prealloc = Prealloc::Off;
-    int c;
-    while ((c = getopt_long(argc, argv, ":f:hq", kLong, nullptr)) != -1) {
-        switch (c) {
-        case ':':
-        case '?':
-            getopt_error(c, argv);
-        case 'h':
-            print_help();
-        case 'f':
-            fmt = optarg;
-            break;
-        case 'q':
-            quiet = true;
-            break;
-        case kOptObject:
-            process_object_option(optarg);
-            break;
-        case kOptImageOpts:
-            image_opts = true;
-            break;
-        case kOptPreallocation: {
-            auto p = parse_prealloc(optarg);
-            if (!p) {
-                error_reportf("Invalid preallocation mode '{}'", optarg);
-                return 1;
-            }
-            prealloc = *p;
-            break;
-        }
-        case kOptShrink:
-            shrink = true;
-            break;
-        }
-    }
+    auto set_prealloc = [&prealloc](const char *arg) {
+        auto p = parse_prealloc(arg);
+        if (!p) error_reportf("Invalid preallocation mode '{}'", arg);
+        if (p) prealloc = *p;
+        return p.has_value();
+    };
+    if (int rc = parse_options(argc, argv, so, kOptFormat | kOptQuiet | kOptObject | kOptImageOpts,
+                               {action_arg(0, "preallocation", set_prealloc), flag(0, "shrink", shrink)}))
+        return rc;
+    const bool quiet = so.quiet;
     if (optind != argc - 1) error_exit("Expecting image file name and size");
     const char *filename = argv[optind++];
 
@@ -93,17 +57,13 @@ int cmd_resize(int argc, char **argv) {
     // QEMU keeps the size in an int64_t: values of 2^63 and above go negative.
     const int64_t n = static_cast<int64_t>(*parsed);
 
-    if (image_opts && fmt) {
+    if (so.image_opts && so.format) {
         error_report("--image-opts and --format are mutually exclusive");
         return 1;
     }
     BlockOpener opener;
-    ImageOpenArgs a;
-    a.format = fmt ? fmt : "";
-    a.image_opts = image_opts;
-    a.writable = true;
+    ImageOpenArgs a = so.open_args("writeback", true);
     a.resize = true;  // BDRV_O_RESIZE: the "resize" permission (lock byte 103)
-    a.quiet = quiet;
     NodePtr blk = open_image(opener, filename, a);
     if (!blk) return 1;
 

@@ -15,4 +15,8 @@ void set_program_name(std::string name);
 // whose caller passes no error object, which then sees only an errno.
 void report_error(std::string_view msg);
 
+// "<program>: warning: <msg>" on stderr, stdout flushed first (QEMU's
+// warn_report), for warnings that arise below the CLI (creation options).
+void report_warning(std::string_view msg);
+
 }  // namespace qimg

@@ -236,12 +236,4 @@ std::vector<CreateOption> qcow2_create_options() {
     };
 }
 
-std::vector<std::string> qcow2_formatting_order() {
-    std::vector<std::string> v;
-    for (const CreateOption &o : qcow2_create_options()) v.push_back(o.name);
-    v.push_back("nocow");
-    v.push_back("extent_size_hint");
-    return v;
-}
-
 }  // namespace qimg::qcow2

@@ -1160,7 +1160,7 @@ const Driver *make_qcow2_driver() {
         d.amend_options = qcow2_amend_options();
         d.supports_backing = true;
         d.supports_compression = true;
-        d.formatting_order = qcow2_formatting_order();
+        d.supports_check = true;
         return d;
     }();
     return &d;

@@ -283,7 +283,6 @@ namespace qimg::qcow2 {
 // create.cpp
 Result<void> qcow2_create(CreateRequest &req);
 std::vector<CreateOption> qcow2_create_options();
-std::vector<std::string> qcow2_formatting_order();
 // amend.cpp
 std::vector<CreateOption> qcow2_amend_options();
 }  // namespace qimg::qcow2

@@ -19,8 +19,8 @@ namespace {
 
 class RawNode final : public BlockNode {
 public:
-    RawNode(NodePtr file, uint64_t offset, uint64_t size, bool has_size, bool probed)
-        : offset_(offset), size_(size), has_size_(has_size), probed_(probed) {
+    RawNode(NodePtr file, uint64_t offset, uint64_t size, bool has_size, bool probed, bool read_write)
+        : offset_(offset), size_(size), has_size_(has_size), probed_(probed), read_write_(read_write) {
         file_ = std::move(file);
     }
 
@@ -107,6 +107,15 @@ public:
 
     uint32_t request_alignment() const override { return file_->request_alignment(); }
 
+    // QEMU's bdrv_snapshot_goto() hands a format without snapshots over to
+    // its file child, closing the format and opening it again around the
+    // call: the open prints its probing warning a second time.
+    Result<void> snapshot_goto(const std::string &name) override {
+        Result<void> r = file_->snapshot_goto(name);
+        if (probed_ && read_write_) warn_probed_raw(filename());
+        return r;
+    }
+
 private:
     static constexpr uint64_t kProbeSector = 512;
 
@@ -136,6 +145,7 @@ private:
     uint64_t offset_, size_;
     bool has_size_;
     bool probed_;  // format guessed, not given: block 0 writes are restricted
+    bool read_write_;
 };
 
 Result<uint64_t> take_size_option(OptionMap &opts, const char *key, bool &present) {
@@ -169,7 +179,7 @@ Result<NodePtr> raw_open(OpenRequest &req) {
                                           std::to_string(size) + ") has to be smaller or equal to the actual "
                                           "size of the containing file (" + std::to_string(flen) + ")");
     }
-    return NodePtr(std::make_shared<RawNode>(req.file, offset, size, has_size, probed));
+    return NodePtr(std::make_shared<RawNode>(req.file, offset, size, has_size, probed, req.flags.read_write));
 }
 
 // raw has no metadata: the protocol file is the image, created with all the
@@ -210,7 +220,6 @@ const Driver *make_raw_driver() {
             return p;
         };
         d.create_options = {{"size", CreateOption::Type::Size, "Virtual disk size", ""}};
-        d.formatting_order = {"size", "preallocation"};
         return d;
     }();
     return &d;

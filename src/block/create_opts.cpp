@@ -1,16 +1,15 @@
 // Creation options (see create_opts.h): QemuOpts semantics over a driver's
 // CreateOption list.
-#include "cli/create_opts.h"
+#include "block/create_opts.h"
 
 #include <algorithm>
 #include <cinttypes>
-#include <cstdio>
 
-#include "cli/common.h"
+#include "util/progname.h"
 #include "util/keyval.h"
 #include "util/size.h"
 
-namespace qimg::cli {
+namespace qimg {
 
 std::vector<CreateOption> merge_create_options(const std::vector<CreateOption> &format,
                                                const std::vector<CreateOption> *protocol) {
@@ -51,64 +50,6 @@ std::string option_help_text(const std::vector<CreateOption> &list) {
     std::string out;
     for (const std::string &l : lines) out += l + "\n";
     return out;
-}
-
-// path_has_protocol(): a ':' before any '/' (or '\\').
-static std::string protocol_prefix(std::string_view name) {
-    size_t p = name.find_first_of(":/\\");
-    if (p == std::string_view::npos || name[p] != ':') return {};
-    return std::string(name.substr(0, p));
-}
-
-Result<const Driver *> find_protocol_driver(std::string_view filename) {
-    std::string prefix = protocol_prefix(filename);
-    if (prefix.empty() || prefix == "file") {
-        if (const Driver *d = find_driver("file")) return d;
-        return make_error(EINVAL, "Unknown protocol 'file'");
-    }
-    for (const Driver *d : all_drivers()) {
-        if (!d->is_protocol) continue;
-        if (std::find(d->protocol_prefixes.begin(), d->protocol_prefixes.end(), prefix) != d->protocol_prefixes.end())
-            return d;
-    }
-    // QEMU truncates the prefix to 127 characters in its message.
-    if (prefix.size() > 127) prefix.resize(127);
-    return make_error(EINVAL, "Unknown protocol '" + prefix + "'");
-}
-
-int print_create_option_help(const char *filename, std::string_view fmt) {
-    const Driver *drv = find_driver(fmt);
-    if (!drv) {
-        error_reportf("Unknown file format '{}'", fmt);
-        return 1;
-    }
-    if (drv->create_options.empty()) {
-        error_reportf("Format driver '{}' does not support image creation", fmt);
-        return 1;
-    }
-    std::vector<CreateOption> list = merge_create_options(drv->create_options, nullptr);
-    if (filename) {
-        auto proto = find_protocol_driver(filename);
-        if (!proto) {
-            error_report(proto.error().message);
-            return 1;
-        }
-        if ((*proto)->create_options.empty()) {
-            error_reportf("Protocol driver '{}' does not support image creation", (*proto)->name);
-            return 1;
-        }
-        list = merge_create_options(drv->create_options, &(*proto)->create_options);
-        std::fputs("Supported options:\n", stdout);
-    } else {
-        std::printf("Supported %.*s options:\n", static_cast<int>(fmt.size()), fmt.data());
-    }
-    std::fputs(option_help_text(list).c_str(), stdout);
-    if (!filename) {
-        std::fputs("\nThe protocol level may support further options.\n"
-                   "Specify the target filename to include those options.\n",
-                   stdout);
-    }
-    return 0;
 }
 
 // ------------------------------------------------------------- CreateOpts
@@ -161,7 +102,7 @@ Result<void> CreateOpts::set(std::string_view name, std::string_view value) {
     case CreateOption::Type::Size: {
         std::string warning;
         QIMG_ASSIGN(v.number, parse_size_opt(name, value, &warning));
-        if (!warning.empty()) warn_report(warning);
+        if (!warning.empty()) report_warning(warning);
         break;
     }
     }
@@ -232,4 +173,4 @@ std::map<std::string, std::string> CreateOpts::values() const {
     return out;
 }
 
-}  // namespace qimg::cli
+}  // namespace qimg

@@ -5,7 +5,6 @@
 // "Formatting '<file>', fmt=<fmt> ..." line.
 //
 // Typical use (qemu-img create):
-//   if (has_help_option(optstr)) return print_create_option_help(filename, fmt);
 //   CreateOpts opts(merge_create_options(fmt_drv->create_options, &proto_drv->create_options));
 //   if (auto r = opts.parse(optstr); !r) ...report r.error().message...
 //   opts.set_number("size", n);
@@ -22,7 +21,7 @@
 
 #include "block/driver.h"
 
-namespace qimg::cli {
+namespace qimg {
 
 // qemu_opts_append(format, protocol): the format's options in order, then the
 // protocol's options whose names are not present yet. `protocol` may be null.
@@ -33,19 +32,6 @@ std::vector<CreateOption> merge_create_options(const std::vector<CreateOption> &
 // padded to 24 columns then " - help", sorted by the whole line; for an empty
 // list "No options available.\n". Ends in '\n'.
 std::string option_help_text(const std::vector<CreateOption> &list);
-
-// bdrv_find_protocol(filename, allow_prefix=true): names without a
-// "proto:" prefix (or with a '/' before the first ':') and "file:" names use
-// the file driver; a registered protocol prefix picks that driver; anything
-// else fails with "Unknown protocol '<prefix>'".
-Result<const Driver *> find_protocol_driver(std::string_view filename);
-
-// qemu-img's print_block_option_help(): for `-o help` / `-o ?`. Without a
-// filename, "Supported <fmt> options:" with the format's options and the
-// hint about protocol options; with one, "Supported options:" with the
-// format's and the protocol's options merged. Errors (unknown format, no
-// creation support, unknown protocol) are reported. Returns the exit status.
-int print_create_option_help(const char *filename, std::string_view fmt);
 
 // One value set on a CreateOpts, as QemuOpt keeps it.
 struct OptValue {
@@ -105,4 +91,4 @@ private:
     std::vector<OptValue> values_;
 };
 
-}  // namespace qimg::cli
+}  // namespace qimg
