@@ -1094,13 +1094,7 @@ Result<void> Qcow2Node::write_compressed_cluster(uint64_t off, const uint8_t *bu
 
 Result<std::vector<uint8_t>> Qcow2Node::compress_cluster(const void *buf, size_t len,
                                                          const CompressOptions &opts) const {
-    if (len > cs_) return make_error(EINVAL, "Compressed writes must cover whole clusters");
-    std::vector<uint8_t> in(cs_, 0);
-    std::memcpy(in.data(), buf, len);
-    std::vector<uint8_t> out(cs_ - 1);
-    QIMG_ASSIGN(size_t clen, qcow2::compress_cluster(h_.compression_type, in, out, opts.level, opts.fast));
-    out.resize(clen);  // 0: incompressible, store normally
-    return out;
+    return qcow2::compress_cluster(h_.compression_type, buf, len, cs_, opts);  // empty: store normally
 }
 
 Result<void> Qcow2Node::write_compressed_data(uint64_t off, std::span<const uint8_t> data, const void *raw,
