@@ -11,6 +11,7 @@
 
 #include "format/qcow2/header.h"
 #include "format/qcow2/measure.h"
+#include "util/checked.h"
 #include "util/endian.h"
 
 namespace qimg::qcow2 {
@@ -272,11 +273,10 @@ Result<uint64_t> Refcounts::used_end(uint64_t limit) {
 Result<uint64_t> Refcounts::refcount_area(uint64_t start, uint64_t additional, bool exact, uint64_t new_block_index,
                                           uint64_t new_block_offset) {
     const uint64_t per_cluster = cluster_size_ / 8;
-    auto div_up = [](uint64_t a, uint64_t b) { return (a + b - 1) / b; };
     uint64_t total = 0;  // refcount blocks covering everything, themselves included
     refcount_metadata_size(start + additional, cluster_size_, order_, !exact, &total);
-    uint64_t table_size = exact ? total : total + div_up(total, 2);
-    table_size = div_up(table_size, per_cluster) * per_cluster;
+    uint64_t table_size = exact ? total : total + div_round_up(total, 2);
+    table_size = div_round_up(table_size, per_cluster) * per_cluster;
     const uint64_t table_clusters = table_size / per_cluster;
     if (table_clusters * cluster_size_ > kMaxRefcountTableBytes) return make_error(EFBIG, "Refcount table too large");
 
