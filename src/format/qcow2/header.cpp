@@ -529,36 +529,29 @@ Result<void> write_header_safely(BlockNode &file, Header &h) {
 
 namespace {
 
-// Writes the header bytes [first.offset, last.offset + last.size) of `h`.
-template <class F, class L>
-Result<void> write_field_span(BlockNode &file, const uint8_t *h, F first, L last) {
-    return file.write(first.offset, h + first.offset, last.offset + last.size - first.offset);
+// Writes two adjacent header fields (`first` ends where `second` starts) in
+// one write.
+template <class T1, Endian E1, class T2, Endian E2>
+Result<void> write_adjacent_fields(BlockNode &file, Field<T1, E1> first, T1 v1, Field<T2, E2> second, T2 v2) {
+    uint8_t b[kHeaderV2Length] = {};
+    ByteWriter w(b);
+    w.put(first, v1);
+    w.put(second, v2);
+    return file.write(first.offset, b + first.offset, second.offset + sizeof(T2) - first.offset);
 }
 
 }  // namespace
 
 Result<void> write_refcount_table_pointer(BlockNode &file, uint64_t offset, uint32_t clusters) {
-    uint8_t b[kHeaderV2Length] = {};
-    ByteWriter w(b);
-    w.put(hdr::kRefcountTableOffset, offset);
-    w.put(hdr::kRefcountTableClusters, clusters);
-    return write_field_span(file, b, hdr::kRefcountTableOffset, hdr::kRefcountTableClusters);
+    return write_adjacent_fields(file, hdr::kRefcountTableOffset, offset, hdr::kRefcountTableClusters, clusters);
 }
 
 Result<void> write_l1_table_pointer(BlockNode &file, uint32_t l1_size, uint64_t offset) {
-    uint8_t b[kHeaderV2Length] = {};
-    ByteWriter w(b);
-    w.put(hdr::kL1Size, l1_size);
-    w.put(hdr::kL1TableOffset, offset);
-    return write_field_span(file, b, hdr::kL1Size, hdr::kL1TableOffset);
+    return write_adjacent_fields(file, hdr::kL1Size, l1_size, hdr::kL1TableOffset, offset);
 }
 
 Result<void> write_snapshot_table_pointer(BlockNode &file, uint32_t nb_snapshots, uint64_t offset) {
-    uint8_t b[kHeaderV2Length] = {};
-    ByteWriter w(b);
-    w.put(hdr::kNbSnapshots, nb_snapshots);
-    w.put(hdr::kSnapshotsOffset, offset);
-    return write_field_span(file, b, hdr::kNbSnapshots, hdr::kSnapshotsOffset);
+    return write_adjacent_fields(file, hdr::kNbSnapshots, nb_snapshots, hdr::kSnapshotsOffset, offset);
 }
 
 }  // namespace qimg::qcow2
