@@ -62,6 +62,8 @@ public:
     // Forgets the table at `offset` without writing it (freed or rewritten
     // behind the cache's back).
     void drop(uint64_t offset) { cache_.erase(offset); }
+    // Forgets every table without writing any (the tables changed layout).
+    void clear() { cache_.clear(); }
     bool dirty() const {
         return std::any_of(cache_.begin(), cache_.end(), [](const auto &kv) { return kv.second.dirty; });
     }

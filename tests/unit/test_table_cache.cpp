@@ -108,13 +108,18 @@ TEST(TableCache, ErrorsPropagateAndLeaveNothingHalfDone) {
     EXPECT_EQ(d.tables[1], (Table{5}));
 }
 
-TEST(TableCache, DropForgetsWithoutWritingAndCapacityHasAFloor) {
+TEST(TableCache, DropAndClearForgetWithoutWritingAndCapacityHasAFloor) {
     FakeDisk d;
     TableCache<Table> c(0, d.io());
     EXPECT_EQ(c.capacity(), 2u);
     c.put_new(8, std::make_shared<Table>(Table{1}));
     c.mark_dirty(8);
     c.drop(8);
+    EXPECT_FALSE(c.dirty());
+    c.put_new(7, std::make_shared<Table>(Table{2}));
+    c.mark_dirty(7);
+    c.clear();
+    EXPECT_EQ(c.size(), 0u);
     EXPECT_FALSE(c.dirty());
     ASSERT_TRUE(c.write_table(9, Table{4}));
     EXPECT_EQ(d.tables[9], (Table{4}));
