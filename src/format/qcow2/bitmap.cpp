@@ -6,20 +6,22 @@
 #include <cstring>
 #include <set>
 
+#include "block/table_check.h"
 #include "format/qcow2/header.h"
+#include "util/checked.h"
 #include "util/endian.h"
 
 namespace qimg::qcow2 {
 namespace {
 
-uint64_t div_round_up(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
-
 // QEMU's check_dir_entry: the fields of one entry against the image.
 bool dir_entry_valid(const BitmapDirEntry &e, uint8_t type, uint64_t cluster_size, uint64_t image_size) {
-    if (e.table_size == 0 || e.table_offset == 0 || (e.table_offset % cluster_size) != 0 ||
-        e.table_size > kBmeMaxTableSize || e.granularity_bits > kBmeMaxGranularityBits ||
-        e.granularity_bits < kBmeMinGranularityBits || (e.flags & kBmeReservedFlags) ||
-        e.name.size() > kBmeMaxNameSize || type != kBitmapTypeDirtyTracking)
+    // QEMU checks neither the table's end nor the file size here.
+    const TableCheck table =
+        check_table(e.table_offset, e.table_size, 8, {uint64_t{kBmeMaxTableSize} * 8, cluster_size});
+    if (e.table_size == 0 || e.table_offset == 0 || table.misaligned || table.too_large ||
+        e.granularity_bits > kBmeMaxGranularityBits || e.granularity_bits < kBmeMinGranularityBits ||
+        (e.flags & kBmeReservedFlags) || e.name.size() > kBmeMaxNameSize || type != kBitmapTypeDirtyTracking)
         return false;
     const uint64_t phys = uint64_t(e.table_size) * cluster_size;
     if (phys > kBmeMaxPhysSize) return false;

@@ -20,6 +20,7 @@
 #include <cstring>
 
 #include "format/qcow2/qcow2.h"
+#include "util/checked.h"
 #include "util/endian.h"
 
 namespace qimg::qcow2 {
@@ -29,8 +30,6 @@ std::string inconsistent_message(const std::string &name) {
     return "Bitmap '" + name +
            "' is inconsistent and cannot be used\nTry block-dirty-bitmap-remove to delete this bitmap from disk";
 }
-
-uint64_t div_up(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
 
 }  // namespace
 
@@ -209,7 +208,7 @@ Result<uint64_t> Qcow2Node::write_bitmap_locked(const DirtyBits &bits, std::vect
         table[i] = off;
     }
     const uint64_t tbytes = table.size() * 8;
-    QIMG_ASSIGN(uint64_t toff, rc_->alloc_clusters(div_up(tbytes, cs_)));
+    QIMG_ASSIGN(uint64_t toff, rc_->alloc_clusters(div_round_up(tbytes, cs_)));
     allocated.emplace_back(toff, tbytes);
     std::vector<uint8_t> raw(tbytes);
     for (uint64_t i = 0; i < table.size(); i++) put_be64(&raw[i * 8], table[i]);
@@ -266,7 +265,7 @@ Result<void> Qcow2Node::store_bitmaps_locked(bool keep_tracking, bool directory_
         if (dir.size() > kMaxBitmaps) return undo(make_error(EINVAL, "Too many persistent bitmaps"));
         std::vector<uint8_t> raw = serialize_bitmap_directory(dir);
         if (raw.size() > kMaxBitmapDirectorySize) return undo(make_error(EINVAL, "Bitmap directory is too large"));
-        auto off = rc_->alloc_clusters(div_up(raw.size(), cs_));
+        auto off = rc_->alloc_clusters(div_round_up(raw.size(), cs_));
         if (!off) return undo(off.error());
         allocated.emplace_back(*off, raw.size());
         if (auto r = file_->write(*off, raw.data(), raw.size()); !r) return undo(r.error());

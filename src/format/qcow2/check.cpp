@@ -139,9 +139,7 @@ Result<void> Checker::read_snapshot_table(unsigned fix, Res &res) {
     res.corruptions += int64_t(reduced) + rep.extra_dropped;
     if (reduced) {
         // The count on disk must match before the refcounts are checked.
-        uint8_t b[4];
-        put_be32(b, n_.h_.nb_snapshots);
-        auto w = file_.write(60, b, sizeof b);
+        auto w = write_header_field(file_, hdr::kNbSnapshots, n_.h_.nb_snapshots);
         if (w) w = file_.flush();
         if (!w) {
             res.check_errors++;
@@ -820,10 +818,7 @@ Result<void> Checker::rebuild(Res &res) {
     // Refblocks and table durable before the header points at them.
     w = file_.flush();
     if (!w) return fail(w.error().prepended("ERROR writing reftable: "));
-    uint8_t hb[12];
-    put_be64(hb, reftable_offset);
-    put_be32(hb + 8, uint32_t(reftable_clusters));
-    w = file_.write(48, hb, 12);
+    w = write_refcount_table_pointer(file_, reftable_offset, uint32_t(reftable_clusters));
     if (w) w = file_.flush();
     if (!w) return fail(w.error().prepended("ERROR setting reftable: "));
     n_.h_.refcount_table_offset = reftable_offset;
@@ -885,9 +880,7 @@ Result<void> Checker::check_refcounts(unsigned fix, Res &res) {
 }
 
 Result<void> Checker::write_incompat(uint64_t v) {
-    uint8_t b[8];
-    put_be64(b, v);
-    QIMG_TRY(file_.write(72, b, 8));
+    QIMG_TRY(write_header_field(file_, hdr::kIncompatibleFeatures, v));
     QIMG_TRY(file_.flush());
     n_.h_.incompatible = v;
     return ok();
@@ -931,10 +924,7 @@ Result<void> Checker::run(unsigned fix, Res &res) {
 Result<void> Qcow2Node::reset_refcounts() {
     rc_ = std::make_unique<Refcounts>(*file_, cbits_, h_.refcount_order,
                                       [this](uint64_t off, uint32_t clusters) -> Result<void> {
-                                          uint8_t b[12];
-                                          put_be64(b, off);
-                                          put_be32(b + 8, clusters);
-                                          QIMG_TRY(file_->write(48, b, 12));
+                                          QIMG_TRY(write_refcount_table_pointer(*file_, off, clusters));
                                           h_.refcount_table_offset = off;
                                           h_.refcount_table_clusters = clusters;
                                           return file_->flush();

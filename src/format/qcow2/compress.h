@@ -1,32 +1,29 @@
-// qcow2 compressed clusters: raw deflate (zlib, windowBits -12, as QEMU —
-// its inflate uses a 4 KiB window, so larger distances must never be
-// emitted) and zstd (one or more frames filling exactly one cluster).
+// qcow2 compressed clusters: which codec (src/codec/) the header's
+// compression_type names, and qcow2's messages around it.
 #pragma once
 
 #include <cstdint>
 #include <span>
 #include <vector>
 
+#include "block/node.h"
+#include "codec/codec.h"
 #include "util/result.h"
 
 namespace qimg::qcow2 {
 
+// qcow2.txt "compression type": 0 is raw deflate read with a 4 KiB window
+// (QEMU inflates with windowBits -12, so larger distances must never be
+// emitted), 1 is zstd (one or more frames filling exactly one cluster).
+Result<codec::Params> codec_for(uint8_t compression_type, const CompressOptions &opts = {});
+
 // Inflates `in` (which may carry trailing sector padding) into exactly
 // out.size() bytes. Corrupt or short data is an EIO error.
-Result<void> decompress_cluster(uint8_t type, std::span<const uint8_t> in, std::span<uint8_t> out);
+Result<void> decompress_cluster(uint8_t compression_type, std::span<const uint8_t> in, std::span<uint8_t> out);
 
-// Compresses one cluster into `out` (capacity out.size()). Returns the
-// compressed length, or 0 when the result would not fit (store uncompressed).
-Result<size_t> compress_cluster(uint8_t type, std::span<const uint8_t> in, std::span<uint8_t> out);
-
-// The same with a codec level (-1: QEMU's default) or, with `fast`, the
-// fastest deflate available: ISA-L igzip level 1 with a 4 KiB history
-// (hist_bits 12, so QEMU's 4 KiB-window inflate reads it) when built with
-// ISA-L (QIMG_HAVE_ISAL), else zlib level 1. zstd ignores `fast`.
-// Thread-safe; codec state is kept per thread.
-Result<size_t> compress_cluster(uint8_t type, std::span<const uint8_t> in, std::span<uint8_t> out, int level,
-                                bool fast);
-// Whether compress_cluster(..., fast=true) uses ISA-L.
-bool have_isal();
+// Compresses `len` bytes (at most one cluster, zero-padded to it); empty when
+// the cluster does not shrink (stored uncompressed).
+Result<std::vector<uint8_t>> compress_cluster(uint8_t compression_type, const void *buf, size_t len,
+                                              uint64_t cluster_size, const CompressOptions &opts);
 
 }  // namespace qimg::qcow2

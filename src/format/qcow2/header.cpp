@@ -8,12 +8,26 @@
 #include <cstring>
 #include <tuple>
 
+#include "block/table_check.h"
 #include "util/endian.h"
 
 namespace qimg::qcow2 {
 namespace {
 
 uint64_t round_up8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+
+// qcow2.txt "Header extensions": each is a magic and a length, then the
+// data padded to 8 bytes. Payload fields are relative to the data.
+namespace ext {
+inline constexpr Be32 kMagic{0}, kLength{4};
+inline constexpr size_t kFramingSize = 8;
+inline constexpr Be64 kCryptoOffset{0}, kCryptoLength{8};
+inline constexpr size_t kCryptoSize = 16;
+inline constexpr Be32 kBitmapsCount{0}, kBitmapsReserved{4};
+inline constexpr Be64 kBitmapsDirectorySize{8}, kBitmapsDirectoryOffset{16};
+inline constexpr size_t kBitmapsSize = 24;
+inline constexpr size_t kFeatureEntrySize = 48;  // type, bit, 46 bytes of name
+}  // namespace ext
 
 std::string feature_list(const std::vector<FeatureName> &table, uint64_t mask) {
     std::string out;
@@ -37,17 +51,19 @@ std::string feature_list(const std::vector<FeatureName> &table, uint64_t mask) {
 // the table for the error message and ignores other errors then).
 Result<void> parse_extensions(Header &h, const std::vector<uint8_t> &head, uint64_t start, uint64_t end,
                               bool only_feature_table) {
+    ByteReader cluster(head);
     uint64_t off = start;
     while (off < end) {
-        if (off + 8 > head.size()) return make_error(EINVAL, "Header extension too large");
-        uint32_t magic = be32(&head[off]);
-        uint32_t len = be32(&head[off + 4]);
-        off += 8;
+        if (!cluster.has(off, ext::kFramingSize)) return make_error(EINVAL, "Header extension too large");
+        ByteReader framing(cluster.bytes(off, ext::kFramingSize));
+        const uint32_t magic = framing.get(ext::kMagic);
+        const uint32_t len = framing.get(ext::kLength);
+        off += ext::kFramingSize;
         if (off > end || len > end - off) {
             if (only_feature_table) return ok();
             return make_error(EINVAL, "Header extension too large");
         }
-        const uint8_t *data = &head[off];
+        ByteReader data(cluster.bytes(off, len));  // inside the cluster: end <= its size
         switch (magic) {
         case kExtEnd:
             return ok();
@@ -56,9 +72,10 @@ Result<void> parse_extensions(Header &h, const std::vector<uint8_t> &head, uint6
             // 48-byte entries until one has an empty name, so a short last
             // entry still counts (its missing bytes read as zero).
             h.feature_table.clear();
-            for (uint32_t i = 0; i < len; i += 48) {
-                uint8_t entry[48] = {};
-                std::memcpy(entry, data + i, std::min<uint32_t>(48, len - i));
+            for (uint32_t i = 0; i < len; i += ext::kFeatureEntrySize) {
+                uint8_t entry[ext::kFeatureEntrySize] = {};
+                std::span<const uint8_t> stored = data.bytes(i, std::min<uint32_t>(ext::kFeatureEntrySize, len - i));
+                std::memcpy(entry, stored.data(), stored.size());
                 if (entry[2] == 0) break;
                 FeatureName f;
                 f.type = entry[0];
@@ -73,50 +90,50 @@ Result<void> parse_extensions(Header &h, const std::vector<uint8_t> &head, uint6
                 if (len >= 16)
                     return make_error(EINVAL, "ERROR: ext_backing_format: len=" + std::to_string(len) +
                                                   " too large (>=16)");
-                h.backing_format.assign(reinterpret_cast<const char *>(data), len);
-                h.backing_format.resize(strnlen(h.backing_format.c_str(), len));
+                h.backing_format = data.cstring(0, len);
             } else if (magic == kExtCrypto) {
                 if (h.crypt_method != kCryptLuks)
                     return make_error(EINVAL, "CRYPTO header extension only expected with LUKS encryption method");
-                if (len != 16)
+                if (len != ext::kCryptoSize)
                     return make_error(EINVAL, "CRYPTO header extension size " + std::to_string(len) +
                                                   ", but expected size 16");
-                CryptoHeaderExtension c{be64(data), be64(data + 8)};
+                CryptoHeaderExtension c{data.get(ext::kCryptoOffset), data.get(ext::kCryptoLength)};
                 if (c.offset % h.cluster_size() != 0)
                     return make_error(EINVAL, "Encryption header offset '" + std::to_string(c.offset) +
                                                   "' is not a multiple of cluster size '" +
                                                   std::to_string(h.cluster_size()) + "'");
                 h.crypto_header = c;
             } else if (magic == kExtBitmaps) {
-                if (len != 24) return make_error(EINVAL, "bitmaps_ext: Invalid extension length");
+                if (len != ext::kBitmapsSize) return make_error(EINVAL, "bitmaps_ext: Invalid extension length");
                 if (!(h.autoclear & kAutoclearBitmaps)) {
                     // Left by a program without bitmap support: QEMU warns
                     // and drops it when it next writes the header.
                     h.stale_bitmaps_extension = true;
                     break;
                 }
-                if (be32(data + 4) != 0) return make_error(EINVAL, "bitmaps_ext: Reserved field is not zero");
+                if (data.get(ext::kBitmapsReserved) != 0)
+                    return make_error(EINVAL, "bitmaps_ext: Reserved field is not zero");
                 BitmapsExtension b;
-                b.nb_bitmaps = be32(data);
-                b.directory_size = be64(data + 8);
-                b.directory_offset = be64(data + 16);
+                b.nb_bitmaps = data.get(ext::kBitmapsCount);
+                b.directory_size = data.get(ext::kBitmapsDirectorySize);
+                b.directory_offset = data.get(ext::kBitmapsDirectoryOffset);
                 if (b.nb_bitmaps > kMaxBitmaps)
                     return make_error(EINVAL, "bitmaps_ext: Image has " + std::to_string(b.nb_bitmaps) +
                                                   " bitmaps, exceeding the QEMU supported maximum of 65535");
                 if (b.nb_bitmaps == 0) return make_error(EINVAL, "found bitmaps extension with zero bitmaps");
-                if (b.directory_offset & (h.cluster_size() - 1))
-                    return make_error(EINVAL, "bitmaps_ext: invalid bitmap directory offset");
-                if (b.directory_size > kMaxBitmapDirectorySize)
+                const TableCheck dir =
+                    check_table(b.directory_offset, b.directory_size, 1, {kMaxBitmapDirectorySize, h.cluster_size()});
+                if (dir.misaligned) return make_error(EINVAL, "bitmaps_ext: invalid bitmap directory offset");
+                if (dir.too_large)
                     return make_error(EINVAL, "bitmaps_ext: bitmap directory size (" +
                                                   std::to_string(b.directory_size) +
                                                   ") exceeds the maximum supported size (67107840)");
                 h.bitmaps = b;
             } else if (magic == kExtDataFile) {
-                std::string s(reinterpret_cast<const char *>(data), len);
-                s.resize(strnlen(s.c_str(), len));
-                h.data_file = s;
+                h.data_file = data.cstring(0, len);
             } else {
-                h.unknown_extensions.push_back({magic, std::vector<uint8_t>(data, data + len)});
+                std::span<const uint8_t> payload = data.bytes(0, len);
+                h.unknown_extensions.push_back({magic, std::vector<uint8_t>(payload.begin(), payload.end())});
             }
             break;
         }
@@ -129,9 +146,9 @@ Result<void> parse_extensions(Header &h, const std::vector<uint8_t> &head, uint6
 
 Result<void> validate_table(uint64_t offset, uint64_t entries, uint64_t entry_len, uint64_t max_bytes,
                             uint64_t cluster_size, const char *name) {
-    if (entries > max_bytes / entry_len) return make_error(EFBIG, std::string(name) + " too large");
-    if (uint64_t(INT64_MAX) - entries * entry_len < offset || (offset & (cluster_size - 1)) != 0)
-        return make_error(EINVAL, std::string(name) + " offset invalid");
+    const TableCheck c = check_table(offset, entries, entry_len, {max_bytes, cluster_size});
+    if (c.too_large) return make_error(EFBIG, std::string(name) + " too large");
+    if (c.out_of_bounds || c.misaligned) return make_error(EINVAL, std::string(name) + " offset invalid");
     return ok();
 }
 
@@ -142,21 +159,22 @@ Result<Header> read_header(BlockNode &file, bool read_write, bool check_mode) {
         if (!r) return Err(r.error().prepended("Could not read qcow2 header: "));
     }
     Header h;
-    if (be32(b) != kMagic) return make_error(EINVAL, "Image is not in qcow2 format");
-    h.version = be32(b + 4);
+    ByteReader fields(b);  // every field is inside b: the reader cannot fail
+    if (fields.get(hdr::kMagic) != kMagic) return make_error(EINVAL, "Image is not in qcow2 format");
+    h.version = fields.get(hdr::kVersion);
     if (h.version < 2 || h.version > 3)
         return make_error(ENOTSUP, "Unsupported qcow2 version " + std::to_string(h.version));
-    h.backing_file_offset = be64(b + 8);
-    h.backing_file_size = be32(b + 16);
-    h.cluster_bits = be32(b + 20);
-    h.size = be64(b + 24);
-    h.crypt_method = be32(b + 32);
-    h.l1_size = be32(b + 36);
-    h.l1_table_offset = be64(b + 40);
-    h.refcount_table_offset = be64(b + 48);
-    h.refcount_table_clusters = be32(b + 56);
-    h.nb_snapshots = be32(b + 60);
-    h.snapshots_offset = be64(b + 64);
+    h.backing_file_offset = fields.get(hdr::kBackingFileOffset);
+    h.backing_file_size = fields.get(hdr::kBackingFileSize);
+    h.cluster_bits = fields.get(hdr::kClusterBits);
+    h.size = fields.get(hdr::kSize);
+    h.crypt_method = fields.get(hdr::kCryptMethod);
+    h.l1_size = fields.get(hdr::kL1Size);
+    h.l1_table_offset = fields.get(hdr::kL1TableOffset);
+    h.refcount_table_offset = fields.get(hdr::kRefcountTableOffset);
+    h.refcount_table_clusters = fields.get(hdr::kRefcountTableClusters);
+    h.nb_snapshots = fields.get(hdr::kNbSnapshots);
+    h.snapshots_offset = fields.get(hdr::kSnapshotsOffset);
     if (h.cluster_bits < kMinClusterBits || h.cluster_bits > kMaxClusterBits)
         return make_error(EINVAL, "Unsupported cluster size: 2^" + std::to_string(h.cluster_bits));
     const uint64_t cs = h.cluster_size();
@@ -165,11 +183,11 @@ Result<Header> read_header(BlockNode &file, bool read_write, bool check_mode) {
         h.refcount_order = 4;
         h.header_length = kHeaderV2Length;
     } else {
-        h.incompatible = be64(b + 72);
-        h.compatible = be64(b + 80);
-        h.autoclear = be64(b + 88);
-        h.refcount_order = be32(b + 96);
-        h.header_length = be32(b + 100);
+        h.incompatible = fields.get(hdr::kIncompatibleFeatures);
+        h.compatible = fields.get(hdr::kCompatibleFeatures);
+        h.autoclear = fields.get(hdr::kAutoclearFeatures);
+        h.refcount_order = fields.get(hdr::kRefcountOrder);
+        h.header_length = fields.get(hdr::kHeaderLength);
         if (h.header_length < kHeaderV3Length) return make_error(EINVAL, "qcow2 header too short");
     }
     if (h.header_length > cs) return make_error(EINVAL, "qcow2 header exceeds cluster size");
@@ -185,7 +203,8 @@ Result<Header> read_header(BlockNode &file, bool read_write, bool check_mode) {
     if (h.backing_file_offset > cs) return make_error(EINVAL, "Invalid backing file offset");
     uint64_t ext_end = h.backing_file_offset ? h.backing_file_offset : cs;
 
-    h.compression_type = h.header_length > 104 ? b[104] : kCompressionZlib;
+    h.compression_type =
+        h.header_length > hdr::kCompressionType.offset ? fields.get(hdr::kCompressionType) : kCompressionZlib;
     if (h.compression_type != kCompressionZlib && h.compression_type != kCompressionZstd)
         return make_error(ENOTSUP, "qcow2: unknown compression type: " + std::to_string(h.compression_type));
     if (h.compression_type == kCompressionZlib && (h.incompatible & kIncompatCompression))
@@ -248,11 +267,12 @@ Result<std::vector<uint8_t>> serialize_header(Header &h) {
     size_t off = h.header_length;
     auto need = [&](uint64_t n) -> bool { return off + n <= cs; };
     auto put_ext = [&](uint32_t magic, const void *data, uint32_t len) -> bool {
-        if (!need(8 + round_up8(len))) return false;
-        put_be32(b + off, magic);
-        put_be32(b + off + 4, len);
-        if (len) std::memcpy(b + off + 8, data, len);
-        off += 8 + round_up8(len);
+        if (!need(ext::kFramingSize + round_up8(len))) return false;
+        ByteWriter w(out);
+        w.put(ext::kMagic.at(off), magic);
+        w.put(ext::kLength.at(off), len);
+        w.bytes(off + ext::kFramingSize, data, len);
+        off += ext::kFramingSize + round_up8(len);
         return true;
     };
     const Error too_big = make_error(ENOSPC, "Could not update qcow2 header: No space left on device");
@@ -260,9 +280,10 @@ Result<std::vector<uint8_t>> serialize_header(Header &h) {
         return too_big;
     if (h.data_file && !put_ext(kExtDataFile, h.data_file->data(), h.data_file->size())) return too_big;
     if (h.crypto_header) {
-        uint8_t e[16];
-        put_be64(e, h.crypto_header->offset);
-        put_be64(e + 8, h.crypto_header->length);
+        uint8_t e[ext::kCryptoSize];
+        ByteWriter w(e);
+        w.put(ext::kCryptoOffset, h.crypto_header->offset);
+        w.put(ext::kCryptoLength, h.crypto_header->length);
         if (!put_ext(kExtCrypto, e, sizeof e)) return too_big;
     }
     if (h.version >= 3 && cs > 4096) {
@@ -282,16 +303,17 @@ Result<std::vector<uint8_t>> serialize_header(Header &h) {
         if (!put_ext(kExtFeatureTable, t.data(), t.size())) return too_big;
     }
     if (h.bitmaps) {
-        uint8_t e[24] = {};
-        put_be32(e, h.bitmaps->nb_bitmaps);
-        put_be64(e + 8, h.bitmaps->directory_size);
-        put_be64(e + 16, h.bitmaps->directory_offset);
+        uint8_t e[ext::kBitmapsSize] = {};
+        ByteWriter w(e);
+        w.put(ext::kBitmapsCount, h.bitmaps->nb_bitmaps);
+        w.put(ext::kBitmapsDirectorySize, h.bitmaps->directory_size);
+        w.put(ext::kBitmapsDirectoryOffset, h.bitmaps->directory_offset);
         if (!put_ext(kExtBitmaps, e, sizeof e)) return too_big;
     }
     for (const UnknownExtension &u : h.unknown_extensions)
         if (!put_ext(u.magic, u.data.data(), u.data.size())) return too_big;
-    if (!need(8)) return too_big;
-    off += 8;  // end marker (zeroes)
+    if (!need(ext::kFramingSize)) return too_big;
+    off += ext::kFramingSize;  // end marker (zeroes)
     if (!h.backing_file.empty()) {
         if (!need(h.backing_file.size())) return too_big;
         std::memcpy(b + off, h.backing_file.data(), h.backing_file.size());
@@ -302,29 +324,30 @@ Result<std::vector<uint8_t>> serialize_header(Header &h) {
         h.backing_file_size = 0;
     }
 
-    put_be32(b, kMagic);
-    put_be32(b + 4, h.version);
-    put_be64(b + 8, h.backing_file_offset);
-    put_be32(b + 16, h.backing_file_size);
-    put_be32(b + 20, h.cluster_bits);
-    put_be64(b + 24, h.size);
-    put_be32(b + 32, h.crypt_method);
-    put_be32(b + 36, h.l1_size);
-    put_be64(b + 40, h.l1_table_offset);
-    put_be64(b + 48, h.refcount_table_offset);
-    put_be32(b + 56, h.refcount_table_clusters);
-    put_be32(b + 60, h.nb_snapshots);
-    put_be64(b + 64, h.snapshots_offset);
+    ByteWriter w(out);  // the cluster holds at least 512 bytes, the header at most 112 + unknown fields
+    w.put(hdr::kMagic, kMagic);
+    w.put(hdr::kVersion, h.version);
+    w.put(hdr::kBackingFileOffset, h.backing_file_offset);
+    w.put(hdr::kBackingFileSize, h.backing_file_size);
+    w.put(hdr::kClusterBits, h.cluster_bits);
+    w.put(hdr::kSize, h.size);
+    w.put(hdr::kCryptMethod, h.crypt_method);
+    w.put(hdr::kL1Size, h.l1_size);
+    w.put(hdr::kL1TableOffset, h.l1_table_offset);
+    w.put(hdr::kRefcountTableOffset, h.refcount_table_offset);
+    w.put(hdr::kRefcountTableClusters, h.refcount_table_clusters);
+    w.put(hdr::kNbSnapshots, h.nb_snapshots);
+    w.put(hdr::kSnapshotsOffset, h.snapshots_offset);
     if (h.version >= 3) {
-        put_be64(b + 72, h.incompatible);
-        put_be64(b + 80, h.compatible);
-        put_be64(b + 88, h.autoclear);
-        put_be32(b + 96, h.refcount_order);
-        put_be32(b + 100, h.header_length);
-        b[104] = h.compression_type;
-        if (!h.unknown_header_fields.empty())
-            std::memcpy(b + kHeaderLengthWithCompression, h.unknown_header_fields.data(), h.unknown_header_fields.size());
+        w.put(hdr::kIncompatibleFeatures, h.incompatible);
+        w.put(hdr::kCompatibleFeatures, h.compatible);
+        w.put(hdr::kAutoclearFeatures, h.autoclear);
+        w.put(hdr::kRefcountOrder, h.refcount_order);
+        w.put(hdr::kHeaderLength, h.header_length);
+        w.put(hdr::kCompressionType, h.compression_type);
+        w.bytes(kHeaderLengthWithCompression, h.unknown_header_fields.data(), h.unknown_header_fields.size());
     }
+    if (!w) return too_big;
     return out;
 }
 
@@ -444,11 +467,12 @@ Result<void> write_difference(BlockNode &file, std::vector<uint8_t> &cur, const 
 // One past the last byte the header in `c` refers to: its extensions (up
 // to and including the end marker) and its backing file name.
 uint64_t used_end(const std::vector<uint8_t> &c, const Header &h) {
+    ByteReader r(c);
     uint64_t off = h.header_length;
-    while (off + 8 <= c.size()) {
-        uint32_t magic = be32(&c[off]);
-        uint64_t len = be32(&c[off + 4]);
-        off += 8;
+    while (r.has(off, ext::kFramingSize)) {
+        uint32_t magic = r.get(ext::kMagic.at(off));
+        uint64_t len = r.get(ext::kLength.at(off));
+        off += ext::kFramingSize;
         if (magic == kExtEnd) break;
         off += round_up8(len);
     }
@@ -473,8 +497,9 @@ Result<void> write_header_safely(BlockNode &file, Header &h) {
     };
     if (h.backing_file.empty()) {
         std::vector<uint8_t> next = cur;
-        put_be64(&next[8], 0);
-        put_be32(&next[16], 0);
+        ByteWriter w(next);
+        w.put(hdr::kBackingFileOffset, 0);
+        w.put(hdr::kBackingFileSize, 0);
         QIMG_TRY(step(next));
     } else {
         const uint64_t at = h.backing_file_offset, len = h.backing_file.size();
@@ -483,7 +508,7 @@ Result<void> write_header_safely(BlockNode &file, Header &h) {
             std::vector<uint8_t> next = cur;
             std::memcpy(&next[spare], h.backing_file.data(), len);
             std::vector<uint8_t> via = target;
-            put_be64(&via[8], spare);
+            ByteWriter(via).put(hdr::kBackingFileOffset, spare);
             std::memcpy(&via[spare], h.backing_file.data(), len);
             std::memcpy(&via[at], &cur[at], len);
             if (torn_safe(next, via)) {
@@ -492,7 +517,7 @@ Result<void> write_header_safely(BlockNode &file, Header &h) {
                 next = cur;
                 std::memcpy(&next[at], h.backing_file.data(), len);
                 QIMG_TRY(step(next));  // the regular slot, unreferenced
-                put_be64(&next[8], at);
+                ByteWriter(next).put(hdr::kBackingFileOffset, at);
                 QIMG_TRY(step(next));  // sector 0 only
             }
         }
@@ -500,6 +525,33 @@ Result<void> write_header_safely(BlockNode &file, Header &h) {
     // Either the remaining difference is safe now or no safe order was found
     // (an unusual layout): finish in one write, as QEMU always does.
     return write_difference(file, cur, target);
+}
+
+namespace {
+
+// Writes two adjacent header fields (`first` ends where `second` starts) in
+// one write.
+template <class T1, Endian E1, class T2, Endian E2>
+Result<void> write_adjacent_fields(BlockNode &file, Field<T1, E1> first, T1 v1, Field<T2, E2> second, T2 v2) {
+    uint8_t b[kHeaderV2Length] = {};
+    ByteWriter w(b);
+    w.put(first, v1);
+    w.put(second, v2);
+    return file.write(first.offset, b + first.offset, second.offset + sizeof(T2) - first.offset);
+}
+
+}  // namespace
+
+Result<void> write_refcount_table_pointer(BlockNode &file, uint64_t offset, uint32_t clusters) {
+    return write_adjacent_fields(file, hdr::kRefcountTableOffset, offset, hdr::kRefcountTableClusters, clusters);
+}
+
+Result<void> write_l1_table_pointer(BlockNode &file, uint32_t l1_size, uint64_t offset) {
+    return write_adjacent_fields(file, hdr::kL1Size, l1_size, hdr::kL1TableOffset, offset);
+}
+
+Result<void> write_snapshot_table_pointer(BlockNode &file, uint32_t nb_snapshots, uint64_t offset) {
+    return write_adjacent_fields(file, hdr::kNbSnapshots, nb_snapshots, hdr::kSnapshotsOffset, offset);
 }
 
 }  // namespace qimg::qcow2

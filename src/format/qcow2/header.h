@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "block/node.h"
+#include "util/bytes.h"
 
 namespace qimg::qcow2 {
 
@@ -19,6 +20,22 @@ namespace qimg::qcow2 {
 inline constexpr uint32_t kMagic = 0x514649fb;
 inline constexpr uint32_t kMinClusterBits = 9, kMaxClusterBits = 21;
 inline constexpr uint32_t kHeaderV2Length = 72, kHeaderV3Length = 104, kHeaderLengthWithCompression = 112;
+
+// The fixed header fields by byte offset (qcow2.txt: "Header").
+namespace hdr {
+inline constexpr Be32 kMagic{0}, kVersion{4};
+inline constexpr Be64 kBackingFileOffset{8};
+inline constexpr Be32 kBackingFileSize{16}, kClusterBits{20};
+inline constexpr Be64 kSize{24};
+inline constexpr Be32 kCryptMethod{32}, kL1Size{36};
+inline constexpr Be64 kL1TableOffset{40}, kRefcountTableOffset{48};
+inline constexpr Be32 kRefcountTableClusters{56}, kNbSnapshots{60};
+inline constexpr Be64 kSnapshotsOffset{64};
+// Version 3 and later.
+inline constexpr Be64 kIncompatibleFeatures{72}, kCompatibleFeatures{80}, kAutoclearFeatures{88};
+inline constexpr Be32 kRefcountOrder{96}, kHeaderLength{100};
+inline constexpr U8 kCompressionType{104};
+}  // namespace hdr
 
 inline constexpr uint64_t kIncompatDirty = 1u << 0;
 inline constexpr uint64_t kIncompatCorrupt = 1u << 1;
@@ -135,6 +152,20 @@ Result<std::vector<uint8_t>> serialize_header(Header &h);
 // as a mix (see header.cpp). Flushes between the steps it needs, not after
 // the last one.
 Result<void> write_header_safely(BlockNode &file, Header &h);
+
+// Rewrites one header field in place (no flush).
+template <class T, Endian E>
+Result<void> write_header_field(BlockNode &file, Field<T, E> f, std::type_identity_t<T> v) {
+    uint8_t b[sizeof(T)];
+    ByteWriter(b).put(Field<T, E>{0}, v);
+    return file.write(f.offset, b, sizeof b);
+}
+
+// Rewrite two adjacent header fields in place in one small write, as QEMU
+// does when the refcount table or the L1 table moves (no flush).
+Result<void> write_refcount_table_pointer(BlockNode &file, uint64_t offset, uint32_t clusters);
+Result<void> write_l1_table_pointer(BlockNode &file, uint32_t l1_size, uint64_t offset);
+Result<void> write_snapshot_table_pointer(BlockNode &file, uint32_t nb_snapshots, uint64_t offset);
 
 
 }  // namespace qimg::qcow2

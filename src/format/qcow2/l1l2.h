@@ -6,11 +6,10 @@
 
 #include <cstdint>
 #include <functional>
-#include <map>
-#include <memory>
 #include <vector>
 
 #include "block/node.h"
+#include "block/table_cache.h"
 
 namespace qimg::qcow2 {
 
@@ -41,35 +40,13 @@ SubclusterType classify(uint64_t entry, uint64_t bitmap, unsigned sc, bool exten
 // (entry, bitmap) with extended L2.
 using L2Table = std::vector<uint64_t>;
 
-class L2Cache {
+// The L2 tables of one image (block/table_cache.h), 32 MiB of them (at
+// least 16 tables), like a generous QEMU l2-cache-size. `before_write` runs
+// before any dirty table is written back: it must make the refcounts that
+// the table relies on durable first.
+class L2Cache : public TableCache<L2Table> {
 public:
-    // `before_write` runs before any dirty table is written back: it must
-    // make the refcounts that the table relies on durable first.
     L2Cache(BlockNode &file, uint64_t cluster_size, std::function<Result<void>()> before_write);
-
-    Result<std::shared_ptr<L2Table>> get(uint64_t offset);
-    // Installs a table that is not on disk yet (a fresh allocation).
-    void put_new(uint64_t offset, std::shared_ptr<L2Table> t);
-    void mark_dirty(uint64_t offset);
-    void drop(uint64_t offset);
-    Result<void> write_back();
-    bool dirty() const;
-    Result<void> write_table(uint64_t offset, const L2Table &t);
-
-private:
-    struct Entry {
-        std::shared_ptr<L2Table> table;
-        bool dirty = false;
-        uint64_t tick = 0;
-    };
-    Result<void> evict_if_needed();
-
-    BlockNode &file_;
-    uint64_t cluster_size_;
-    std::function<Result<void>()> before_write_;
-    std::map<uint64_t, Entry> cache_;
-    uint64_t tick_ = 0;
-    size_t max_tables_;
 };
 
 }  // namespace qimg::qcow2

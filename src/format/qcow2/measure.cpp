@@ -8,6 +8,7 @@
 #include <string>
 
 #include "block/status.h"
+#include "util/checked.h"
 
 namespace qimg::qcow2 {
 namespace {
@@ -23,7 +24,6 @@ constexpr uint64_t kDefaultClusterSize = 65536;
 constexpr uint64_t kBitmapTableEntrySize = 8;
 constexpr uint64_t kBitmapDirEntryFixed = 24;  // qcow2.txt: "Bitmap directory", fixed part
 
-uint64_t div_round_up(uint64_t n, uint64_t d) { return n / d + (n % d != 0); }
 uint64_t round_up(uint64_t n, uint64_t d) { return div_round_up(n, d) * d; }
 
 uint64_t number(const MeasureRequest &req, const char *key, uint64_t dflt) {

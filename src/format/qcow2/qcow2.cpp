@@ -84,10 +84,7 @@ Result<void> Qcow2Node::init() {
         for (uint64_t i = 0; i < h_.l1_size; i++) l1_[i] = be64(&raw[i * 8]);
     }
     rc_ = std::make_unique<Refcounts>(*file_, cbits_, h_.refcount_order, [this](uint64_t off, uint32_t clusters) -> Result<void> {
-        uint8_t b[12];
-        put_be64(b, off);
-        put_be32(b + 8, clusters);
-        QIMG_TRY(file_->write(48, b, 12));
+        QIMG_TRY(write_refcount_table_pointer(*file_, off, clusters));
         h_.refcount_table_offset = off;
         h_.refcount_table_clusters = clusters;
         return file_->flush();
@@ -613,10 +610,7 @@ Result<void> Qcow2Node::grow_l1_locked(uint64_t min_size) {
     QIMG_TRY(file_->flush());
     QIMG_TRY(file_->write(new_off, raw.data(), raw.size()));
     QIMG_TRY(file_->flush());
-    uint8_t b[12];
-    put_be32(b, uint32_t(min_size));
-    put_be64(b + 4, new_off);
-    QIMG_TRY(file_->write(36, b, 12));
+    QIMG_TRY(write_l1_table_pointer(*file_, uint32_t(min_size), new_off));
     QIMG_TRY(file_->flush());
     uint64_t old_off = h_.l1_table_offset, old_bytes = l1_.size() * 8;
     h_.l1_table_offset = new_off;
@@ -1090,13 +1084,7 @@ Result<void> Qcow2Node::write_compressed_cluster(uint64_t off, const uint8_t *bu
 
 Result<std::vector<uint8_t>> Qcow2Node::compress_cluster(const void *buf, size_t len,
                                                          const CompressOptions &opts) const {
-    if (len > cs_) return make_error(EINVAL, "Compressed writes must cover whole clusters");
-    std::vector<uint8_t> in(cs_, 0);
-    std::memcpy(in.data(), buf, len);
-    std::vector<uint8_t> out(cs_ - 1);
-    QIMG_ASSIGN(size_t clen, qcow2::compress_cluster(h_.compression_type, in, out, opts.level, opts.fast));
-    out.resize(clen);  // 0: incompressible, store normally
-    return out;
+    return qcow2::compress_cluster(h_.compression_type, buf, len, cs_, opts);  // empty: store normally
 }
 
 Result<void> Qcow2Node::write_compressed_data(uint64_t off, std::span<const uint8_t> data, const void *raw,

@@ -11,12 +11,31 @@
 
 #include "format/qcow2/header.h"
 #include "format/qcow2/measure.h"
+#include "util/checked.h"
 #include "util/endian.h"
 
 namespace qimg::qcow2 {
 namespace {
 constexpr size_t kMaxCachedBlocksBytes = 32u << 20;
+
+// 32 MiB of blocks, and at least 4; the cache evicts once it holds more.
+size_t max_cached_blocks(uint64_t cluster_size) {
+    return std::max<size_t>(kMaxCachedBlocksBytes / cluster_size + 1, 4);
 }
+
+TableCache<std::vector<uint8_t>>::Io block_io(BlockNode &file, uint64_t cluster_size) {
+    TableCache<std::vector<uint8_t>>::Io io;
+    io.load = [&file, cluster_size](uint64_t offset) -> Result<std::shared_ptr<std::vector<uint8_t>>> {
+        auto b = std::make_shared<std::vector<uint8_t>>(cluster_size);
+        QIMG_TRY(read_padded(file, offset, b->data(), cluster_size));
+        return b;
+    };
+    io.store = [&file](uint64_t offset, const std::vector<uint8_t> &b) -> Result<void> {
+        return file.write(offset, b.data(), b.size());
+    };
+    return io;
+}
+}  // namespace
 
 namespace {
 
@@ -54,7 +73,8 @@ uint64_t max_refcount_for(uint32_t order) {
 }  // namespace
 
 Refcounts::Refcounts(BlockNode &file, uint32_t cluster_bits, uint32_t refcount_order, HeaderWriter hw)
-    : file_(file), cluster_bits_(cluster_bits), order_(refcount_order), write_header_(std::move(hw)) {
+    : file_(file), cluster_bits_(cluster_bits), order_(refcount_order), write_header_(std::move(hw)),
+      cache_(max_cached_blocks(uint64_t{1} << cluster_bits), block_io(file, uint64_t{1} << cluster_bits)) {
     cluster_size_ = uint64_t{1} << cluster_bits;
     entries_per_block_ = (cluster_size_ * 8) >> refcount_order;
     max_ = max_refcount_for(refcount_order);
@@ -71,32 +91,12 @@ Result<void> Refcounts::load(uint64_t table_offset, uint32_t table_clusters) {
     return ok();
 }
 
-uint64_t Refcounts::read_entry(const Block &b, uint64_t i) const { return get_refcount(b.data.data(), order_, i); }
+uint64_t Refcounts::read_entry(const Block &b, uint64_t i) const { return get_refcount(b.data(), order_, i); }
 
-void Refcounts::write_entry(Block &b, uint64_t i, uint64_t v) { set_refcount(b.data.data(), order_, i, v); }
+void Refcounts::write_entry(Block &b, uint64_t i, uint64_t v) { set_refcount(b.data(), order_, i, v); }
 
-Result<void> Refcounts::evict_if_needed() {
-    if (cache_.size() * cluster_size_ <= kMaxCachedBlocksBytes || cache_.size() < 4) return ok();
-    QIMG_TRY(write_back());
-    // Drop the least recently used half.
-    std::vector<std::pair<uint64_t, uint64_t>> by_tick;
-    for (auto &[off, b] : cache_) by_tick.emplace_back(b.tick, off);
-    std::sort(by_tick.begin(), by_tick.end());
-    for (size_t i = 0; i < by_tick.size() / 2; i++) cache_.erase(by_tick[i].second);
-    return ok();
-}
-
-Result<Refcounts::Block *> Refcounts::load_block(uint64_t block_offset) {
-    auto it = cache_.find(block_offset);
-    if (it == cache_.end()) {
-        QIMG_TRY(evict_if_needed());
-        Block b;
-        b.data.resize(cluster_size_);
-        QIMG_TRY(read_padded(file_, block_offset, b.data.data(), cluster_size_));
-        it = cache_.emplace(block_offset, std::move(b)).first;
-    }
-    it->second.tick = ++tick_;
-    return &it->second;
+Result<std::shared_ptr<Refcounts::Block>> Refcounts::load_block(uint64_t block_offset) {
+    return cache_.get(block_offset);
 }
 
 Result<uint64_t> Refcounts::get(uint64_t cluster_index) {
@@ -109,7 +109,7 @@ Result<uint64_t> Refcounts::get(uint64_t cluster_index) {
         std::snprintf(m, sizeof m, "Refblock offset %#" PRIx64 " unaligned (reftable index: %#" PRIx64 ")", bo, ti);
         return make_error(EIO, m);
     }
-    QIMG_ASSIGN(Block * b, load_block(bo));
+    QIMG_ASSIGN(std::shared_ptr<Block> b, load_block(bo));
     return read_entry(*b, cluster_index % entries_per_block_);
 }
 
@@ -155,11 +155,9 @@ Result<bool> Refcounts::alloc_refcount_block(uint64_t cluster_index) {
     if (has_block(ti)) return false;
     QIMG_ASSIGN(uint64_t nb, find_free(1));
     if (nb == 0) return make_error(EIO, "Preventing invalid allocation of refcount block at offset 0");
-    Block b;
-    b.data.assign(cluster_size_, 0);
-    b.tick = ++tick_;
+    auto b = std::make_shared<Block>(cluster_size_, 0);
     if (nb / entries_per_block_ == ti) {
-        write_entry(b, nb % entries_per_block_, 1);
+        write_entry(*b, nb % entries_per_block_, 1);
     } else {
         // Counted elsewhere; that may need a block of its own first.
         QIMG_ASSIGN(bool again, increase(nb, 1));
@@ -168,9 +166,9 @@ Result<bool> Refcounts::alloc_refcount_block(uint64_t cluster_index) {
     const uint64_t bo = nb << cluster_bits_;
     // The block must be on disk before the table points at it.
     QIMG_TRY(write_back());
-    QIMG_TRY(file_.write(bo, b.data.data(), cluster_size_));
+    QIMG_TRY(file_.write(bo, b->data(), cluster_size_));
     QIMG_TRY(file_.flush());
-    cache_[bo] = std::move(b);
+    cache_.put_new(bo, std::move(b));
     if (ti < table_.size()) {
         table_[ti] = bo;
         QIMG_TRY(write_table_entry(ti));
@@ -213,9 +211,9 @@ Result<void> Refcounts::set(uint64_t cluster_index, uint64_t value) {
     QIMG_TRY(ensure_block(cluster_index));
     uint64_t bo = table_[cluster_index / entries_per_block_] & 0xfffffffffffffe00ull;
     if (bo & (cluster_size_ - 1)) return make_error(EIO, "Refblock offset unaligned");
-    QIMG_ASSIGN(Block * b, load_block(bo));
+    QIMG_ASSIGN(std::shared_ptr<Block> b, load_block(bo));
     write_entry(*b, cluster_index % entries_per_block_, value);
-    b->dirty = true;
+    cache_.mark_dirty(bo);
     if (value == 0 && cluster_index < free_index_) free_index_ = cluster_index;
     return ok();
 }
@@ -285,11 +283,10 @@ Result<uint64_t> Refcounts::used_end(uint64_t limit) {
 Result<uint64_t> Refcounts::refcount_area(uint64_t start, uint64_t additional, bool exact, uint64_t new_block_index,
                                           uint64_t new_block_offset) {
     const uint64_t per_cluster = cluster_size_ / 8;
-    auto div_up = [](uint64_t a, uint64_t b) { return (a + b - 1) / b; };
     uint64_t total = 0;  // refcount blocks covering everything, themselves included
     refcount_metadata_size(start + additional, cluster_size_, order_, !exact, &total);
-    uint64_t table_size = exact ? total : total + div_up(total, 2);
-    table_size = div_up(table_size, per_cluster) * per_cluster;
+    uint64_t table_size = exact ? total : total + div_round_up(total, 2);
+    table_size = div_round_up(table_size, per_cluster) * per_cluster;
     const uint64_t table_clusters = table_size / per_cluster;
     if (table_clusters * cluster_size_ > kMaxRefcountTableBytes) return make_error(EFBIG, "Refcount table too large");
 
@@ -306,7 +303,7 @@ Result<uint64_t> Refcounts::refcount_area(uint64_t start, uint64_t additional, b
     const uint64_t table_c = start + new_blocks, end_c = table_c + table_clusters;
 
     QIMG_TRY(write_back());
-    std::vector<std::pair<uint64_t, Block>> fresh;
+    std::vector<std::pair<uint64_t, std::shared_ptr<Block>>> fresh;
     uint64_t block_c = start;
     for (uint64_t i = area_index; i < total; i++) {
         const uint64_t first = i * entries_per_block_;
@@ -316,15 +313,14 @@ Result<uint64_t> Refcounts::refcount_area(uint64_t start, uint64_t additional, b
             for (uint64_t c = a; c < b; c++) QIMG_TRY(set(c, 1));
             continue;
         }
-        Block blk;
-        blk.data.assign(cluster_size_, 0);
-        for (uint64_t c = a; c < b; c++) write_entry(blk, c - first, 1);
+        auto blk = std::make_shared<Block>(cluster_size_, 0);
+        for (uint64_t c = a; c < b; c++) write_entry(*blk, c - first, 1);
         nt[i] = block_c << cluster_bits_;
         fresh.emplace_back(block_c << cluster_bits_, std::move(blk));
         block_c++;
     }
     // Blocks, then the table, durable before the header points at them.
-    for (auto &[off, blk] : fresh) QIMG_TRY(file_.write(off, blk.data.data(), cluster_size_));
+    for (auto &[off, blk] : fresh) QIMG_TRY(file_.write(off, blk->data(), cluster_size_));
     QIMG_TRY(write_back());
     std::vector<uint8_t> raw(table_size * 8, 0);
     for (uint64_t i = 0; i < table_size; i++) put_be64(&raw[i * 8], nt[i]);
@@ -337,19 +333,12 @@ Result<uint64_t> Refcounts::refcount_area(uint64_t start, uint64_t additional, b
     table_ = std::move(nt);
     table_offset_ = table_c << cluster_bits_;
     table_clusters_ = uint32_t(table_clusters);
-    for (auto &[off, blk] : fresh) cache_[off] = std::move(blk);
+    for (auto &[off, blk] : fresh) cache_.put_new(off, std::move(blk));
     QIMG_TRY(update(old_off, uint64_t(old_clusters) << cluster_bits_, -1));
     return end_c;
 }
 
-Result<void> Refcounts::write_back() {
-    for (auto &[off, b] : cache_) {
-        if (!b.dirty) continue;
-        QIMG_TRY(file_.write(off, b.data.data(), cluster_size_));
-        b.dirty = false;
-    }
-    return ok();
-}
+Result<void> Refcounts::write_back() { return cache_.write_back(); }
 
 // --- shrinking ---------------------------------------------------------------
 
@@ -361,7 +350,7 @@ Result<void> Refcounts::drop_empty_blocks() {
         const uint64_t bo = table_[ti] & 0xfffffffffffffe00ull;
         if (!bo) continue;
         if (bo & (cluster_size_ - 1)) continue;  // left for check to report
-        QIMG_ASSIGN(Block * b, load_block(bo));
+        QIMG_ASSIGN(std::shared_ptr<Block> b, load_block(bo));
         const uint64_t self = bo >> cluster_bits_;
         bool empty = true;
         for (uint64_t i = 0; i < entries_per_block_ && empty; i++) {
@@ -380,7 +369,7 @@ Result<void> Refcounts::drop_empty_blocks() {
     std::vector<uint64_t> old = std::exchange(table_, std::move(nt));
     for (uint64_t ti : dropped) {
         const uint64_t bo = old[ti] & 0xfffffffffffffe00ull;
-        cache_.erase(bo);
+        cache_.drop(bo);
         const uint64_t self = bo >> cluster_bits_;
         // A block that counted itself went away with its table entry;
         // one counted by another block is released there.
@@ -465,8 +454,8 @@ Result<void> Refcounts::walk_for_order_change(OrderChange &oc, bool write, int i
         // (what they change is seen by the next pass).
         std::vector<uint8_t> old_block;
         {
-            QIMG_ASSIGN(Block * b, load_block(bo));
-            old_block = b->data;
+            QIMG_ASSIGN(std::shared_ptr<Block> b, load_block(bo));
+            old_block = *b;
         }
         for (uint64_t bi = 0; bi < entries_per_block_; bi++) {
             if (new_index >= oc.entries_per_block) QIMG_TRY(finish_block());
@@ -540,7 +529,6 @@ Result<void> Refcounts::change_order(uint32_t new_order, const PublishFn &publis
     table_offset_ = table_off;
     table_clusters_ = clusters;
     cache_.clear();
-    dirty_count_ = 0;
     free_index_ = 0;
     return ok();
 }

@@ -1,15 +1,17 @@
 // qcow2 reference counts: the refcount table, a bounded write-back cache of
-// refcount blocks (widths 1-64 bits), cluster allocation (first fit, as
-// QEMU's alloc_clusters_noref), refcount block allocation and refcount table
-// growth. Not thread-safe: the node's metadata mutex guards it.
+// refcount blocks (block/table_cache.h; widths 1-64 bits), cluster
+// allocation (first fit, as QEMU's alloc_clusters_noref), refcount block
+// allocation and refcount table growth. Not thread-safe: the node's
+// metadata mutex guards it.
 #pragma once
 
 #include <cstdint>
 #include <functional>
-#include <map>
+#include <memory>
 #include <vector>
 
 #include "block/node.h"
+#include "block/table_cache.h"
 
 namespace qimg::qcow2 {
 
@@ -51,7 +53,7 @@ public:
     Result<uint64_t> used_end(uint64_t limit);
     // Writes dirty refcount blocks (no sync).
     Result<void> write_back();
-    bool dirty() const { return dirty_count_ != 0; }
+    bool dirty() const { return cache_.dirty(); }
 
     // Rewrites the refcount structures at width 2^new_order (qemu-img amend
     // -o refcount_bits, QEMU's qcow2_change_refcount_order). New refcount
@@ -79,13 +81,8 @@ public:
     uint64_t max_refcount() const { return max_; }
 
 private:
-    struct Block {
-        std::vector<uint8_t> data;
-        bool dirty = false;
-        uint64_t tick = 0;
-    };
-    Result<Block *> load_block(uint64_t block_offset);
-    Result<void> evict_if_needed();
+    using Block = std::vector<uint8_t>;  // one refcount block as stored
+    Result<std::shared_ptr<Block>> load_block(uint64_t block_offset);
     uint64_t read_entry(const Block &b, uint64_t i) const;
     void write_entry(Block &b, uint64_t i, uint64_t v);
     Result<void> set(uint64_t cluster_index, uint64_t value);
@@ -105,8 +102,7 @@ private:
     std::vector<uint64_t> table_;
     uint64_t table_offset_ = 0;
     uint32_t table_clusters_ = 0;
-    std::map<uint64_t, Block> cache_;
-    uint64_t tick_ = 0, dirty_count_ = 0;
+    TableCache<Block> cache_;  // refcount blocks by offset
     uint64_t free_index_ = 0;
 };
 

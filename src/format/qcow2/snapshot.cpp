@@ -28,6 +28,7 @@
 
 #include "format/qcow2/header.h"
 #include "format/qcow2/qcow2.h"
+#include "util/bytes.h"
 #include "util/endian.h"
 
 namespace qimg::qcow2 {
@@ -72,6 +73,20 @@ private:
 
 uint64_t round8(uint64_t v) { return (v + 7) & ~uint64_t{7}; }
 
+// qcow2.txt "Snapshot table": the fixed part of an entry, then its extra
+// data (the known fields first), then the ID and the name.
+namespace entry {
+constexpr Be64 kL1TableOffset{0};
+constexpr Be32 kL1Size{8};
+constexpr Be16 kIdSize{12}, kNameSize{14};
+constexpr Be32 kDateSec{16}, kDateNsec{20};
+constexpr Be64 kVmClockNsec{24};
+constexpr Be32 kVmStateSize{32}, kExtraDataSize{36};
+constexpr size_t kFixedSize = 40;
+static_assert(kFixedSize == kSnapshotHeaderSize);
+constexpr Be64 kExtraVmStateSize{0}, kExtraDiskSize{8}, kExtraIcount{16};
+}  // namespace entry
+
 std::string hex(uint64_t v) {
     char b[32];
     std::snprintf(b, sizeof b, "%#" PRIx64, v);
@@ -91,18 +106,19 @@ Result<SnapshotTable> read_snapshot_table(BlockNode &file, uint64_t snapshots_of
         const uint64_t entry_start = offset;
         table_length = round8(table_length);
         offset = round8(offset);
-        uint8_t b[40];
+        uint8_t b[entry::kFixedSize];
         QIMG_TRY(c.read(offset, b, sizeof b));
         offset += sizeof b;
+        ByteReader fixed(b);
         Snapshot sn;
-        sn.l1_table_offset = be64(b);
-        sn.l1_size = be32(b + 8);
-        uint16_t id_size = be16(b + 12), name_size = be16(b + 14);
-        sn.date_sec = be32(b + 16);
-        sn.date_nsec = be32(b + 20);
-        sn.vm_clock_nsec = be64(b + 24);
-        sn.vm_state_size = be32(b + 32);
-        sn.extra_data_size = be32(b + 36);
+        sn.l1_table_offset = fixed.get(entry::kL1TableOffset);
+        sn.l1_size = fixed.get(entry::kL1Size);
+        const uint16_t id_size = fixed.get(entry::kIdSize), name_size = fixed.get(entry::kNameSize);
+        sn.date_sec = fixed.get(entry::kDateSec);
+        sn.date_nsec = fixed.get(entry::kDateNsec);
+        sn.vm_clock_nsec = fixed.get(entry::kVmClockNsec);
+        sn.vm_state_size = fixed.get(entry::kVmStateSize);
+        sn.extra_data_size = fixed.get(entry::kExtraDataSize);
         bool truncate_extra = false;
         if (sn.extra_data_size > kMaxSnapshotExtraData) {
             if (!repair)
@@ -117,9 +133,11 @@ Result<SnapshotTable> read_snapshot_table(BlockNode &file, uint64_t snapshots_of
         uint32_t known = std::min(kSnapshotExtraSize, sn.extra_data_size);
         QIMG_TRY(c.read(offset, extra, known));
         offset += known;
-        if (sn.extra_data_size >= 8) sn.vm_state_size = be64(extra);
-        sn.disk_size = sn.extra_data_size >= 16 ? be64(extra + 8) : disk_size;
-        sn.icount = sn.extra_data_size >= 24 ? be64(extra + 16) : UINT64_MAX;
+        // Only the fields the entry's extra data covers count.
+        ByteReader known_extra(std::span<const uint8_t>(extra, known));
+        if (known_extra.has(entry::kExtraVmStateSize)) sn.vm_state_size = known_extra.get(entry::kExtraVmStateSize);
+        sn.disk_size = known_extra.has(entry::kExtraDiskSize) ? known_extra.get(entry::kExtraDiskSize) : disk_size;
+        sn.icount = known_extra.has(entry::kExtraIcount) ? known_extra.get(entry::kExtraIcount) : UINT64_MAX;
         if (sn.extra_data_size > kSnapshotExtraSize) {
             const uint64_t extra_end = offset + (sn.extra_data_size - kSnapshotExtraSize);
             if (truncate_extra) sn.extra_data_size = kMaxSnapshotExtraData;
@@ -161,7 +179,7 @@ Result<SnapshotTable> read_snapshot_table(BlockNode &file, const Header &h, uint
 Result<std::vector<uint8_t>> serialize_snapshot_table(const std::vector<Snapshot> &list) {
     uint64_t size = 0;
     for (const Snapshot &sn : list) {
-        size = round8(size) + 40 + std::max<uint64_t>(kSnapshotExtraSize, sn.extra_data_size) + sn.id.size() +
+        size = round8(size) + entry::kFixedSize + std::max<uint64_t>(kSnapshotExtraSize, sn.extra_data_size) + sn.id.size() +
                sn.name.size();
         if (size > kMaxSnapshotsSize) return make_error(EFBIG, "Snapshot table is too big");
     }
@@ -169,21 +187,21 @@ Result<std::vector<uint8_t>> serialize_snapshot_table(const std::vector<Snapshot
     uint64_t off = 0;
     for (const Snapshot &sn : list) {
         off = round8(off);
-        uint8_t *b = out.data() + off;
-        put_be64(b, sn.l1_table_offset);
-        put_be32(b + 8, sn.l1_size);
-        put_be16(b + 12, uint16_t(sn.id.size()));
-        put_be16(b + 14, uint16_t(sn.name.size()));
-        put_be32(b + 16, sn.date_sec);
-        put_be32(b + 20, sn.date_nsec);
-        put_be64(b + 24, sn.vm_clock_nsec);
+        ByteWriter w(out);  // sized above for every entry
+        w.put(entry::kL1TableOffset.at(off), sn.l1_table_offset);
+        w.put(entry::kL1Size.at(off), sn.l1_size);
+        w.put(entry::kIdSize.at(off), uint16_t(sn.id.size()));
+        w.put(entry::kNameSize.at(off), uint16_t(sn.name.size()));
+        w.put(entry::kDateSec.at(off), sn.date_sec);
+        w.put(entry::kDateNsec.at(off), sn.date_nsec);
+        w.put(entry::kVmClockNsec.at(off), sn.vm_clock_nsec);
         // Too big for 32 bits: older readers see a disk-only snapshot.
-        put_be32(b + 32, sn.vm_state_size <= 0xffffffffu ? uint32_t(sn.vm_state_size) : 0);
-        put_be32(b + 36, std::max(kSnapshotExtraSize, sn.extra_data_size));
-        off += 40;
-        put_be64(out.data() + off, sn.vm_state_size);
-        put_be64(out.data() + off + 8, sn.disk_size);
-        put_be64(out.data() + off + 16, sn.icount);
+        w.put(entry::kVmStateSize.at(off), sn.vm_state_size <= 0xffffffffu ? uint32_t(sn.vm_state_size) : 0);
+        w.put(entry::kExtraDataSize.at(off), std::max(kSnapshotExtraSize, sn.extra_data_size));
+        off += entry::kFixedSize;
+        w.put(entry::kExtraVmStateSize.at(off), sn.vm_state_size);
+        w.put(entry::kExtraDiskSize.at(off), sn.disk_size);
+        w.put(entry::kExtraIcount.at(off), sn.icount);
         off += kSnapshotExtraSize;
         if (sn.extra_data_size > kSnapshotExtraSize) {
             std::memcpy(out.data() + off, sn.unknown_extra.data(), sn.unknown_extra.size());
@@ -198,11 +216,7 @@ Result<std::vector<uint8_t>> serialize_snapshot_table(const std::vector<Snapshot
 }
 
 Result<void> validate_snapshot_l1(const Snapshot &sn, uint64_t cluster_size) {
-    if (sn.l1_size > kMaxL1Bytes / 8) return make_error(EFBIG, "Snapshot L1 table too large");
-    if (uint64_t(INT64_MAX) - uint64_t(sn.l1_size) * 8 < sn.l1_table_offset ||
-        (sn.l1_table_offset & (cluster_size - 1)) != 0)
-        return make_error(EINVAL, "Snapshot L1 table offset invalid");
-    return ok();
+    return validate_table(sn.l1_table_offset, sn.l1_size, 8, kMaxL1Bytes, cluster_size, "Snapshot L1 table");
 }
 
 Result<void> validate_snapshot_l1_reported(const Snapshot &sn, uint64_t cluster_size) {
@@ -449,10 +463,7 @@ Result<void> Qcow2Node::write_snapshots_locked(std::vector<Snapshot> list,
         QIMG_TRY(file_->write(new_off, raw.data(), raw.size()));
     }
     QIMG_TRY(file_->flush());
-    uint8_t b[12];
-    put_be32(b, uint32_t(list.size()));
-    put_be64(b + 4, new_off);
-    QIMG_TRY(file_->write(60, b, sizeof b));
+    QIMG_TRY(write_snapshot_table_pointer(*file_, uint32_t(list.size()), new_off));
     QIMG_TRY(file_->flush());
     uint64_t old_off = h_.snapshots_offset, old_size = snapshots_size_;
     h_.nb_snapshots = uint32_t(list.size());

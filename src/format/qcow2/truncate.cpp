@@ -36,9 +36,7 @@ Result<void> Qcow2Node::truncate_locked(uint64_t new_size, Prealloc prealloc, bo
         // dropped (QEMU drops them first): interrupted, the image then has
         // its new size and leaked clusters, never its old size with the
         // tail's data gone (found by tests/crash).
-        uint8_t nb[8];
-        put_be64(nb, new_size);
-        auto pw = file_->write(24, nb, 8);
+        auto pw = write_header_field(*file_, hdr::kSize, new_size);
         if (pw) pw = file_->flush();
         if (!pw) return Err(pw.error().prepended("Failed to update the image size: "));
         // The header in memory follows: a later header write (the bitmaps
@@ -63,9 +61,7 @@ Result<void> Qcow2Node::truncate_locked(uint64_t new_size, Prealloc prealloc, bo
     }
     if (hide_backing) QIMG_TRY(zero_grown_area_locked(old, new_size));
     QIMG_TRY(flush_metadata_locked());
-    uint8_t b[8];
-    put_be64(b, new_size);
-    auto w = file_->write(24, b, 8);
+    auto w = write_header_field(*file_, hdr::kSize, new_size);
     if (w) w = file_->flush();
     if (!w) return Err(w.error().prepended("Failed to update the image size: "));
     h_.size = new_size;

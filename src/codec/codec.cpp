@@ -1,0 +1,157 @@
+// zlib, zstd and ISA-L behind codec.h.
+#include "codec/codec.h"
+
+#include <zlib.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include <cstring>
+#include <memory>
+#ifdef QIMG_HAVE_ISAL
+#include <isa-l/igzip_lib.h>
+#endif
+
+namespace qimg::codec {
+namespace {
+
+Error corrupt() { return make_error(EIO, kCorruptMessage); }
+
+bool window_valid(int bits) { return bits >= 9 && bits <= 15; }
+
+Result<void> inflate_raw(int window_bits, std::span<const uint8_t> in, std::span<uint8_t> out) {
+    z_stream z{};
+    if (inflateInit2(&z, -window_bits) != Z_OK) return make_error(ENOMEM, "Could not initialise zlib");
+    z.next_in = const_cast<Bytef *>(in.data());
+    z.avail_in = static_cast<uInt>(in.size());
+    z.next_out = out.data();
+    z.avail_out = static_cast<uInt>(out.size());
+    int r = inflate(&z, Z_FINISH);
+    // As QEMU: a full output buffer counts as success even if the stream
+    // goes on (the input is padded to whole sectors).
+    bool good = r == Z_STREAM_END || (r == Z_BUF_ERROR && z.avail_out == 0);
+    if (r == Z_STREAM_END && z.avail_out != 0) good = false;
+    inflateEnd(&z);
+    if (!good) return corrupt();
+    return ok();
+}
+
+Result<void> zstd_decompress(std::span<const uint8_t> in, std::span<uint8_t> out) {
+    std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx *)> d(ZSTD_createDCtx(), ZSTD_freeDCtx);
+    if (!d) return make_error(ENOMEM, "Could not initialise zstd");
+    ZSTD_outBuffer o{out.data(), out.size(), 0};
+    ZSTD_inBuffer i{in.data(), in.size(), 0};
+    size_t r = 0;
+    while (o.pos < o.size) {
+        size_t last_in = i.pos, last_out = o.pos;
+        r = ZSTD_decompressStream(d.get(), &o, &i);
+        if (ZSTD_isError(r) || (i.pos <= last_in && o.pos <= last_out)) return corrupt();
+    }
+    if (r > 0) return corrupt();  // a frame left unfinished
+    return ok();
+}
+
+// Per-thread deflate state, reset between calls (deflateInit2 for every
+// cluster, as QEMU does, costs a large allocation each time).
+struct ZlibState {
+    z_stream z{};
+    int level = -100, window_bits = 0;
+    ~ZlibState() {
+        if (level != -100) deflateEnd(&z);
+    }
+};
+
+Result<size_t> deflate_raw(int window_bits, int level, std::span<const uint8_t> in, std::span<uint8_t> out) {
+    thread_local ZlibState st;
+    if (st.level != level || st.window_bits != window_bits) {
+        if (st.level != -100) deflateEnd(&st.z);
+        st.z = z_stream{};
+        st.level = -100;
+        if (deflateInit2(&st.z, level, Z_DEFLATED, -window_bits, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+            return make_error(ENOMEM, "Could not initialise zlib");
+        st.level = level;
+        st.window_bits = window_bits;
+    } else if (deflateReset(&st.z) != Z_OK) {
+        return make_error(EIO, "zlib reset failed");
+    }
+    st.z.next_in = const_cast<Bytef *>(in.data());
+    st.z.avail_in = static_cast<uInt>(in.size());
+    st.z.next_out = out.data();
+    st.z.avail_out = static_cast<uInt>(out.size());
+    int r = deflate(&st.z, Z_FINISH);
+    return r == Z_STREAM_END ? out.size() - st.z.avail_out : size_t{0};
+}
+
+#ifdef QIMG_HAVE_ISAL
+Result<size_t> isal_deflate_raw(int window_bits, std::span<const uint8_t> in, std::span<uint8_t> out) {
+    thread_local std::vector<uint8_t> level_buf(ISAL_DEF_LVL1_DEFAULT);
+    isal_zstream z;
+    isal_deflate_stateless_init(&z);
+    z.level = 1;
+    z.level_buf = level_buf.data();
+    z.level_buf_size = static_cast<uint32_t>(level_buf.size());
+    z.hist_bits = static_cast<uint16_t>(window_bits);  // no distance past the window
+    z.gzip_flag = IGZIP_DEFLATE;
+    z.end_of_stream = 1;
+    z.flush = NO_FLUSH;
+    z.next_in = const_cast<uint8_t *>(in.data());
+    z.avail_in = static_cast<uint32_t>(in.size());
+    z.next_out = out.data();
+    z.avail_out = static_cast<uint32_t>(out.size());
+    int r = isal_deflate_stateless(&z);
+    if (r == STATELESS_OVERFLOW) return size_t{0};
+    if (r != COMP_OK) return make_error(EIO, "ISA-L compression failed");
+    return size_t(z.total_out);
+}
+#endif
+
+Result<size_t> zstd_compress(int level, std::span<const uint8_t> in, std::span<uint8_t> out) {
+    thread_local std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx *)> c(ZSTD_createCCtx(), ZSTD_freeCCtx);
+    if (!c) return make_error(ENOMEM, "Could not initialise zstd");
+    ZSTD_CCtx_reset(c.get(), ZSTD_reset_session_and_parameters);
+    if (level >= 0) ZSTD_CCtx_setParameter(c.get(), ZSTD_c_compressionLevel, level);
+    ZSTD_outBuffer o{out.data(), out.size(), 0};
+    ZSTD_inBuffer i{in.data(), in.size(), 0};
+    size_t r = ZSTD_compressStream2(c.get(), &o, &i, ZSTD_e_end);
+    if (ZSTD_isError(r)) {
+        if (ZSTD_getErrorCode(r) == ZSTD_error_dstSize_tooSmall) return size_t{0};
+        return make_error(EIO, "zstd compression failed");
+    }
+    return r == 0 ? o.pos : size_t{0};
+}
+
+}  // namespace
+
+bool have_isal() {
+#ifdef QIMG_HAVE_ISAL
+    return true;
+#else
+    return false;
+#endif
+}
+
+Result<size_t> compress(const Params &p, std::span<const uint8_t> in, std::span<uint8_t> out) {
+    if (p.codec == Codec::Zstd) return zstd_compress(p.level, in, out);
+    if (!window_valid(p.window_bits)) return make_error(EINVAL, "deflate window bits out of range");
+#ifdef QIMG_HAVE_ISAL
+    if (p.fast) return isal_deflate_raw(p.window_bits, in, out);
+#endif
+    return deflate_raw(p.window_bits, p.fast ? 1 : p.level < 0 ? Z_DEFAULT_COMPRESSION : p.level, in, out);
+}
+
+Result<std::vector<uint8_t>> compress_unit(const Params &p, const void *data, size_t len, size_t unit) {
+    if (len > unit) return make_error(EINVAL, "compress_unit: data larger than its unit");
+    std::vector<uint8_t> in(unit, 0);
+    if (len) std::memcpy(in.data(), data, len);
+    std::vector<uint8_t> out(unit ? unit - 1 : 0);
+    QIMG_ASSIGN(size_t n, compress(p, in, out));
+    out.resize(n);  // 0: incompressible
+    return out;
+}
+
+Result<void> decompress(Codec codec, int window_bits, std::span<const uint8_t> in, std::span<uint8_t> out) {
+    if (codec == Codec::Zstd) return zstd_decompress(in, out);
+    if (!window_valid(window_bits)) return make_error(EINVAL, "deflate window bits out of range");
+    return inflate_raw(window_bits, in, out);
+}
+
+}  // namespace qimg::codec
