@@ -9,8 +9,8 @@ namespace {
 
 constexpr uint64_t kNoSize = UINT64_MAX;  // img_size "not given", as QEMU's -1
 
-std::unexpected<CreateError> fail(std::string message, std::string hint = {}) {
-    return std::unexpected(CreateError{EINVAL, std::move(message), std::move(hint)});
+Unexpected fail(std::string message, std::string hint = {}) {
+    return Err(CreateError{EINVAL, std::move(message), std::move(hint)});
 }
 
 // Opens the backing file (read-only, shared) to learn its format and size.
@@ -76,7 +76,7 @@ CreateResult<ImagePlan> plan_image(const ImageSpec &spec) {
     uint64_t size = spec.size.value_or(kNoSize);
     if (spec.img_create) {
         auto s = img_create_size(spec, opts);
-        if (!s) return std::unexpected(s.error());
+        if (!s) return Err(s.error());
     } else {
         (void)opts.set_number("size", size);
     }
@@ -87,7 +87,7 @@ CreateResult<ImagePlan> plan_image(const ImageSpec &spec) {
 
     if (spec.img_create) {
         size = opts.get_number("size", size);
-        if (auto b = check_backing(spec, opts, size); !b) return std::unexpected(b.error());
+        if (auto b = check_backing(spec, opts, size); !b) return Err(b.error());
         if (size == kNoSize) return fail("Image creation needs a size parameter");
     }
     ImagePlan plan;
@@ -118,7 +118,7 @@ CreateResult<void> create_image(BlockOpener &opener, const ImagePlan &plan, bool
         std::string hint = plan.has_cluster_size ? " (try using a larger cluster size)" : "";
         return fail("The image size is too large for file format '" + drv->name + "'" + hint);
     }
-    return std::unexpected(CreateError{r.error().code, r.error().message, {}});
+    return Err(CreateError{r.error().code, r.error().message, {}});
 }
 
 }  // namespace qimg

@@ -7,7 +7,6 @@
 
 #include <cerrno>
 #include <cstdint>
-#include <expected>
 #include <map>
 #include <optional>
 #include <string>
@@ -17,15 +16,11 @@
 
 namespace qimg {
 
-// A creation error: the message and QEMU's hint text (error_append_hint),
-// which qemu-img create prints verbatim after it (it may lack a newline).
-struct CreateError {
-    int code = EINVAL;
-    std::string message;
-    std::string hint;
-};
+// A creation error: the message and QEMU's hint text (Error::hint), which
+// qemu-img create prints verbatim after it (it may lack a newline).
+using CreateError = Error;
 template <class T>
-using CreateResult = std::expected<T, CreateError>;
+using CreateResult = Result<T>;
 
 // What to create.
 struct ImageSpec {

@@ -41,7 +41,7 @@ int cmd_create(int argc, char **argv) {
     // driver's create().
     auto create = [&so, &spec]() -> CreateResult<void> {
         CreateResult<ImagePlan> plan = plan_image(spec);
-        if (!plan) return std::unexpected(plan.error());
+        if (!plan) return Err(plan.error());
         if (!so.quiet) {
             std::printf("Formatting '%s', fmt=%s %s\n", plan->filename.c_str(), spec.format.c_str(),
                         plan->formatting.c_str());

@@ -19,6 +19,9 @@ namespace qimg {
 struct Error {
     int code = EIO;
     std::string message;
+    // QEMU's error_append_hint(): text some commands print verbatim after
+    // the message (qemu-img create); usually empty.
+    std::string hint;
 
     // Returns a copy whose message is `prefix + message`, as QEMU's
     // error_prepend() does when an error travels up a layer.
