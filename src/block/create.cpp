@@ -4,6 +4,8 @@
 
 #include "block/create_opts.h"
 
+#include <algorithm>
+
 namespace qimg {
 namespace {
 
@@ -119,6 +121,40 @@ CreateResult<void> create_image(BlockOpener &opener, const ImagePlan &plan, bool
         return fail("The image size is too large for file format '" + drv->name + "'" + hint);
     }
     return Err(CreateError{r.error().code, r.error().message, {}});
+}
+
+Result<void> create_by_opening(const Driver &drv, CreateRequest &req) {
+    QIMG_ASSIGN(Prealloc prealloc, parse_prealloc(req.get("preallocation", "off")));
+    if (prealloc != Prealloc::Off)
+        return make_error(ENOTSUP, "Unsupported preallocation mode '" + std::string(prealloc_name(prealloc)) + "'");
+    BlockOpener local;
+    BlockOpener &opener = req.opener ? *req.opener : local;
+    OpenFlags flags;
+    flags.read_write = true;
+    flags.resize = true;
+    auto opened = opener.open_protocol(req.filename, OptionMap{{"driver", drv.name}}, flags);
+    if (!opened)
+        return make_error(EINVAL, "Protocol driver '" + drv.name +
+                                      "' does not support image creation, and opening the image failed: " +
+                                      opened.error().message);
+    BlockNode &node = **opened;
+    // Grow if it must (not exact: a larger device is fine); "cannot" is
+    // only an error when what exists is too small.
+    Result<void> grown = node.truncate(req.size, Prealloc::Off, false);
+    if (!grown && grown.error().code != ENOTSUP) return grown;
+    if (node.length() < req.size) return grown ? make_error(ENOTSUP, "Image is too small") : grown;
+    if (uint64_t first = std::min<uint64_t>(node.length(), 512); first > 0) {
+        if (auto z = node.write_zeroes(0, first, kZeroMayUnmap); !z)
+            return errno_error(z.error().code, "Failed to clear the new image's first sector");
+    }
+    return node.flush();
+}
+
+std::vector<CreateOption> create_by_opening_options() {
+    return {
+        {"size", CreateOption::Type::Size, "Virtual disk size", ""},
+        {"preallocation", CreateOption::Type::String, "Preallocation mode (allowed values: off)", ""},
+    };
 }
 
 }  // namespace qimg

@@ -62,4 +62,14 @@ CreateResult<ImagePlan> plan_image(const ImageSpec &spec);
 // is too large for file format 'x'".
 CreateResult<void> create_image(BlockOpener &opener, const ImagePlan &plan, bool quiet);
 
+// QEMU's bdrv_co_create_opts_simple, the create() of protocols that cannot
+// make a new file (host_device, host_cdrom; NBD exports later): "creating"
+// opens what exists with `drv`, grows it if it can (a device cannot:
+// "Cannot grow device files"), checks that it holds `req.size` bytes and
+// zeroes its first sector so that no old image header survives. Only
+// preallocation=off is accepted.
+Result<void> create_by_opening(const Driver &drv, CreateRequest &req);
+// The creation options of such a protocol (QEMU's bdrv_create_opts_simple).
+std::vector<CreateOption> create_by_opening_options();
+
 }  // namespace qimg

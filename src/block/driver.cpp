@@ -35,6 +35,21 @@ std::optional<std::string> protocol_prefix(std::string_view filename) {
 
 Result<const Driver *> find_protocol_driver(std::string_view filename) {
     std::optional<std::string> prefix = protocol_prefix(filename);
+    if (!prefix) {
+        // QEMU's find_hdev_driver: a device path is its device driver's; on
+        // equal scores the later-registered wins, as QEMU's list is newest
+        // first (host_cdrom over host_device for a real CD-ROM drive).
+        const Driver *best = nullptr;
+        int best_score = 0;
+        for (const Driver *d : registry()) {
+            if (!d->probe_device) continue;
+            if (int score = d->probe_device(std::string(filename)); score >= best_score && score > 0) {
+                best_score = score;
+                best = d;
+            }
+        }
+        if (best) return best;
+    }
     if (!prefix || *prefix == "file") {
         if (const Driver *d = find_driver("file")) return d;
         return make_error(EINVAL, "Unknown protocol 'file'");

@@ -110,9 +110,17 @@ struct Driver {
     bool is_protocol = false;
     // URI-style prefixes a protocol driver handles ("nbd", "http"); "file" is the default.
     std::vector<std::string> protocol_prefixes;
+    // What follows "<prefix>:" is a host path (QEMU's
+    // bdrv_parse_filename_strip_prefix: "file:a.img", "host_device:/dev/sdb"):
+    // the prefix is dropped where a name is given as a string (strip_file_prefix).
+    bool path_after_prefix = false;
     // Format probing: a score for the first bytes of the image (up to 2048),
     // 0 = not this format. raw answers 1 so that anything else wins.
     std::function<int(std::span<const uint8_t> head, const std::string &filename)> probe;
+    // Protocols of host devices (QEMU's bdrv_probe_device): a score for a
+    // plain path without a protocol prefix, 0 = not this driver. A block
+    // device given by name is host_device's (or host_cdrom's), not file's.
+    std::function<int(const std::string &path)> probe_device;
     std::function<Result<NodePtr>(OpenRequest &)> open;
     // nullptr: the format cannot be created (qemu-img: "Format driver 'x' does not support image creation").
     std::function<Result<void>(CreateRequest &)> create;
@@ -136,6 +144,18 @@ struct Driver {
     // `qemu-img check` can check it (BlockNode::check); otherwise "This
     // image format does not support checks", exit status 63.
     bool supports_check = false;
+    // Internal snapshots (`qemu-img snapshot`, `convert -l`, `measure -l`);
+    // without them, what the node's snapshot calls answer (QEMU's words for
+    // a format without bdrv_snapshot_*).
+    bool supports_snapshots = false;
+    // Persistent dirty bitmaps (`qemu-img bitmap`, `convert --bitmaps`);
+    // whether one image can hold them is BlockNode::supports_persistent_bitmaps().
+    bool supports_bitmaps = false;
+    // A format that is only ever read (dmg, bochs, cloop; QEMU's
+    // bdrv_apply_auto_read_only): opening it for writing fails with
+    // `read_only_reason`, or "Image is read-only".
+    bool read_only = false;
+    std::string read_only_reason;
     // create_options listed: qemu-img create/convert/measure can make one
     // (otherwise "Format driver 'x' does not support image creation").
     bool can_create() const { return !create_options.empty(); }

@@ -86,8 +86,11 @@ void warn_probed_raw(const std::string &display) {
 }
 
 std::string strip_file_prefix(const std::string &name) {
-    if (name.rfind("file:", 0) != 0) return name;
-    std::string rest = name.substr(5);
+    std::optional<std::string> prefix = protocol_prefix(name);
+    if (!prefix) return name;
+    const Driver *d = find_driver(*prefix);
+    if (!d || !d->is_protocol || !d->path_after_prefix) return name;
+    std::string rest = name.substr(prefix->size() + 1);
     return protocol_prefix(rest) ? "./" + rest : rest;
 }
 
@@ -248,6 +251,10 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
         probed = true;
     }
     if (!fd->open) return make_error(EINVAL, "Unknown driver '" + fd->name + "'");
+    // A format that is only read (QEMU's bdrv_apply_auto_read_only without
+    // auto-read-only, which qemu-img never sets).
+    if (fd->read_only && o.flags.read_write)
+        return make_error(EACCES, fd->read_only_reason.empty() ? "Image is read-only" : fd->read_only_reason);
 
     if (probed && fd->name == "raw" && o.flags.read_write && o.warn_probed_raw) warn_probed_raw(display);
 

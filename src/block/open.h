@@ -90,7 +90,8 @@ private:
 std::string combine_backing_path(const std::string &image, const std::string &backing);
 
 // A file name given as a string (command line, image header) with its
-// "file:" protocol prefix removed, as QEMU's file driver parses it
+// protocol prefix removed where the rest is a host path ("file:",
+// "host_device:", "host_cdrom:"; Driver::path_after_prefix), as QEMU's file-posix drivers parse it
 // (bdrv_parse_filename_strip_prefix): "file:/a:b" is "/a:b", and a rest that
 // would itself look prefixed gets "./" ("file:a:b" is "./a:b"). Other names
 // are returned unchanged.

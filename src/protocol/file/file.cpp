@@ -14,6 +14,7 @@
 // atomic; unaligned O_DIRECT writes (read-modify-write) take rmw_mutex_;
 // set_perm is called only while the graph is built, from one thread.
 #include <fcntl.h>
+#include <linux/cdrom.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -26,6 +27,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "block/create.h"
 #include "block/driver.h"
 #include "block/open.h"
 #include "protocol/file/fault.h"
@@ -53,7 +55,12 @@ public:
         : fd_(fd), is_block_(is_block), cache_(cache), length_(len), use_lock_(use_lock) {}
     ~FileNode() override { ::close(fd_); }
 
-    std::string_view driver_name() const override { return is_block_ ? "host_device" : "file"; }
+    std::string_view driver_name() const override { return is_block_ ? device_driver_ : "file"; }
+    // Opened as host_cdrom: its name, and the medium check before resizing.
+    void set_cdrom() {
+        device_driver_ = "host_cdrom";
+        cdrom_ = true;
+    }
     // A new regular file reads as zeroes; a block device holds old data.
     bool has_zero_init() const override { return !is_block_; }
     // Like QEMU, which counts images in 512-byte sectors, a file's length is
@@ -164,8 +171,11 @@ public:
         if (read_only_) return make_error(EROFS, "Cannot write to a read-only file");
         QIMG_TRY(fault::before_change("truncate", new_size, 0));
         if (is_block_) {
-            if (new_size > length() || (exact && new_size != length()))
-                return make_error(ENOTSUP, "Cannot grow device files");
+            // QEMU's blk_is_available (cdrom_is_inserted), then raw_co_truncate.
+            if (cdrom_ && ioctl(fd_, CDROM_DRIVE_STATUS, CDSL_CURRENT) != CDS_DISC_OK)
+                return make_error(ENOMEDIUM, "No medium inserted");
+            if (exact && new_size != length()) return make_error(ENOTSUP, "Cannot resize device files");
+            if (new_size > length()) return make_error(ENOTSUP, "Cannot grow device files");
             return ok();
         }
         // QEMU's handle_aiocb_truncate: its checks, order and messages.
@@ -375,7 +385,9 @@ private:
     }
 
     int fd_;
-    bool is_block_;
+    bool is_block_;  // a block or character device
+    bool cdrom_ = false;
+    std::string_view device_driver_ = "host_device";
     CacheMode cache_;
     std::atomic<uint64_t> length_;
     std::mutex rmw_mutex_;
@@ -410,6 +422,12 @@ Result<NodePtr> file_open(OpenRequest &req) {
     uint64_t len = static_cast<uint64_t>(st.st_size);
     if (is_block) {
         if (ioctl(fd, BLKGETSIZE64, &len) != 0) len = 0;
+    } else if (S_ISCHR(st.st_mode) && req.options.count("x-device")) {
+        // A character device through host_device: its length is where
+        // lseek(SEEK_END) lands (0 for /dev/null), as QEMU's raw_getlength.
+        off_t end = ::lseek(fd, 0, SEEK_END);
+        len = end > 0 ? static_cast<uint64_t>(end) : 0;
+        is_block = true;
     } else if (!S_ISREG(st.st_mode)) {
         ::close(fd);
         return make_error(EINVAL, "'file' driver requires '" + path + "' to be a regular file");
@@ -466,6 +484,7 @@ const Driver *make_file_driver() {
         // "file:" in a name given as a string is stripped before the driver
         // is chosen (strip_file_prefix); a filename option keeps it literally.
         d.protocol_prefixes = {"file"};
+        d.path_after_prefix = true;
         d.open = file_open;
         d.create = file_create;
         d.create_options = {
@@ -494,24 +513,55 @@ Result<NodePtr> device_open(OpenRequest &req, const std::string &driver) {
         !S_ISCHR(st.st_mode))
         return make_error(EINVAL, "'" + driver + "' driver requires '" + it->second +
                                       "' to be either a character or block device");
-    return file_open(req);
+    req.options["x-device"] = "on";
+    auto node = file_open(req);
+    req.options.erase("x-device");
+    if (node && driver == "host_cdrom") static_cast<FileNode &>(**node).set_cdrom();
+    return node;
 }
 
-Driver device_driver(const char *name) {
+// QEMU's hdev_probe_device: any block or character device; /dev/cdrom*
+// lower, so that host_cdrom takes it.
+int host_device_probe(const std::string &path) {
+    if (path.rfind("/dev/cdrom", 0) == 0) return 50;
+    struct stat st;
+    return ::stat(path.c_str(), &st) == 0 && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) ? 100 : 0;
+}
+
+// QEMU's cdrom_probe_device (Linux): a block device that answers the
+// CD-ROM drive status ioctl.
+int host_cdrom_probe(const std::string &path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return 0;
+    struct stat st;
+    int score = 0;
+    if (fstat(fd, &st) == 0 && S_ISBLK(st.st_mode) && ioctl(fd, CDROM_DRIVE_STATUS, CDSL_CURRENT) >= 0) score = 100;
+    ::close(fd);
+    return score;
+}
+
+Driver device_driver(const char *name, int (*probe)(const std::string &)) {
     Driver d;
     d.name = name;
     d.is_protocol = true;
+    d.protocol_prefixes = {name};
+    d.path_after_prefix = true;
+    d.probe_device = probe;
     d.open = [driver = std::string(name)](OpenRequest &req) { return device_open(req, driver); };
+    // A device exists already: "creating" one checks it and clears its
+    // first sector (block/create.h).
+    d.create = [driver = std::string(name)](CreateRequest &req) { return create_by_opening(*find_driver(driver), req); };
+    d.create_options = create_by_opening_options();
     return d;
 }
 
 // Static records, like every driver's: the registry keeps pointers to them.
 const Driver *make_host_device_driver() {
-    static Driver d = device_driver("host_device");
+    static Driver d = device_driver("host_device", host_device_probe);
     return &d;
 }
 const Driver *make_host_cdrom_driver() {
-    static Driver d = device_driver("host_cdrom");
+    static Driver d = device_driver("host_cdrom", host_cdrom_probe);
     return &d;
 }
 
