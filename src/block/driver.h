@@ -129,6 +129,16 @@ struct Driver {
     // measurement".
     std::function<Result<MeasureInfo>(MeasureRequest &)> measure;
 
+    // The options that change what a node is (QEMU's strong_runtime_opts,
+    // beside "driver" and "filename"): given, they name the image as a
+    // json: string (raw's offset/size) instead of its file's name.
+    std::vector<std::string> strong_options;
+    // QEMU's bdrv_refresh_filename of a driver that names its nodes itself:
+    // the plain name for a node with these full options (driver, filename,
+    // strong options, children), or "" for a json: name. nullptr: the name
+    // of its file child, or of its "filename" option.
+    std::function<std::string(const nlohmann::ordered_json &full)> refresh_filename;
+
     // --- Capabilities: what the driver can do, declared here once. The CLI
     // and the engine ask these and print qemu-img's message where one is
     // missing; nothing outside a driver's own folder tests its name. What

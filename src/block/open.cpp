@@ -1,6 +1,8 @@
 // Opening images by name (see open.h): filename syntax, protocol choice,
 // format probing and backing chains.
 #include "block/open.h"
+
+#include "util/qjson.h"
 #include "util/keyval.h"
 
 #include <fcntl.h>
@@ -150,6 +152,66 @@ Result<NodePtr> BlockOpener::open_protocol(const std::string &filename, const Op
     return node;
 }
 
+namespace {
+
+using Json = nlohmann::ordered_json;
+using TypedOptions = std::map<std::string, Json>;
+
+// QEMU's bdrv_refresh_filename() for a node opened from the user's options
+// (`given`, flattened, this node's under `prefix`): its full options are
+// "driver", "filename", its driver's strong options and its children's
+// (not the backing file's); it is named by a plain name when its driver
+// gives one or, without strong options, by its file child's, else as
+// "json:" and those options in QDict order.
+struct Refreshed {
+    Json full = Json::object();
+    std::string exact;
+};
+
+Refreshed refresh_filename(const BlockNode &node, const TypedOptions &given, const std::string &prefix) {
+    Refreshed r;
+    const Driver *d = driver_of(node);
+    bool strong = false;
+    auto take = [&](const std::string &key, bool counts) {
+        auto it = given.find(prefix + key);
+        if (it == given.end()) return;
+        r.full[key] = it->second;
+        strong = strong || counts;
+    };
+    take("driver", false);
+    take("filename", false);
+    if (d) {
+        for (const std::string &opt : d->strong_options) take(opt, true);
+    }
+    if (!r.full.contains("driver")) r.full["driver"] = std::string(node.driver_name());
+    bool has_file = false;
+    std::string file_exact;
+    for (const BlockChild &c : node.children()) {
+        if (c.kind == ChildKind::Backing || !c.node) continue;
+        Refreshed child = refresh_filename(*c.node, given, prefix + c.name + ".");
+        r.full[c.name] = std::move(child.full);
+        if (c.kind == ChildKind::File) {
+            has_file = true;
+            file_exact = std::move(child.exact);
+        }
+    }
+    if (d && d->refresh_filename) {
+        r.exact = d->refresh_filename(r.full);
+    } else if (has_file) {
+        if (!strong) r.exact = file_exact;
+    } else if (auto f = given.find(prefix + "filename"); f != given.end() && f->second.is_string()) {
+        r.exact = f->second.get<std::string>();
+    }
+    return r;
+}
+
+}  // namespace
+
+std::string refreshed_filename(const BlockNode &node, const std::map<std::string, nlohmann::ordered_json> &given) {
+    Refreshed r = refresh_filename(node, given, "");
+    return r.exact.empty() ? "json:" + to_qemu_json(r.full, false) : r.exact;
+}
+
 Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenOptions &o) {
     // QEMU's bdrv_open_inherit: sharing every permission (-U) is only safe
     // for a reader; a writer must hold its image exclusively.
@@ -189,9 +251,29 @@ Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenO
                       });
         if (simple) display = f->second;
     }
+    // The options as the user typed them, for the name the opened node shows.
+    TypedOptions given;
+    if (o.image_opts || is_json_filename(filename)) {
+        if (!o.image_opts) {
+            if (auto tree = parse_json_filename_tree(filename)) given = flatten_json_typed(*tree);
+        }
+        for (const auto &[k, v] : opts) given.try_emplace(k, v);
+    }
+    // A child given by reference to an existing node (a string where the
+    // child's options belong, e.g. the implied key of --image-opts):
+    // qemu-img has no other nodes to find.
+    if (auto f = opts.find("file"); f != opts.end())
+        return make_error(EINVAL, "Cannot find device='" + f->second + "' nor node-name='" + f->second + "'");
     chain_names_.clear();
     depth_ = 0;
-    return open_options(std::move(opts), display, o, 0);
+    QIMG_ASSIGN(NodePtr node, open_options(std::move(opts), display, o, 0));
+    // With the backing file overridden QEMU names the backing options too;
+    // those names keep what the user typed.
+    const bool backing_given = std::any_of(given.begin(), given.end(), [](const auto &kv) {
+        return kv.first == "backing" || kv.first.starts_with("backing.");
+    });
+    if (!given.empty() && !backing_given) node->set_filename(refreshed_filename(*node, given));
+    return node;
 }
 
 Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &display, const OpenOptions &o_in,

@@ -106,6 +106,12 @@ void warn_probed_raw(const std::string &display);
 // resolves to (symlinks and "./" resolved); nullptr if none.
 BlockNode *find_backing_image(BlockNode &top, const std::string &name);
 
+// QEMU's bdrv_refresh_filename(): the name a node opened from json: or
+// --image-opts options (`given`, flattened, as typed) shows: its file's name
+// unless options that change what it is were given (Driver::strong_options,
+// Driver::refresh_filename), else "json:{...}" of them in QDict order.
+std::string refreshed_filename(const BlockNode &node, const std::map<std::string, nlohmann::ordered_json> &given);
+
 // realpath(3) of `p`, or `p` itself when it cannot be resolved.
 std::string real_path(const std::string &p);
 

@@ -26,16 +26,35 @@ std::string option_string(const Json &v) {
     return to_qemu_json(v, false);  // numbers, in QNum's formats
 }
 
-void flatten_into(const Json &v, const std::string &key, OptionMap &out) {
+// `Leaf` turns a scalar into the map's value type.
+template <class Map, class Leaf>
+void flatten_into(const Json &v, const std::string &key, Map &out, Leaf leaf) {
     if (v.is_object() && !v.empty()) {
-        for (const std::string &k : qdict_order(v)) flatten_into(v.at(k), key + "." + k, out);
+        for (const std::string &k : qdict_order(v)) flatten_into(v.at(k), key + "." + k, out, leaf);
     } else if (v.is_array() && !v.empty()) {
-        for (size_t i = 0; i < v.size(); ++i) flatten_into(v[i], key + "." + std::to_string(i), out);
+        for (size_t i = 0; i < v.size(); ++i) flatten_into(v[i], key + "." + std::to_string(i), out, leaf);
     } else if (!v.is_null()) {
-        out[key] = option_string(v);
+        out[key] = leaf(v);
     } else {
         out.erase(key);  // a nested null still replaces, then is dropped
     }
+}
+
+template <class Map, class Leaf>
+Map flatten_root(const Json &obj, Leaf leaf) {
+    Map out;
+    if (!obj.is_object()) return out;
+    // Top-level scalars stay where they are; flattened nested values are put
+    // over them (qdict_flatten() works in place on the root dictionary).
+    for (auto it = obj.begin(); it != obj.end(); ++it) {
+        const bool container = (it->is_object() || it->is_array()) && !it->empty();
+        if (!container && !it->is_null()) out[it.key()] = leaf(*it);
+    }
+    for (const std::string &k : qdict_order(obj)) {
+        const Json &v = obj.at(k);
+        if ((v.is_object() || v.is_array()) && !v.empty()) flatten_into(v, k, out, leaf);
+    }
+    return out;
 }
 
 }  // namespace
@@ -51,19 +70,11 @@ Result<nlohmann::ordered_json> parse_json_filename_tree(std::string_view s) {
 }
 
 OptionMap flatten_json_options(const nlohmann::ordered_json &obj) {
-    OptionMap out;
-    if (!obj.is_object()) return out;
-    // Top-level scalars stay where they are; flattened nested values are put
-    // over them (qdict_flatten() works in place on the root dictionary).
-    for (auto it = obj.begin(); it != obj.end(); ++it) {
-        const bool container = (it->is_object() || it->is_array()) && !it->empty();
-        if (!container && !it->is_null()) out[it.key()] = option_string(*it);
-    }
-    for (const std::string &k : qdict_order(obj)) {
-        const Json &v = obj.at(k);
-        if ((v.is_object() || v.is_array()) && !v.empty()) flatten_into(v, k, out);
-    }
-    return out;
+    return flatten_root<OptionMap>(obj, option_string);
+}
+
+std::map<std::string, nlohmann::ordered_json> flatten_json_typed(const nlohmann::ordered_json &obj) {
+    return flatten_root<std::map<std::string, Json>>(obj, [](const Json &v) { return v; });
 }
 
 Result<OptionMap> parse_json_filename(std::string_view s) {

@@ -37,6 +37,9 @@ Result<OptionMap> parse_json_filename(std::string_view s);
 Result<nlohmann::ordered_json> parse_json_filename_tree(std::string_view s);
 // qdict_flatten() of a parsed object into strings, as described above.
 OptionMap flatten_json_options(const nlohmann::ordered_json &obj);
+// The same with each value as given (a number stays a number), for names
+// rebuilt from the options (QEMU's json: filenames of opened nodes).
+std::map<std::string, nlohmann::ordered_json> flatten_json_typed(const nlohmann::ordered_json &obj);
 
 // --image-opts: qemu-img parses it with qemu_opts_parse_noisily() against an
 // option list accepting anything, implied key "file": "a.img" means

@@ -1149,6 +1149,7 @@ const Driver *make_qcow2_driver() {
         d.supports_backing = true;
         d.supports_compression = true;
         d.supports_check = true;
+        d.strong_options = {"encrypt.key-secret"};
         d.supports_snapshots = true;
         d.supports_bitmaps = true;
         return d;

@@ -210,6 +210,7 @@ const Driver *make_raw_driver() {
         d.open = raw_open;
         d.create = raw_create;
         d.measure = raw_measure;
+        d.strong_options = {"offset", "size"};  // a window is another image
         // QEMU's raw_child_perm: without a window raw is a filter; either
         // way it writes or resizes the file only when its users do.
         d.file_child_perms = [](const OptionMap &opts, Perms parent, const OpenFlags &f) {

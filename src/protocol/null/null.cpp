@@ -100,6 +100,14 @@ Driver null_driver(const char *name) {
     d.is_protocol = true;
     d.protocol_prefixes = {name};
     d.open = [driver = std::string(name)](OpenRequest &req) { return null_open(req, driver); };
+    d.strong_options = {"size", "read-zeroes"};
+    // QEMU's null_refresh_filename: "null-co://" while only the latency
+    // (which does not change what is read) was given.
+    d.refresh_filename = [driver = std::string(name)](const nlohmann::ordered_json &full) {
+        for (auto it = full.begin(); it != full.end(); ++it)
+            if (it.key() != "filename" && it.key() != "driver" && it.key() != "latency-ns") return std::string();
+        return driver + "://";
+    };
     return d;
 }
 
