@@ -71,9 +71,9 @@ public:
         data_.resize(new_size);
         return ok();
     }
-    bool has_zero_init() const override { return true; }
-    Result<uint64_t> allocated_size() override { return length(); }
-    bool has_driver_info() const override { return false; }
+    // Not a newly created file: it may start with any content, so copies
+    // into it must write their zeroes (the default answer, made explicit).
+    bool has_zero_init() const override { return false; }
 
     // A copy of the bytes.
     std::vector<uint8_t> bytes() const {
