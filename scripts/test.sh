@@ -4,7 +4,10 @@
 # time on its seed corpus. Ends with one line `N passed, N failed`.
 #
 # Environment: JOBS (default 2), FUZZ_TIME seconds per fuzz target (default 30,
-# 0 skips fuzzing), SKIP_ASAN=1 / SKIP_FUZZ=1 to leave a stage out locally,
+# 0 skips fuzzing), FUZZ_BUDGET seconds for all fuzz targets together (default
+# 150: with more targets than FUZZ_BUDGET/FUZZ_TIME each gets an equal share,
+# at least 10 s, so that a format's generated fuzz_<format> target does not
+# grow CI by FUZZ_TIME), SKIP_ASAN=1 / SKIP_FUZZ=1 to leave a stage out locally,
 # NO_CCACHE=1 to build without ccache.
 # IOTESTS=1 adds QEMU 7.2's own qemu-iotests for qcow2 and raw with qimg as
 # qemu-img (tests/iotests/run-iotests.sh; ~7 minutes, not in CI's default
@@ -15,6 +18,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 JOBS=${JOBS:-2}
 FUZZ_TIME=${FUZZ_TIME:-30}
+FUZZ_BUDGET=${FUZZ_BUDGET:-150}
 # Builds go through ccache where it is installed (NO_CCACHE=1: not), with paths
 # taken relative to the checkout so that any clone of the same sources hits.
 export CCACHE_BASEDIR=$ROOT CCACHE_NOHASHDIR=1
@@ -80,7 +84,9 @@ build_failed() {
 
 # ---- 1. normal build, warnings are errors --------------------------------
 stage "build/ (RelWithDebInfo, -Werror)"
-if configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIMG_WERROR=ON; then
+# QIMG_TEST_FORMATS: the test-only formats (src/format/testfmt) go into
+# qimg_unit_tests and qimg_test, never into qimg.
+if configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIMG_WERROR=ON -DQIMG_TEST_FORMATS=ON; then
     stage "ctest build/"
     run_ctest build normal
 else
@@ -90,7 +96,7 @@ fi
 # ---- 2. ASan + UBSan build running the same suite -------------------------
 if [[ ${SKIP_ASAN:-0} != 1 ]]; then
     stage "build-asan/ (ASan+UBSan)"
-    if configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DQIMG_SANITIZE=ON; then
+    if configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DQIMG_SANITIZE=ON -DQIMG_TEST_FORMATS=ON; then
         stage "ctest build-asan/"
         export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
         export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
@@ -107,20 +113,27 @@ fi
 # without the fuzz_ prefix); new inputs go to a scratch dir, not the repo.
 run_fuzzers() {
     local bin name seeds work artifacts passed=0 failed=0
+    local time=$FUZZ_TIME targets=()
     artifacts=$ROOT/build-fuzz/artifacts
     mkdir -p "$artifacts"
     for bin in build-fuzz/fuzz_*; do
-        [[ -x $bin && -f $bin ]] || continue
+        [[ -x $bin && -f $bin ]] && targets+=("$bin")
+    done
+    if ((${#targets[@]} > 0 && FUZZ_BUDGET / ${#targets[@]} < time)); then
+        time=$((FUZZ_BUDGET / ${#targets[@]}))
+        ((time < 10)) && time=10
+    fi
+    for bin in "${targets[@]}"; do
         name=$(basename "$bin")
         work=$(mktemp -d "${TMPDIR:-/tmp}/qimg-fuzz-$name.XXXXXX")
         seeds=()
         for d in "tests/fuzz/corpus/$name" "tests/fuzz/corpus/${name#fuzz_}"; do
             [[ -d $d ]] && seeds+=("$d")
         done
-        stage "fuzz $name (${FUZZ_TIME}s, seeds: ${seeds[*]:-none})"
+        stage "fuzz $name (${time}s, seeds: ${seeds[*]:-none})"
         # -close_fd_mask=2: the targets' own stderr (qemu-img's check messages)
         # goes nowhere; libFuzzer and the sanitizers still report to the log.
-        if "$bin" -max_total_time="$FUZZ_TIME" -timeout=20 -rss_limit_mb=2048 -close_fd_mask=2 \
+        if "$bin" -max_total_time="$time" -timeout=20 -rss_limit_mb=2048 -close_fd_mask=2 \
                 -print_final_stats=1 -artifact_prefix="$artifacts/$name-" \
                 "$work" "${seeds[@]}" >"$LOG_DIR/fuzz-$name.log" 2>&1; then
             passed=$((passed + 1))

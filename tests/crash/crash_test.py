@@ -28,6 +28,9 @@ For each operation in OPERATIONS the harness
      completely and the repaired image reads as before.
 
 Adding an operation is one entry in OPERATIONS; see docs/crash-testing.md.
+Operations that apply to any format are written once in ANY_FORMAT_OPS with
+the format as a parameter and run for every format of CRASH_FORMATS: a new
+format adds its name there (rows, not code).
 """
 import argparse
 import concurrent.futures
@@ -74,11 +77,13 @@ class Op:
              with its content before the operation (and the snapshot list
              with the before or after one); off only where the real
              qemu-img changes it too (say why at the operation)
+    fmt:     the format of the checked images (read and checked with -f fmt;
+             a format without checks, such as raw, is only read)
     """
 
     def __init__(self, name, setup, run, images, unit=65536, bitmaps=False, repair=False, fails=False,
-                 snapshot_data=True, points=MAX_POINTS):
-        self.name, self.setup, self.run, self.unit = name, setup, run, unit
+                 snapshot_data=True, points=MAX_POINTS, fmt="qcow2"):
+        self.name, self.setup, self.run, self.unit, self.fmt = name, setup, run, unit, fmt
         self.images = [i.split(":")[0] for i in images]
         self.by_blocks = {i.split(":")[0] for i in images if i.endswith(":blocks")}
         self.bitmaps, self.repair, self.fails = bitmaps, repair, fails
@@ -226,19 +231,12 @@ OPERATIONS = [
     Op("resize --shrink",
        ["qemu-img create -q -f qcow2 r.qcow2 2M", "qemu-io -c 'write -P 0x71 0 2M' r.qcow2"],
        "resize -f qcow2 --shrink r.qcow2 1M", ["r.qcow2"]),
-    Op("convert -n into an existing qcow2",
-       ["qemu-img create -q -f qcow2 t.qcow2 1M", "qemu-io -c 'write -P 0x81 0 512k' t.qcow2",
-        "qemu-img create -q -f raw s.raw 1M", "qemu-io -f raw -c 'write -P 0x82 128k 640k' s.raw"],
-       "convert -n -f raw -O qcow2 s.raw t.qcow2", ["t.qcow2:blocks"]),
     Op("check -r all", LEAKY, "check -r all leaky.qcow2", ["leaky.qcow2"]),
     Op("resize with persistent bitmaps (stored again at close)",
        ["qemu-img create -q -f qcow2 b.qcow2 1M", "qemu-io -c 'write -P 0x65 0 256k' b.qcow2",
         "qemu-img bitmap --add b.qcow2 bm0", "qemu-img bitmap --add -g 4k --disable b.qcow2 bm1",
         "qemu-io -c 'write -P 0x66 512k 64k' b.qcow2"],
        "resize -f qcow2 b.qcow2 2M", ["b.qcow2"]),
-    Op("guest writes (bench -w)",
-       ["qemu-img create -q -f qcow2 w.qcow2 1M", "qemu-io -c 'write -P 0x91 0 256k' w.qcow2"],
-       "bench -w -c 12 -d 1 -s 64k -S 80k --pattern=0x92 -f qcow2 w.qcow2", ["w.qcow2:blocks"], unit=16384),
     Op("commit -b through a 3-level chain", chain3(), "commit -b base.qcow2 top.qcow2",
        ["top.qcow2", "base.qcow2:blocks"]),
     # amend
@@ -321,6 +319,32 @@ OPERATIONS = [
     Op("check -r all (refcount structure rebuilt)", NO_REFBLOCK, "check -r all n.qcow2", ["n.qcow2"], repair=True),
 ]
 
+# Formats whose images the format-neutral operations below run on.
+CRASH_FORMATS = ["qcow2", "raw"]
+
+
+def any_format_ops(fmt):
+    """In-place operations every writable format has, for images of `fmt`
+    made by the real tools (`fmt` is also the image name's extension)."""
+    def image(name, size, *writes):
+        return [f"qemu-img create -q -f {fmt} {name} {size}",
+                f"qemu-io -f {fmt} " + " ".join(f"-c '{w}'" for w in writes) + f" {name}"]
+    return [
+        Op(f"convert -n into an existing {fmt}",
+           image(f"t.{fmt}", "1M", "write -P 0x81 0 512k") +
+           ["qemu-img create -q -f raw s.raw 1M", "qemu-io -f raw -c 'write -P 0x82 128k 640k' s.raw"],
+           f"convert -n -f raw -O {fmt} s.raw t.{fmt}", [f"t.{fmt}:blocks"], fmt=fmt),
+        Op(f"guest writes (bench -w, {fmt})", image(f"w.{fmt}", "1M", "write -P 0x91 0 256k"),
+           f"bench -w -c 12 -d 1 -s 64k -S 80k --pattern=0x92 -f {fmt} w.{fmt}", [f"w.{fmt}:blocks"],
+           unit=16384, fmt=fmt),
+        Op(f"resize grow ({fmt})", image(f"r.{fmt}", "1M", "write -P 0x93 0 1M"),
+           f"resize -f {fmt} r.{fmt} 3M", [f"r.{fmt}"], fmt=fmt),
+    ]
+
+
+# The qcow2 rows that were written for qcow2 alone come first, as before.
+OPERATIONS += [op for fmt in CRASH_FORMATS for op in any_format_ops(fmt)]
+
 
 def sh(cmd, cwd, env=None):
     return subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
@@ -342,8 +366,9 @@ def run_qimg(qimg, op, cwd, extra_env):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
 
 
-def flat_copy(image, cwd, out):
-    r = sh(f"{QEMU_IMG} convert -U -O raw {shlex.quote(image)} {shlex.quote(out)}", cwd)
+def flat_copy(image, cwd, out, fmt=None):
+    f = f"-f {fmt} " if fmt else ""
+    r = sh(f"{QEMU_IMG} convert -U {f}-O raw {shlex.quote(image)} {shlex.quote(out)}", cwd)
     if r.returncode != 0:
         return r.stdout
     return None
@@ -528,9 +553,10 @@ def verify(op, cwd, refs, bm_refs, sn_refs, repair=False):
                 return why
             read_from = img + ".repaired"
         else:
-            chk = sh(f"{QEMU_IMG} check -U {shlex.quote(img)}", cwd)
-            # 0: clean, 3: leaks only. 2: corruption, 1: could not check.
-            if is_dirty_qcow2(os.path.join(cwd, img)):
+            chk = sh(f"{QEMU_IMG} check -U -f {op.fmt} {shlex.quote(img)}", cwd)
+            # 0: clean, 3: leaks only, 63: the format has no checks (raw).
+            # 2: corruption, 1: could not check.
+            if op.fmt == "qcow2" and is_dirty_qcow2(os.path.join(cwd, img)):
                 # Marked dirty: QEMU repairs it when it opens it read-write
                 # (qcow2_do_open), so the repair must be complete, and the
                 # repaired image is what the guest then reads.
@@ -545,9 +571,9 @@ def verify(op, cwd, refs, bm_refs, sn_refs, repair=False):
                 if why:
                     return why
                 read_from = img + ".repaired"
-            elif chk.returncode not in (0, 3):
+            elif chk.returncode not in (0, 3, 63):
                 return f"qemu-img check {img} exited {chk.returncode}:\n{chk.stdout}"
-        err = flat_copy(read_from, cwd, img + ".state.raw")
+        err = flat_copy(read_from, cwd, img + ".state.raw", op.fmt)
         if err:
             return f"cannot read {img}: {err}"
         state = read(os.path.join(cwd, img + ".state.raw"))
@@ -587,7 +613,7 @@ def test_op(qimg, op, root, max_points=MAX_POINTS):
             return [f"setup failed: {line}\n{r.stdout}"]
     refs, bm_refs, sn_refs = {}, {}, {}
     for img in op.images:
-        if flat_copy(img, tmpl, img + ".before.raw"):
+        if flat_copy(img, tmpl, img + ".before.raw", op.fmt):
             return [f"cannot read {img} before the operation"]
         sn_refs[img] = (snapshot_contents(img, tmpl) if op.snapshot_data else {},)
         if isinstance(sn_refs[img][0], str):
@@ -606,7 +632,7 @@ def test_op(qimg, op, root, max_points=MAX_POINTS):
     events = read(log).decode().splitlines() if os.path.exists(log) else []
     why = None
     for img in op.images:
-        if flat_copy(img, full, img + ".after.raw"):
+        if flat_copy(img, full, img + ".after.raw", op.fmt):
             return [f"cannot read {img} after the operation"]
         refs[img] = (read(os.path.join(tmpl, img + ".before.raw")), read(os.path.join(full, img + ".after.raw")))
         sn_after = snapshot_contents(img, full) if op.snapshot_data else {}

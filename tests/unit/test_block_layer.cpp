@@ -15,22 +15,12 @@
 #include "block/driver.h"
 #include "block/open.h"
 #include "block/status.h"
+#include "lib/test_util.h"
 
 namespace qimg {
 namespace {
 
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/qimg-unit-XXXXXX";
-        path_ = mkdtemp(tmpl);
-    }
-    ~TempDir() { std::filesystem::remove_all(path_); }
-    std::string file(const std::string &name) const { return path_ + "/" + name; }
-
-private:
-    std::string path_;
-};
+using test::TempDir;
 
 void write_file(const std::string &path, const std::vector<uint8_t> &data, off_t truncate_to = -1) {
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);

@@ -11,39 +11,20 @@
 #include <vector>
 
 #include "engine/copy.h"
+#include "lib/mem_node.h"
+#include "lib/test_util.h"
 
 namespace qimg::engine {
 namespace {
 
-// A thread-safe in-memory node whose block status reports every 64 KiB
-// block that is all zero as a zero extent (so the engine skips it).
-class MemNode final : public BlockNode {
+// The shared in-memory node (tests/lib/mem_node.h) sized as an image, whose
+// block status reports every 64 KiB block that is all zero as a zero extent
+// (so the engine skips it).
+class MemNode final : public test::MemNode {
 public:
-    explicit MemNode(size_t size) : data_(size) { read_only_ = false; }
-    std::string_view driver_name() const override { return "mem"; }
-    uint64_t length() const override { return data_.size(); }
-    Result<void> read(uint64_t off, void *buf, size_t len) override {
-        std::lock_guard lk(mu_);
-        if (off + len > data_.size()) return make_error(EIO, "beyond end");
-        std::memcpy(buf, data_.data() + off, len);
-        return ok();
-    }
-    Result<void> write(uint64_t off, const void *buf, size_t len) override {
-        std::lock_guard lk(mu_);
-        if (off + len > data_.size()) return make_error(EIO, "beyond end");
-        std::memcpy(data_.data() + off, buf, len);
-        ++writes;
-        return ok();
-    }
-    Result<void> write_zeroes(uint64_t off, uint64_t len, unsigned) override {
-        std::lock_guard lk(mu_);
-        if (off + len > data_.size()) return make_error(EIO, "beyond end");
-        std::memset(data_.data() + off, 0, len);
-        ++zero_writes;
-        return ok();
-    }
+    explicit MemNode(size_t size) : test::MemNode(size, /*fixed_size=*/true) {}
     Result<BlockStatus> block_status(uint64_t off, uint64_t len) override {
-        std::lock_guard lk(mu_);
+        auto lk = lock();
         constexpr uint64_t kBlock = 65536;
         uint64_t end = std::min<uint64_t>(off + len, (off / kBlock + 1) * kBlock);
         bool zero = true;
@@ -53,18 +34,9 @@ public:
         s.bytes = end - off;
         return s;
     }
-    std::vector<uint8_t> data_;
-    int writes = 0, zero_writes = 0;
-
-private:
-    std::mutex mu_;
 };
 
-std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
-    std::vector<uint8_t> v(n);
-    for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed + i * 7 + (i >> 9));
-    return v;
-}
+using test::pattern;
 
 TEST(AllocatedSectorsMin, AllZeroAndAllData) {
     std::vector<uint8_t> z(8 * 512, 0), d(8 * 512, 1);

@@ -5,40 +5,34 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <mutex>
 #include <vector>
 
 #include "engine/dd.h"
+#include "lib/mem_node.h"
 
 namespace qimg::engine {
 namespace {
 
-// In memory; reads touching [bad_from, bad_to) fail with EIO, and so do
-// writes touching [bad_write_from, bad_write_to).
-class FlakyNode final : public BlockNode {
+// The shared in-memory node (tests/lib/mem_node.h), sized as an image;
+// reads touching [bad_from, bad_to) fail with EIO, and writes (zeroes too)
+// touching [bad_write_from, bad_write_to) with ENOSPC.
+class FlakyNode final : public test::MemNode {
 public:
-    explicit FlakyNode(std::vector<uint8_t> d) : data_(std::move(d)) { read_only_ = false; }
+    explicit FlakyNode(std::vector<uint8_t> d) : test::MemNode(std::move(d), /*fixed_size=*/true) {}
     std::string_view driver_name() const override { return "flaky"; }
-    uint64_t length() const override { return data_.size(); }
     Result<void> read(uint64_t off, void *buf, size_t len) override {
         if (off < bad_to && bad_from < off + len) return make_error(EIO, "bad sector");
-        std::lock_guard lk(mu_);
-        if (off + len > data_.size()) return make_error(EINVAL, "beyond end");
-        std::memcpy(buf, data_.data() + off, len);
-        return ok();
+        return test::MemNode::read(off, buf, len);
     }
     Result<void> write(uint64_t off, const void *buf, size_t len) override {
         if (off < bad_write_to && bad_write_from < off + len) return make_error(ENOSPC, "full");
-        std::lock_guard lk(mu_);
-        if (off + len > data_.size()) return make_error(EINVAL, "beyond end");
-        std::memcpy(data_.data() + off, buf, len);
-        return ok();
+        return test::MemNode::write(off, buf, len);
     }
-    std::vector<uint8_t> data_;
+    Result<void> write_zeroes(uint64_t off, uint64_t len, unsigned flags) override {
+        if (off < bad_write_to && bad_write_from < off + len) return make_error(ENOSPC, "full");
+        return test::MemNode::write_zeroes(off, len, flags);
+    }
     uint64_t bad_from = UINT64_MAX, bad_to = 0, bad_write_from = UINT64_MAX, bad_write_to = 0;
-
-private:
-    std::mutex mu_;
 };
 
 std::vector<uint8_t> bytes(size_t n) {

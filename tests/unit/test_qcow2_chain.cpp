@@ -6,37 +6,31 @@
 #include <cstring>
 
 #include "format/qcow2/header.h"
+#include "lib/mem_node.h"
 
 namespace qimg::qcow2 {
 namespace {
 
-// An in-memory file that records its writes, grouped by flushes.
-class RecordingFile final : public BlockNode {
+// The shared in-memory file (tests/lib/mem_node.h), recording its writes
+// grouped by flushes.
+class RecordingFile final : public test::MemNode {
 public:
-    explicit RecordingFile(std::vector<uint8_t> d) : data(std::move(d)) { epochs.emplace_back(); }
+    explicit RecordingFile(std::vector<uint8_t> d) : test::MemNode(std::move(d)) { epochs.emplace_back(); }
     std::string_view driver_name() const override { return "file"; }
-    uint64_t length() const override { return data.size(); }
-    Result<void> read(uint64_t off, void *buf, size_t len) override {
-        if (off > data.size() || len > data.size() - off) return make_error(EIO, "beyond end");
-        std::memcpy(buf, data.data() + off, len);
-        return ok();
-    }
     Result<void> write(uint64_t off, const void *buf, size_t len) override {
-        if (off + len > data.size()) data.resize(off + len);
-        std::memcpy(data.data() + off, buf, len);
+        QIMG_TRY(test::MemNode::write(off, buf, len));
         epochs.back().push_back({off, std::vector<uint8_t>(static_cast<const uint8_t *>(buf),
                                                            static_cast<const uint8_t *>(buf) + len)});
         return ok();
     }
     Result<void> flush() override {
         epochs.emplace_back();
-        return ok();
+        return test::MemNode::flush();
     }
     struct Write {
         uint64_t off;
         std::vector<uint8_t> bytes;
     };
-    std::vector<uint8_t> data;
     std::vector<std::vector<Write>> epochs;
 };
 
@@ -85,8 +79,8 @@ void check_change(const std::string &old_name, const std::string &old_fmt, const
     auto first = serialize_header(h);
     ASSERT_TRUE(first);
     RecordingFile f(*first);
-    f.data.resize(4 << 16);
-    std::vector<uint8_t> before = f.data;
+    f.data_.resize(4 << 16);
+    std::vector<uint8_t> before = f.data_;
     h.backing_file = new_name;
     h.backing_format = new_fmt;
     ASSERT_TRUE(write_header_safely(f, h));
@@ -100,7 +94,7 @@ void check_change(const std::string &old_name, const std::string &old_fmt, const
     Header want = base_header(new_name, new_fmt);
     auto expect = serialize_header(want);
     ASSERT_TRUE(expect);
-    EXPECT_TRUE(std::equal(expect->begin(), expect->end(), f.data.begin()));
+    EXPECT_TRUE(std::equal(expect->begin(), expect->end(), f.data_.begin()));
     if (torn_safe) expect_torn_states_readable(before, f, old_name, new_name);
 }
 
