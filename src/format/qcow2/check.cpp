@@ -47,7 +47,7 @@ enum class ClusterType { Unallocated, ZeroPlain, ZeroAlloc, Normal, Compressed }
 class Checker {
 public:
     explicit Checker(Qcow2Node &n)
-        : n_(n), file_(*n.file_), cs_(n.cs_), cbits_(n.cbits_), max_(n.rc_->max_refcount()) {}
+        : node_(n), file_(*n.file_), cluster_size_(n.cluster_size_), cluster_bits_(n.cluster_bits_), max_refcount_(n.refcounts_->max_refcount()) {}
 
     // QEMU's qcow2_co_check_locked.
     Result<void> run(unsigned fix, Res &res);
@@ -80,12 +80,12 @@ private:
     Result<void> pre_write_check(uint64_t offset, uint64_t size, bool ign_active_l2);
     void signal_corruption(const std::string &msg, bool fatal);
 
-    Qcow2Node &n_;
+    Qcow2Node &node_;
     BlockNode &file_;
-    uint64_t cs_;
-    uint32_t cbits_;
-    uint64_t max_;
-    RefcountArray imrt_;  // expected refcount per host cluster
+    uint64_t cluster_size_;
+    uint32_t cluster_bits_;
+    uint64_t max_refcount_;
+    RefcountArray expected_;  // expected refcount per host cluster
     std::vector<uint64_t> freed_;  // clusters whose refcount a repair dropped to 0
 };
 
@@ -112,7 +112,7 @@ Result<void> Checker::read_snapshot_table(unsigned fix, Res &res) {
         reduced += uint32_t(nb - kMaxSnapshots);
         nb = uint32_t(kMaxSnapshots);
     }
-    if (auto v = validate_table(offset, nb, kSnapshotHeaderSize, kSnapshotHeaderSize * kMaxSnapshots, cs_,
+    if (auto v = validate_table(offset, nb, kSnapshotHeaderSize, kSnapshotHeaderSize * kMaxSnapshots, cluster_size_,
                                 "snapshot table");
         !v) {
         res.check_errors++;
@@ -123,7 +123,7 @@ Result<void> Checker::read_snapshot_table(unsigned fix, Res &res) {
         return Err(v.error());
     }
     SnapshotTableRepair rep;
-    auto t = qcow2::read_snapshot_table(file_, offset, nb, n_.h_.size & ~uint64_t{511},
+    auto t = qcow2::read_snapshot_table(file_, offset, nb, node_.header_.size & ~uint64_t{511},
                                         (fix & kFixErrors) ? &rep : nullptr);
     if (!t) {
         res.check_errors++;
@@ -132,14 +132,14 @@ Result<void> Checker::read_snapshot_table(unsigned fix, Res &res) {
         return Err(t.error());
     }
     reduced += rep.overhanging;
-    n_.snapshots_ = std::move(t->list);
-    n_.snapshots_size_ = t->size;
-    n_.h_.snapshots_offset = offset;
-    n_.h_.nb_snapshots = uint32_t(n_.snapshots_.size());
+    node_.snapshots_ = std::move(t->list);
+    node_.snapshots_size_ = t->size;
+    node_.header_.snapshots_offset = offset;
+    node_.header_.nb_snapshots = uint32_t(node_.snapshots_.size());
     res.corruptions += int64_t(reduced) + rep.extra_dropped;
     if (reduced) {
         // The count on disk must match before the refcounts are checked.
-        auto w = write_header_field(file_, hdr::kNbSnapshots, n_.h_.nb_snapshots);
+        auto w = write_header_field(file_, hdr::kNbSnapshots, node_.header_.nb_snapshots);
         if (w) w = file_.flush();
         if (!w) {
             res.check_errors++;
@@ -151,9 +151,9 @@ Result<void> Checker::read_snapshot_table(unsigned fix, Res &res) {
         res.corruptions -= reduced;
     }
     // A v3 entry has at least vm_state_size_large and disk_size.
-    if (n_.h_.version >= 3) {
-        for (size_t i = 0; i < n_.snapshots_.size(); i++) {
-            if (n_.snapshots_[i].extra_data_size >= 16) continue;
+    if (node_.header_.version >= 3) {
+        for (size_t i = 0; i < node_.snapshots_.size(); i++) {
+            if (node_.snapshots_[i].extra_data_size >= 16) continue;
             res.corruptions++;
             std::fprintf(stderr, "%s snapshot table entry %zu is incomplete\n",
                          (fix & kFixErrors) ? "Repairing" : "ERROR", i);
@@ -164,7 +164,7 @@ Result<void> Checker::read_snapshot_table(unsigned fix, Res &res) {
 
 Result<void> Checker::fix_snapshot_table(unsigned fix, Res &res) {
     if (!res.corruptions || !(fix & kFixErrors)) return ok();
-    auto w = n_.write_snapshots_locked(n_.snapshots_, [this](uint64_t off, uint64_t size) {
+    auto w = node_.write_snapshots_locked(node_.snapshots_, [this](uint64_t off, uint64_t size) {
         return pre_write_check(off, size, false);
     });
     if (!w) {
@@ -181,7 +181,7 @@ Result<void> Checker::fix_snapshot_table(unsigned fix, Res &res) {
 Result<void> Checker::inc(int64_t offset, int64_t size, Res &res) {
     if (size <= 0) return ok();
     int64_t file_len = int64_t(file_.length());
-    if (offset + size - file_len >= int64_t(cs_)) {
+    if (offset + size - file_len >= int64_t(cluster_size_)) {
         std::fprintf(stderr,
                      "ERROR: counting reference for region exceeding the end of the file by one cluster or more: "
                      "offset 0x%" PRIx64 " size 0x%" PRIx64 "\n",
@@ -189,11 +189,11 @@ Result<void> Checker::inc(int64_t offset, int64_t size, Res &res) {
         res.corruptions++;
         return ok();
     }
-    uint64_t start = uint64_t(offset) & ~(cs_ - 1), last = uint64_t(offset + size - 1) & ~(cs_ - 1);
-    for (uint64_t c = start; c <= last; c += cs_) {
-        uint64_t k = c >> cbits_;
-        if (k >= imrt_.size()) imrt_.resize(k + 1);
-        if (imrt_.get(k) == max_) {
+    uint64_t start = uint64_t(offset) & ~(cluster_size_ - 1), last = uint64_t(offset + size - 1) & ~(cluster_size_ - 1);
+    for (uint64_t c = start; c <= last; c += cluster_size_) {
+        uint64_t k = c >> cluster_bits_;
+        if (k >= expected_.size()) expected_.resize(k + 1);
+        if (expected_.get(k) == max_refcount_) {
             std::fprintf(stderr, "ERROR: overflow cluster offset=0x%" PRIx64 "\n", c);
             std::fprintf(stderr,
                          "Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a "
@@ -201,31 +201,31 @@ Result<void> Checker::inc(int64_t offset, int64_t size, Res &res) {
             res.corruptions++;
             continue;
         }
-        imrt_.set(k, imrt_.get(k) + 1);
+        expected_.set(k, expected_.get(k) + 1);
     }
     return ok();
 }
 
 ClusterType Checker::type_of(uint64_t e) const {
     if (e & kOflagCompressed) return ClusterType::Compressed;
-    if ((e & kOflagZero) && n_.words_ == 1) return (e & kL2OffsetMask) ? ClusterType::ZeroAlloc : ClusterType::ZeroPlain;
+    if ((e & kOflagZero) && node_.l2_entry_words_ == 1) return (e & kL2OffsetMask) ? ClusterType::ZeroAlloc : ClusterType::ZeroPlain;
     if (!(e & kL2OffsetMask)) {
-        if (n_.h_.has_data_file() && (e & kOflagCopied)) return ClusterType::Normal;
+        if (node_.header_.has_data_file() && (e & kOflagCopied)) return ClusterType::Normal;
         return ClusterType::Unallocated;
     }
     return ClusterType::Normal;
 }
 
 Result<void> Checker::check_l2(uint64_t l2_offset, bool frag, unsigned fix, bool active, Res &res) {
-    const unsigned w = n_.words_;
-    const uint64_t entries = n_.l2_entries_;
-    std::vector<uint8_t> raw(cs_);
-    if (!read_padded(file_, l2_offset, raw.data(), cs_)) {
+    const unsigned w = node_.l2_entry_words_;
+    const uint64_t entries = node_.l2_entries_;
+    std::vector<uint8_t> raw(cluster_size_);
+    if (!read_padded(file_, l2_offset, raw.data(), cluster_size_)) {
         std::fprintf(stderr, "ERROR: I/O error in check_refcounts_l2\n");
         res.check_errors++;
         return make_error(EIO, "I/O error");
     }
-    const bool data_file = n_.h_.has_data_file();
+    const bool data_file = node_.header_.has_data_file();
     uint64_t next_contiguous = 0;
     for (uint64_t i = 0; i < entries; i++) {
         uint64_t e = be64(&raw[i * w * 8]);
@@ -237,7 +237,7 @@ Result<void> Checker::check_l2(uint64_t l2_offset, bool frag, unsigned fix, bool
         }
         switch (t) {
         case ClusterType::Compressed: {
-            const uint64_t offset_mask = (uint64_t{1} << n_.csize_shift_) - 1;
+            const uint64_t offset_mask = (uint64_t{1} << node_.compressed_size_shift_) - 1;
             if (e & kOflagCopied) {
                 std::fprintf(stderr,
                              "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for compressed clusters\n",
@@ -259,7 +259,7 @@ Result<void> Checker::check_l2(uint64_t l2_offset, bool frag, unsigned fix, bool
                 break;
             }
             uint64_t coff = e & offset_mask;
-            uint64_t nsec = ((e >> n_.csize_shift_) & n_.csize_mask_) + 1;
+            uint64_t nsec = ((e >> node_.compressed_size_shift_) & node_.compressed_size_mask_) + 1;
             int64_t csize = int64_t(nsec * 512 - (coff & 511));
             QIMG_TRY(inc(int64_t(coff), csize, res));
             if (frag) {
@@ -278,7 +278,7 @@ Result<void> Checker::check_l2(uint64_t l2_offset, bool frag, unsigned fix, bool
                              "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster allocation bitmap\n",
                              offset);
             }
-            if (offset & (cs_ - 1)) {
+            if (offset & (cluster_size_ - 1)) {
                 res.corruptions++;
                 bool contains_data = w == 2 ? (bitmap & kBitmapAllAlloc) != 0 : !(e & kOflagZero);
                 if (!contains_data) {
@@ -303,7 +303,7 @@ Result<void> Checker::check_l2(uint64_t l2_offset, bool frag, unsigned fix, bool
                         }
                         auto wr = file_.write(l2_offset + i * w * 8, ne, w * 8);
                         if (wr) wr = file_.flush();
-                        n_.l2_->drop(l2_offset);
+                        node_.l2_cache_->drop(l2_offset);
                         if (!wr) {
                             std::fprintf(stderr, "ERROR: Failed to overwrite L2 table entry: %s\n",
                                          std::strerror(wr.error().code));
@@ -323,9 +323,9 @@ Result<void> Checker::check_l2(uint64_t l2_offset, bool frag, unsigned fix, bool
             if (frag) {
                 res.allocated++;
                 if (next_contiguous && offset != next_contiguous) res.fragmented++;
-                next_contiguous = offset + cs_;
+                next_contiguous = offset + cluster_size_;
             }
-            if (!data_file) QIMG_TRY(inc(int64_t(offset), int64_t(cs_), res));
+            if (!data_file) QIMG_TRY(inc(int64_t(offset), int64_t(cluster_size_), res));
             break;
         }
         case ClusterType::ZeroPlain:
@@ -359,8 +359,8 @@ Result<void> Checker::check_l1(uint64_t l1_offset, uint64_t l1_size, bool frag, 
             res.corruptions++;
         }
         uint64_t l2 = e & kL1OffsetMask;
-        QIMG_TRY(inc(int64_t(l2), int64_t(cs_), res));
-        if (l2 & (cs_ - 1)) {
+        QIMG_TRY(inc(int64_t(l2), int64_t(cluster_size_), res));
+        if (l2 & (cluster_size_ - 1)) {
             std::fprintf(stderr, "ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 entry corrupted\n", l2);
             res.corruptions++;
         }
@@ -371,7 +371,7 @@ Result<void> Checker::check_l1(uint64_t l1_offset, uint64_t l1_size, bool frag, 
 
 // QEMU's qcow2_check_bitmaps_refcounts.
 Result<void> Checker::check_bitmaps(Res &res) {
-    const auto &bm = n_.h_.bitmaps;
+    const auto &bm = node_.header_.bitmaps;
     if (!bm || bm->nb_bitmaps == 0) return ok();
     QIMG_TRY(inc(int64_t(bm->directory_offset), int64_t(bm->directory_size), res));
     const uint64_t size = bm->directory_size;
@@ -413,30 +413,30 @@ Result<void> Checker::check_bitmaps(Res &res) {
         std::vector<uint8_t> raw(uint64_t(t.size) * 8);
         bool good = read_padded(file_, t.off, raw.data(), raw.size()).has_value();
         for (uint32_t i = 0; good && i < t.size; i++)
-            if (!valid_bitmap_table_entry(be64(&raw[i * 8]), cs_)) good = false;
+            if (!valid_bitmap_table_entry(be64(&raw[i * 8]), cluster_size_)) good = false;
         if (!good) {
             res.corruptions++;
             return make_error(EINVAL, "Invalid argument");
         }
         for (uint32_t i = 0; i < t.size; i++) {
             uint64_t o = be64(&raw[i * 8]) & kBmeTableOffsetMask;
-            if (o) QIMG_TRY(inc(int64_t(o), int64_t(cs_), res));
+            if (o) QIMG_TRY(inc(int64_t(o), int64_t(cluster_size_), res));
         }
     }
     return ok();
 }
 
 Result<void> Checker::check_refblocks(unsigned fix, bool &rebuild, Res &res) {
-    const std::vector<uint64_t> table = n_.rc_->table();
+    const std::vector<uint64_t> table = node_.refcounts_->table();
     for (uint64_t i = 0; i < table.size(); i++) {
-        uint64_t offset = table[i] & kReftOffsetMask, cluster = offset >> cbits_;
+        uint64_t offset = table[i] & kReftOffsetMask, cluster = offset >> cluster_bits_;
         if (table[i] & kReftReservedMask) {
             std::fprintf(stderr, "ERROR refcount table entry %" PRId64 " has reserved bits set\n", int64_t(i));
             res.corruptions++;
             rebuild = true;
             continue;
         }
-        if (offset & (cs_ - 1)) {
+        if (offset & (cluster_size_ - 1)) {
             std::fprintf(stderr,
                          "ERROR refcount block %" PRId64 " is not cluster aligned; refcount table entry corrupted\n",
                          int64_t(i));
@@ -444,17 +444,17 @@ Result<void> Checker::check_refblocks(unsigned fix, bool &rebuild, Res &res) {
             rebuild = true;
             continue;
         }
-        if (cluster >= imrt_.size()) {
+        if (cluster >= expected_.size()) {
             res.corruptions++;
             std::fprintf(stderr, "%s refcount block %" PRId64 " is outside image\n",
                          (fix & kFixErrors) ? "Repairing" : "ERROR", int64_t(i));
             if (fix & kFixErrors) {
                 Result<void> tr = make_error(EINVAL, "offset too large");
-                if (offset <= uint64_t(INT64_MAX) - cs_) {
-                    tr = file_.truncate(offset + cs_, Prealloc::Off, false);
+                if (offset <= uint64_t(INT64_MAX) - cluster_size_) {
+                    tr = file_.truncate(offset + cluster_size_, Prealloc::Off, false);
                     if (!tr) std::fprintf(stderr, "%s: %s\n", program_name().c_str(), tr.error().message.c_str());
                 }
-                uint64_t nb = (file_.length() + cs_ - 1) >> cbits_;
+                uint64_t nb = (file_.length() + cluster_size_ - 1) >> cluster_bits_;
                 if (!tr || cluster >= nb) {
                     rebuild = true;
                     std::fprintf(stderr, "ERROR could not resize image: %s\n",
@@ -469,18 +469,18 @@ Result<void> Checker::check_refblocks(unsigned fix, bool &rebuild, Res &res) {
                     res.check_errors++;
                     return make_error(ENOMEM, std::strerror(ENOMEM));
                 }
-                if (nb > imrt_.size()) imrt_.resize(nb);
+                if (nb > expected_.size()) expected_.resize(nb);
                 res.corruptions--;
                 res.corruptions_fixed++;
-                QIMG_TRY(inc(int64_t(offset), int64_t(cs_), res));
+                QIMG_TRY(inc(int64_t(offset), int64_t(cluster_size_), res));
             }
             continue;
         }
         if (offset != 0) {
-            QIMG_TRY(inc(int64_t(offset), int64_t(cs_), res));
-            if (imrt_.get(cluster) != 1) {
+            QIMG_TRY(inc(int64_t(offset), int64_t(cluster_size_), res));
+            if (expected_.get(cluster) != 1) {
                 std::fprintf(stderr, "ERROR refcount block %" PRId64 " refcount=%" PRIu64 "\n", int64_t(i),
-                             imrt_.get(cluster));
+                             expected_.get(cluster));
                 res.corruptions++;
                 rebuild = true;
             }
@@ -490,15 +490,15 @@ Result<void> Checker::check_refblocks(unsigned fix, bool &rebuild, Res &res) {
 }
 
 Result<void> Checker::calculate(unsigned fix, bool &rebuild, Res &res) {
-    const Header &h = n_.h_;
-    QIMG_TRY(inc(0, int64_t(cs_), res));
+    const Header &h = node_.header_;
+    QIMG_TRY(inc(0, int64_t(cluster_size_), res));
     QIMG_TRY(check_l1(h.l1_table_offset, h.l1_size, true, fix, true, res));
-    if (h.has_data_file() && !n_.snapshots_.empty()) {
-        std::fprintf(stderr, "ERROR %d snapshots in image with data file\n", int(n_.snapshots_.size()));
+    if (h.has_data_file() && !node_.snapshots_.empty()) {
+        std::fprintf(stderr, "ERROR %d snapshots in image with data file\n", int(node_.snapshots_.size()));
         res.corruptions++;
     }
-    for (const Snapshot &s : n_.snapshots_) {
-        if (s.l1_table_offset & (cs_ - 1)) {
+    for (const Snapshot &s : node_.snapshots_) {
+        if (s.l1_table_offset & (cluster_size_ - 1)) {
             std::fprintf(stderr,
                          "ERROR snapshot %s (%s) l1_offset=%#" PRIx64
                          ": L1 table is not cluster aligned; snapshot table entry corrupted\n",
@@ -516,49 +516,49 @@ Result<void> Checker::calculate(unsigned fix, bool &rebuild, Res &res) {
         }
         QIMG_TRY(check_l1(s.l1_table_offset, s.l1_size, false, fix, false, res));
     }
-    QIMG_TRY(inc(int64_t(h.snapshots_offset), int64_t(n_.snapshots_size_), res));
-    QIMG_TRY(inc(int64_t(n_.rc_->table_offset()), int64_t(n_.rc_->table().size() * 8), res));
+    QIMG_TRY(inc(int64_t(h.snapshots_offset), int64_t(node_.snapshots_size_), res));
+    QIMG_TRY(inc(int64_t(node_.refcounts_->table_offset()), int64_t(node_.refcounts_->table().size() * 8), res));
     QIMG_TRY(check_bitmaps(res));
     return check_refblocks(fix, rebuild, res);
 }
 
 Result<uint64_t> Checker::get_refcount(uint64_t cluster) {
-    auto r = n_.rc_->get(cluster);
+    auto r = node_.refcounts_->get(cluster);
     if (!r && r.error().message.rfind("Refblock offset", 0) == 0) signal_corruption(r.error().message, true);
     return r;
 }
 
 void Checker::signal_corruption(const std::string &msg, bool fatal) {
-    fatal = fatal && !n_.read_only_;
-    if (n_.signaled_corruption_ && (!fatal || (n_.h_.incompatible & kIncompatCorrupt))) return;
+    fatal = fatal && !node_.read_only_;
+    if (node_.signaled_corruption_ && (!fatal || (node_.header_.incompatible & kIncompatCorrupt))) return;
     if (fatal)
         std::fprintf(stderr, "qcow2: Marking image as corrupt: %s; further corruption events will be suppressed\n",
                      msg.c_str());
     else
         std::fprintf(stderr, "qcow2: Image is corrupt: %s; further non-fatal corruption events will be suppressed\n",
                      msg.c_str());
-    if (fatal && n_.h_.version >= 3) (void)write_incompat(n_.h_.incompatible | kIncompatCorrupt);
-    n_.signaled_corruption_ = true;  // shared with the node's own reports
+    if (fatal && node_.header_.version >= 3) (void)write_incompat(node_.header_.incompatible | kIncompatCorrupt);
+    node_.signaled_corruption_ = true;  // shared with the node's own reports
 }
 
 const char *Checker::overlap(uint64_t offset, uint64_t size, bool ign_active_l2) const {
     if (!size) return nullptr;
-    const Header &h = n_.h_;
-    if (offset < cs_) return "qcow2_header";
-    size = ((offset & (cs_ - 1)) + size + cs_ - 1) & ~(cs_ - 1);
-    offset &= ~(cs_ - 1);
+    const Header &h = node_.header_;
+    if (offset < cluster_size_) return "qcow2_header";
+    size = ((offset & (cluster_size_ - 1)) + size + cluster_size_ - 1) & ~(cluster_size_ - 1);
+    offset &= ~(cluster_size_ - 1);
     auto hit = [&](uint64_t o, uint64_t len) { return len && offset < o + len && o < offset + size; };
-    if (!n_.l1_.empty() && hit(h.l1_table_offset, n_.l1_.size() * 8)) return "active L1 table";
-    const auto &rt = n_.rc_->table();
-    if (!rt.empty() && hit(n_.rc_->table_offset(), rt.size() * 8)) return "refcount table";
-    if (hit(h.snapshots_offset, n_.snapshots_size_)) return "snapshot table";
-    for (const Snapshot &sn : n_.snapshots_)
+    if (!node_.l1_table_.empty() && hit(h.l1_table_offset, node_.l1_table_.size() * 8)) return "active L1 table";
+    const auto &rt = node_.refcounts_->table();
+    if (!rt.empty() && hit(node_.refcounts_->table_offset(), rt.size() * 8)) return "refcount table";
+    if (hit(h.snapshots_offset, node_.snapshots_size_)) return "snapshot table";
+    for (const Snapshot &sn : node_.snapshots_)
         if (sn.l1_size && hit(sn.l1_table_offset, uint64_t(sn.l1_size) * 8)) return "inactive L1 table";
     if (!ign_active_l2)
-        for (uint64_t e : n_.l1_)
-            if ((e & kL1OffsetMask) && hit(e & kL1OffsetMask, cs_)) return "active L2 table";
+        for (uint64_t e : node_.l1_table_)
+            if ((e & kL1OffsetMask) && hit(e & kL1OffsetMask, cluster_size_)) return "active L2 table";
     for (uint64_t e : rt)
-        if ((e & kReftOffsetMask) && hit(e & kReftOffsetMask, cs_)) return "refcount block";
+        if ((e & kReftOffsetMask) && hit(e & kReftOffsetMask, cluster_size_)) return "refcount block";
     if (h.bitmaps && hit(h.bitmaps->directory_offset, h.bitmaps->directory_size)) return "bitmap directory";
     return nullptr;
 }
@@ -573,10 +573,10 @@ Result<void> Checker::pre_write_check(uint64_t offset, uint64_t size, bool ign_a
 void Checker::compare(unsigned fix, bool &rebuild, int64_t &highest, Res &res) {
     highest = 0;
     bool dirty = false;
-    const uint64_t per_block = (cs_ * 8) >> n_.h_.refcount_order;
-    const std::vector<uint64_t> &reftable = n_.rc_->table();
-    for (uint64_t i = 0; i < imrt_.size(); i++) {
-        if (imrt_.page_absent(i)) {
+    const uint64_t per_block = (cluster_size_ * 8) >> node_.header_.refcount_order;
+    const std::vector<uint64_t> &reftable = node_.refcounts_->table();
+    for (uint64_t i = 0; i < expected_.size(); i++) {
+        if (expected_.page_absent(i)) {
             // Nothing expected here and no refcount block on disk: every
             // refcount of the stretch is 0 on both sides (a hostile image
             // can make the file huge and almost all of it such stretches).
@@ -595,7 +595,7 @@ void Checker::compare(unsigned fix, bool &rebuild, int64_t &highest, Res &res) {
             res.check_errors++;
             continue;
         }
-        uint64_t a = *r1, b = imrt_.get(i);
+        uint64_t a = *r1, b = expected_.get(i);
         if (a > 0 || b > 0) highest = int64_t(i);
         if (a == b) continue;
         int64_t *num_fixed = nullptr;
@@ -609,7 +609,7 @@ void Checker::compare(unsigned fix, bool &rebuild, int64_t &highest, Res &res) {
                      num_fixed ? "Repairing" : a < b ? "ERROR" : "Leaked", int64_t(i), a, b);
         if (num_fixed) {
             int64_t delta = a > b ? -int64_t(a - b) : int64_t(b - a);
-            if (n_.rc_->update(i << cbits_, 1, delta)) {
+            if (node_.refcounts_->update(i << cluster_bits_, 1, delta)) {
                 if (b == 0) freed_.push_back(i);
                 (*num_fixed)++;
                 dirty = true;
@@ -623,11 +623,11 @@ void Checker::compare(unsigned fix, bool &rebuild, int64_t &highest, Res &res) {
     }
     if (dirty) {
         // The refcounts must be durable before anything relies on them.
-        auto w = n_.rc_->write_back();
+        auto w = node_.refcounts_->write_back();
         if (w) w = file_.flush();
         if (!w) res.check_errors++;
         // QEMU discards clusters whose refcount drops to 0 (discard=always).
-        for (uint64_t c : freed_) (void)file_.discard(c << cbits_, cs_);
+        for (uint64_t c : freed_) (void)file_.discard(c << cluster_bits_, cluster_size_);
     }
     freed_.clear();
 }
@@ -640,13 +640,13 @@ Result<void> Checker::check_oflag_copied(unsigned fix, Res &res) {
         repair = !res.check_errors && !res.corruptions && !res.leaks;
     else
         repair = false;
-    const unsigned w = n_.words_;
-    const bool data_file = n_.h_.has_data_file();
-    std::vector<uint8_t> raw(cs_);
-    for (uint64_t i = 0; i < n_.l1_.size(); i++) {
-        uint64_t l1e = n_.l1_[i], l2 = l1e & kL1OffsetMask;
+    const unsigned w = node_.l2_entry_words_;
+    const bool data_file = node_.header_.has_data_file();
+    std::vector<uint8_t> raw(cluster_size_);
+    for (uint64_t i = 0; i < node_.l1_table_.size(); i++) {
+        uint64_t l1e = node_.l1_table_[i], l2 = l1e & kL1OffsetMask;
         if (!l2) continue;
-        auto rc = get_refcount(l2 >> cbits_);
+        auto rc = get_refcount(l2 >> cluster_bits_);
         if (!rc) continue;
         if ((*rc == 1) != ((l1e & kOflagCopied) != 0)) {
             res.corruptions++;
@@ -656,31 +656,31 @@ Result<void> Checker::check_oflag_copied(unsigned fix, Res &res) {
                 uint64_t ne = *rc == 1 ? l1e | kOflagCopied : l1e & ~kOflagCopied;
                 uint8_t b[8];
                 put_be64(b, ne);
-                auto wr = file_.write(n_.h_.l1_table_offset + i * 8, b, 8);
+                auto wr = file_.write(node_.header_.l1_table_offset + i * 8, b, 8);
                 if (wr) wr = file_.flush();
                 if (!wr) {
                     res.check_errors++;
                     return Err(wr.error());
                 }
-                n_.l1_[i] = ne;
+                node_.l1_table_[i] = ne;
                 res.corruptions--;
                 res.corruptions_fixed++;
             }
         }
-        auto rd = read_padded(file_, l2, raw.data(), cs_);
+        auto rd = read_padded(file_, l2, raw.data(), cluster_size_);
         if (!rd) {
             std::fprintf(stderr, "ERROR: Could not read L2 table: %s\n", std::strerror(rd.error().code));
             res.check_errors++;
             return Err(rd.error());
         }
         int64_t l2_dirty = 0;
-        for (uint64_t j = 0; j < n_.l2_entries_; j++) {
+        for (uint64_t j = 0; j < node_.l2_entries_; j++) {
             uint64_t e = be64(&raw[j * w * 8]);
             ClusterType t = type_of(e);
             if (t != ClusterType::Normal && t != ClusterType::ZeroAlloc) continue;
             uint64_t refcount = 1;
             if (!data_file) {
-                auto r = get_refcount((e & kL2OffsetMask) >> cbits_);
+                auto r = get_refcount((e & kL2OffsetMask) >> cluster_bits_);
                 if (!r) continue;
                 refcount = *r;
             }
@@ -695,14 +695,14 @@ Result<void> Checker::check_oflag_copied(unsigned fix, Res &res) {
             }
         }
         if (l2_dirty > 0) {
-            if (auto oc = pre_write_check(l2, cs_, true); !oc) {
+            if (auto oc = pre_write_check(l2, cluster_size_, true); !oc) {
                 std::fprintf(stderr, "ERROR: Could not write L2 table; metadata overlap check failed: %s\n",
                              std::strerror(EIO));
                 res.check_errors++;
                 return Err(oc.error());
             }
-            auto wr = file_.write(l2, raw.data(), cs_);
-            n_.l2_->drop(l2);
+            auto wr = file_.write(l2, raw.data(), cluster_size_);
+            node_.l2_cache_->drop(l2);
             if (!wr) {
                 std::fprintf(stderr, "ERROR: Could not write L2 table: %s\n", std::strerror(wr.error().code));
                 res.check_errors++;
@@ -718,8 +718,8 @@ Result<void> Checker::check_oflag_copied(unsigned fix, Res &res) {
 uint64_t Checker::alloc_imrt(uint64_t count, uint64_t &first_free) {
     uint64_t cluster = first_free, contiguous = 0;
     bool first_gap = true;
-    for (; cluster < imrt_.size() && contiguous < count; cluster++) {
-        if (!imrt_.get(cluster)) {
+    for (; cluster < expected_.size() && contiguous < count; cluster++) {
+        if (!expected_.get(cluster)) {
             contiguous++;
             if (first_gap) {
                 first_free = cluster;
@@ -729,20 +729,20 @@ uint64_t Checker::alloc_imrt(uint64_t count, uint64_t &first_free) {
             contiguous = 0;
         }
     }
-    if (contiguous < count) imrt_.resize(cluster + count - contiguous);
+    if (contiguous < count) expected_.resize(cluster + count - contiguous);
     cluster -= contiguous;
-    for (uint64_t i = 0; i < count; i++) imrt_.set(cluster + i, 1);
-    return cluster << cbits_;
+    for (uint64_t i = 0; i < count; i++) expected_.set(cluster + i, 1);
+    return cluster << cluster_bits_;
 }
 
 std::vector<uint8_t> Checker::encode_refblock(uint64_t index) const {
-    const uint32_t order = n_.h_.refcount_order;
-    const uint64_t per = (cs_ * 8) >> order;
-    std::vector<uint8_t> d(cs_, 0);
+    const uint32_t order = node_.header_.refcount_order;
+    const uint64_t per = (cluster_size_ * 8) >> order;
+    std::vector<uint8_t> d(cluster_size_, 0);
     for (uint64_t j = 0; j < per; j++) {
         uint64_t c = index * per + j;
-        if (c >= imrt_.size()) break;
-        uint64_t v = imrt_.get(c);
+        if (c >= expected_.size()) break;
+        uint64_t v = expected_.get(c);
         if (!v) continue;
         switch (order) {
         case 0: d[j / 8] |= uint8_t((v & 1) << (j % 8)); break;
@@ -759,11 +759,11 @@ std::vector<uint8_t> Checker::encode_refblock(uint64_t index) const {
 
 // QEMU's rebuild_refcounts_write_refblocks: true when the reftable grew.
 Result<bool> Checker::write_refblocks(uint64_t first, uint64_t end, std::vector<uint64_t> &reftable) {
-    const uint64_t per = (cs_ * 8) >> n_.h_.refcount_order;
+    const uint64_t per = (cluster_size_ * 8) >> node_.header_.refcount_order;
     uint64_t first_free = 0;
     bool grown = false;
     for (uint64_t cluster = first; cluster < end; cluster++) {
-        cluster = imrt_.next_nonzero(cluster);
+        cluster = expected_.next_nonzero(cluster);
         if (cluster >= end) break;
         uint64_t index = cluster / per, start = index * per, refblock;
         if (reftable.size() > index && reftable[index]) {
@@ -771,18 +771,18 @@ Result<bool> Checker::write_refblocks(uint64_t first, uint64_t end, std::vector<
         } else {
             if (first_free < start) first_free = start;
             refblock = alloc_imrt(1, first_free);
-            if ((refblock >> cbits_) >= end) end = (refblock >> cbits_) + 1;
+            if ((refblock >> cluster_bits_) >= end) end = (refblock >> cluster_bits_) + 1;
             if (reftable.size() <= index) {
-                uint64_t bytes = ((index + 1) * 8 + cs_ - 1) / cs_ * cs_;
+                uint64_t bytes = ((index + 1) * 8 + cluster_size_ - 1) / cluster_size_ * cluster_size_;
                 reftable.resize(bytes / 8, 0);
                 grown = true;
             }
             reftable[index] = refblock;
         }
-        if (auto oc = pre_write_check(refblock, cs_, false); !oc)
+        if (auto oc = pre_write_check(refblock, cluster_size_, false); !oc)
             return Err(oc.error().prepended("ERROR writing refblock: "));
         std::vector<uint8_t> d = encode_refblock(index);
-        auto w = file_.write(refblock, d.data(), cs_);
+        auto w = file_.write(refblock, d.data(), cluster_size_);
         if (!w) return Err(w.error().prepended("ERROR writing refblock: "));
         cluster = start + per - 1;
     }
@@ -796,15 +796,15 @@ Result<void> Checker::rebuild(Res &res) {
         res.check_errors++;
         return Err(e);
     };
-    auto g = write_refblocks(0, imrt_.size(), reftable);
+    auto g = write_refblocks(0, expected_.size(), reftable);
     if (!g) return fail(g.error());
     uint64_t reftable_offset = 0, reftable_clusters = 0;
     bool changed = true;
     while (changed) {
         uint64_t first_free = 0;
-        reftable_clusters = (reftable.size() * 8 + cs_ - 1) / cs_;
+        reftable_clusters = (reftable.size() * 8 + cluster_size_ - 1) / cluster_size_;
         reftable_offset = alloc_imrt(reftable_clusters, first_free);
-        uint64_t s = reftable_offset >> cbits_;
+        uint64_t s = reftable_offset >> cluster_bits_;
         auto r = write_refblocks(s, s + reftable_clusters, reftable);
         if (!r) return fail(r.error());
         changed = *r;
@@ -821,21 +821,21 @@ Result<void> Checker::rebuild(Res &res) {
     w = write_refcount_table_pointer(file_, reftable_offset, uint32_t(reftable_clusters));
     if (w) w = file_.flush();
     if (!w) return fail(w.error().prepended("ERROR setting reftable: "));
-    n_.h_.refcount_table_offset = reftable_offset;
-    n_.h_.refcount_table_clusters = uint32_t(reftable_clusters);
-    QIMG_TRY(n_.reset_refcounts());
+    node_.header_.refcount_table_offset = reftable_offset;
+    node_.header_.refcount_table_clusters = uint32_t(reftable_clusters);
+    QIMG_TRY(node_.reset_refcounts());
     return ok();
 }
 
 Result<void> Checker::check_refcounts(unsigned fix, Res &res) {
     uint64_t size = file_.length();
-    uint64_t nb = (size + cs_ - 1) >> cbits_;
+    uint64_t nb = (size + cluster_size_ - 1) >> cluster_bits_;
     if (nb > uint64_t(INT32_MAX)) {
         res.check_errors++;
         return make_error(EFBIG, "File too large");
     }
-    res.total = int64_t(((n_.h_.size / 512 * 512) + cs_ - 1) >> cbits_);
-    imrt_.assign(nb);
+    res.total = int64_t(((node_.header_.size / 512 * 512) + cluster_size_ - 1) >> cluster_bits_);
+    expected_.assign(nb);
     bool rebuild_needed = false;
     QIMG_TRY(calculate(fix, rebuild_needed, res));
     Res pre = res;
@@ -850,7 +850,7 @@ Result<void> Checker::check_refcounts(unsigned fix, Res &res) {
         res.corruptions = 0;
         res.leaks = 0;
         rebuild_needed = false;
-        imrt_.assign(imrt_.size());
+        expected_.assign(expected_.size());
         QIMG_TRY(calculate(0, rebuild_needed, res));
         if (fix & kFixLeaks) {
             Res saved = res;
@@ -875,14 +875,14 @@ Result<void> Checker::check_refcounts(unsigned fix, Res &res) {
         }
     }
     QIMG_TRY(check_oflag_copied(fix, res));
-    res.image_end_offset = (highest + 1) * int64_t(cs_);
+    res.image_end_offset = (highest + 1) * int64_t(cluster_size_);
     return ok();
 }
 
 Result<void> Checker::write_incompat(uint64_t v) {
     QIMG_TRY(write_header_field(file_, hdr::kIncompatibleFeatures, v));
     QIMG_TRY(file_.flush());
-    n_.h_.incompatible = v;
+    node_.header_.incompatible = v;
     return ok();
 }
 
@@ -908,10 +908,10 @@ Result<void> Checker::run(unsigned fix, Res &res) {
     add_counts(snap);
     QIMG_TRY(r);
     if (fix && res.check_errors == 0 && res.corruptions == 0) {
-        const uint64_t inc = n_.h_.incompatible;
+        const uint64_t inc = node_.header_.incompatible;
         if (inc & (kIncompatDirty | kIncompatCorrupt)) {
             // QEMU's qcow2_mark_clean + qcow2_mark_consistent.
-            QIMG_TRY(n_.flush_metadata_locked());
+            QIMG_TRY(node_.flush_metadata_locked());
             QIMG_TRY(file_.flush());
             QIMG_TRY(write_incompat(inc & ~(kIncompatDirty | kIncompatCorrupt)));
         }
@@ -922,14 +922,14 @@ Result<void> Checker::run(unsigned fix, Res &res) {
 // --- Qcow2Node entry points ------------------------------------------------
 
 Result<void> Qcow2Node::reset_refcounts() {
-    rc_ = std::make_unique<Refcounts>(*file_, cbits_, h_.refcount_order,
+    refcounts_ = std::make_unique<Refcounts>(*file_, cluster_bits_, header_.refcount_order,
                                       [this](uint64_t off, uint32_t clusters) -> Result<void> {
                                           QIMG_TRY(write_refcount_table_pointer(*file_, off, clusters));
-                                          h_.refcount_table_offset = off;
-                                          h_.refcount_table_clusters = clusters;
+                                          header_.refcount_table_offset = off;
+                                          header_.refcount_table_clusters = clusters;
                                           return file_->flush();
                                       });
-    return rc_->load(h_.refcount_table_offset, h_.refcount_table_clusters);
+    return refcounts_->load(header_.refcount_table_offset, header_.refcount_table_clusters);
 }
 
 Result<CheckReport> Qcow2Node::check(CheckRepair repair) {
