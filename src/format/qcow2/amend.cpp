@@ -251,14 +251,10 @@ Result<void> Qcow2Node::downgrade_locked(const AmendStatus &status) {
     if (header_.incompatible & kIncompatCompression) {
         // Only zstd sets the bit; zstd-compressed clusters cannot stay.
         bool any = false;
-        auto r = [&]() -> Result<void> {
-            for (uint64_t i = 0; i < l1_table_.size() && !any; i++) {
-                QIMG_ASSIGN(auto t, load_l2_locked(i));
-                if (!t) continue;
-                for (uint64_t j = 0; j < l2_entries_ && !any; j++) any = (**t)[j * l2_entry_words_] & kOflagCompressed;
-            }
-            return ok();
-        }();
+        auto r = for_each_l2_table(l1_table_, active_l2_loader(), [&](uint64_t, uint64_t, L2Table &t) -> Result<bool> {
+            (void)l2_layout_.for_each_entry(t, [&](const L2Entry &e) { any = any || e.type == ClusterType::Compressed; });
+            return !any;  // no further table is read once one is found
+        });
         if (!r) {
             header_ = saved;
             return make_error(EINVAL, "Failed to check block status");
@@ -296,7 +292,10 @@ Result<void> Qcow2Node::expand_zero_clusters_locked(const AmendStatus &status) {
 
 // One L1 table's L2 tables, changed in place (the same entries in a shared
 // table are right for every user). Per table: new clusters allocated and
-// zeroed, refcounts and zeroes synced, then the table written.
+// zeroed, refcounts and zeroes synced, then the table written. The L1 step
+// stays a loop of its own rather than for_each_l2_table(): progress counts
+// every L1 entry, empty ones too, and the table's refcount is read before
+// the table, as QEMU's expand_zero_clusters_in_l1 does.
 Result<void> Qcow2Node::expand_zero_clusters_in_l1_locked(const std::vector<uint64_t> &l1, uint64_t &visited,
                                                           uint64_t total, const AmendStatus &status) {
     const std::vector<uint8_t> zeroes(cluster_size_, 0);
@@ -312,16 +311,15 @@ Result<void> Qcow2Node::expand_zero_clusters_in_l1_locked(const std::vector<uint
             QIMG_ASSIGN(auto table, l2_cache_->get(l2_off));
             L2Table &t = *table;
             bool dirty = false;
-            for (uint64_t j = 0; j < l2_entries_; j++) {
-                const uint64_t e = t[j];
-                const SubclusterType type = classify(e, 0, 0, false, false);
-                if (type != SubclusterType::ZeroPlain && type != SubclusterType::ZeroAlloc) continue;
-                uint64_t host = entry_host(e);
-                if (type == SubclusterType::ZeroPlain) {
+            // v2 targets have neither extended L2 nor a data file: one word an entry.
+            QIMG_TRY(l2_layout_.for_each_entry(t, [&](const L2Entry &e) -> Result<void> {
+                if (e.type != ClusterType::ZeroPlain && e.type != ClusterType::ZeroAlloc) return ok();
+                uint64_t host = e.host;
+                if (e.type == ClusterType::ZeroPlain) {
                     if (!backing_) {
-                        t[j] = 0;
+                        t[e.index] = 0;
                         dirty = true;
-                        continue;
+                        return ok();
                     }
                     QIMG_ASSIGN(host, refcounts_->alloc_clusters(1));
                     if (l2_refcount > 1) QIMG_TRY(refcounts_->update(host, cluster_size_, int64_t(l2_refcount) - 1));
@@ -331,7 +329,7 @@ Result<void> Qcow2Node::expand_zero_clusters_in_l1_locked(const std::vector<uint
                     std::snprintf(m, sizeof m,
                                   "Cluster allocation offset %#" PRIx64 " unaligned (L2 offset: %#" PRIx64
                                   ", L2 index: %#" PRIx64 ")",
-                                  host, l2_off, j);
+                                  host, l2_off, e.index);
                     return Err(corruption_locked(m));
                 }
                 QIMG_TRY(check_metadata_overlap(host, cluster_size_));
@@ -341,13 +339,14 @@ Result<void> Qcow2Node::expand_zero_clusters_in_l1_locked(const std::vector<uint
                 // both by the table's refcount and sets COPIED on shared
                 // clusters, which its own check reports as corruption.
                 uint64_t refcount = l2_refcount;
-                if (type == SubclusterType::ZeroAlloc && !header_.has_data_file()) {
+                if (e.type == ClusterType::ZeroAlloc && !header_.has_data_file()) {
                     QIMG_ASSIGN(refcount, refcounts_->get(host >> cluster_bits_));
                 }
                 QIMG_TRY(data_file_->write(host, zeroes.data(), cluster_size_));
-                t[j] = host | (refcount == 1 ? kOflagCopied : 0);
+                t[e.index] = host | (refcount == 1 ? kOflagCopied : 0);
                 dirty = true;
-            }
+                return ok();
+            }));
             if (dirty) {
                 l2_cache_->mark_dirty(l2_off);
                 // Syncs the refcounts and the zeroes before the table.

@@ -99,21 +99,20 @@ Result<void> Qcow2Node::reset_to_initial_layout_locked() {
 // tables first, refcount decrements after they are on disk.
 Result<void> Qcow2Node::unmap_all_locked() {
     const uint64_t span = uint64_t{1} << (cluster_bits_ + l2_index_bits_);
-    for (uint64_t i = 0; i < l1_table_.size(); i++) {
-        if (!(l1_table_[i] & kL1OffsetMask)) continue;
-        for (uint64_t j = 0; j < l2_entries_; j++) {
-            const uint64_t off = i * span + (j << cluster_bits_);
-            QIMG_ASSIGN(auto t, load_l2_locked(i));
-            if (!t) break;
-            const uint64_t entry = (**t)[j * l2_entry_words_], bitmap = l2_entry_words_ == 2 ? (**t)[j * 2 + 1] : 0;
-            if (entry == 0 && bitmap == 0) continue;
-            QIMG_ASSIGN(Slot s, l2_slot_for_write(off));
+    // The table visited may be replaced by a copy on the first change (one
+    // shared with a snapshot, l2_slot_for_write): the entries not reached yet
+    // are the same in both, so the walk reads on in the one it holds.
+    QIMG_TRY(for_each_l2_table(l1_table_, active_l2_loader(), [&](uint64_t i, uint64_t, L2Table &t) -> Result<void> {
+        return l2_layout_.for_each_entry(t, [&](const L2Entry &e) -> Result<void> {
+            if (e.word == 0 && e.bitmap == 0) return ok();
+            QIMG_ASSIGN(Slot s, l2_slot_for_write(i * span + (e.index << cluster_bits_)));
             (*s.table)[s.index * l2_entry_words_] = 0;
             if (l2_entry_words_ == 2) (*s.table)[s.index * 2 + 1] = 0;
             l2_cache_->mark_dirty(s.l2_offset);
-            if ((entry & kOflagCompressed) || entry_host(entry)) QIMG_TRY(free_later(entry));
-        }
-    }
+            if (e.type == ClusterType::Compressed || entry_host(e.word)) QIMG_TRY(free_later(e.word));
+            return ok();
+        });
+    }));
     QIMG_TRY(flush_metadata_locked());
     return file_->flush();
 }

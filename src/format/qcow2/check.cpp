@@ -40,8 +40,6 @@ struct Res {
     int64_t total = 0, allocated = 0, fragmented = 0, compressed = 0;
 };
 
-enum class ClusterType { Unallocated, ZeroPlain, ZeroAlloc, Normal, Compressed };
-
 }  // namespace
 
 class Checker {
@@ -57,8 +55,8 @@ private:
     Result<void> read_snapshot_table(unsigned fix, Res &res);
     Result<void> fix_snapshot_table(unsigned fix, Res &res);
     Result<void> inc(int64_t offset, int64_t size, Res &res);
-    ClusterType type_of(uint64_t e) const;
     Result<void> check_l2(uint64_t l2_offset, bool frag, unsigned fix, bool active, Res &res);
+    Result<bool> zero_l2_entry(uint64_t l2_offset, uint64_t index, uint64_t bitmap, bool active, Res &res);
     Result<void> check_l1(uint64_t l1_offset, uint64_t l1_size, bool frag, unsigned fix, bool active, Res &res);
     Result<void> check_bitmaps(Res &res);
     Result<void> check_refblocks(unsigned fix, bool &rebuild, Res &res);
@@ -206,19 +204,8 @@ Result<void> Checker::inc(int64_t offset, int64_t size, Res &res) {
     return ok();
 }
 
-ClusterType Checker::type_of(uint64_t e) const {
-    if (e & kOflagCompressed) return ClusterType::Compressed;
-    if ((e & kOflagZero) && node_.l2_entry_words_ == 1) return (e & kL2OffsetMask) ? ClusterType::ZeroAlloc : ClusterType::ZeroPlain;
-    if (!(e & kL2OffsetMask)) {
-        if (node_.header_.has_data_file() && (e & kOflagCopied)) return ClusterType::Normal;
-        return ClusterType::Unallocated;
-    }
-    return ClusterType::Normal;
-}
-
 Result<void> Checker::check_l2(uint64_t l2_offset, bool frag, unsigned fix, bool active, Res &res) {
     const unsigned w = node_.l2_entry_words_;
-    const uint64_t entries = node_.l2_entries_;
     std::vector<uint8_t> raw(cluster_size_);
     if (!read_padded(file_, l2_offset, raw.data(), cluster_size_)) {
         std::fprintf(stderr, "ERROR: I/O error in check_refcounts_l2\n");
@@ -227,21 +214,19 @@ Result<void> Checker::check_l2(uint64_t l2_offset, bool frag, unsigned fix, bool
     }
     const bool data_file = node_.header_.has_data_file();
     uint64_t next_contiguous = 0;
-    for (uint64_t i = 0; i < entries; i++) {
-        uint64_t e = be64(&raw[i * w * 8]);
-        uint64_t bitmap = w == 2 ? be64(&raw[i * 16 + 8]) : 0;
-        ClusterType t = type_of(e);
-        if (t != ClusterType::Compressed && (e & kL2StdReservedBits)) {
+    return node_.l2_layout_.for_each_entry(decode_l2_table(raw), [&](const L2Entry &entry) -> Result<void> {
+        const uint64_t i = entry.index, bitmap = entry.bitmap;
+        uint64_t e = entry.word;
+        if (entry.type != ClusterType::Compressed && (e & kL2StdReservedBits)) {
             std::fprintf(stderr, "ERROR found l2 entry with reserved bits set: %" PRIx64 "\n", e);
             res.corruptions++;
         }
-        switch (t) {
+        switch (entry.type) {
         case ClusterType::Compressed: {
-            const uint64_t offset_mask = (uint64_t{1} << node_.compressed_size_shift_) - 1;
             if (e & kOflagCopied) {
                 std::fprintf(stderr,
                              "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for compressed clusters\n",
-                             e & offset_mask);
+                             entry.host);
                 e &= ~kOflagCopied;
                 res.corruptions++;
             }
@@ -258,10 +243,7 @@ Result<void> Checker::check_l2(uint64_t l2_offset, bool frag, unsigned fix, bool
                 res.corruptions++;
                 break;
             }
-            uint64_t coff = e & offset_mask;
-            uint64_t nsec = ((e >> node_.compressed_size_shift_) & node_.compressed_size_mask_) + 1;
-            int64_t csize = int64_t(nsec * 512 - (coff & 511));
-            QIMG_TRY(inc(int64_t(coff), csize, res));
+            QIMG_TRY(inc(int64_t(entry.host), int64_t(entry.bytes), res));
             if (frag) {
                 res.allocated++;
                 res.compressed++;
@@ -271,7 +253,7 @@ Result<void> Checker::check_l2(uint64_t l2_offset, bool frag, unsigned fix, bool
         }
         case ClusterType::ZeroAlloc:
         case ClusterType::Normal: {
-            uint64_t offset = e & kL2OffsetMask;
+            const uint64_t offset = entry.host;
             if ((bitmap >> 32) & bitmap) {
                 res.corruptions++;
                 std::fprintf(stderr,
@@ -287,32 +269,8 @@ Result<void> Checker::check_l2(uint64_t l2_offset, bool frag, unsigned fix, bool
                                  "corrupted.\n",
                                  (fix & kFixErrors) ? "Repairing" : "ERROR", offset);
                     if (fix & kFixErrors) {
-                        // QEMU's fix_l2_entry_by_zero: a plain zero cluster.
-                        uint8_t ne[16];
-                        if (w == 2) {
-                            uint64_t b = (bitmap | (bitmap << 32)) & kBitmapAllZeroes;
-                            put_be64(ne, 0);
-                            put_be64(ne + 8, b);
-                        } else {
-                            put_be64(ne, kOflagZero);
-                        }
-                        if (!pre_write_check(l2_offset + i * w * 8, w * 8, active)) {
-                            std::fprintf(stderr, "ERROR: Overlap check failed\n");
-                            res.check_errors++;
-                            return make_error(EIO, std::strerror(EIO));
-                        }
-                        auto wr = file_.write(l2_offset + i * w * 8, ne, w * 8);
-                        if (wr) wr = file_.flush();
-                        node_.l2_cache_->drop(l2_offset);
-                        if (!wr) {
-                            std::fprintf(stderr, "ERROR: Failed to overwrite L2 table entry: %s\n",
-                                         std::strerror(wr.error().code));
-                            res.check_errors++;
-                        } else {
-                            res.corruptions--;
-                            res.corruptions_fixed++;
-                            continue;
-                        }
+                        QIMG_ASSIGN(bool fixed, zero_l2_entry(l2_offset, i, bitmap, active, res));
+                        if (fixed) return ok();
                     }
                 } else {
                     std::fprintf(stderr,
@@ -337,8 +295,39 @@ Result<void> Checker::check_l2(uint64_t l2_offset, bool frag, unsigned fix, bool
             }
             break;
         }
+        return ok();
+    });
+}
+
+// QEMU's fix_l2_entry_by_zero: the entry at `index` of the table at
+// `l2_offset` becomes a plain zero cluster, written at once. True when it
+// was (the corruption counts as fixed).
+Result<bool> Checker::zero_l2_entry(uint64_t l2_offset, uint64_t index, uint64_t bitmap, bool active, Res &res) {
+    const unsigned w = node_.l2_entry_words_;
+    uint8_t ne[16];
+    if (w == 2) {
+        uint64_t b = (bitmap | (bitmap << 32)) & kBitmapAllZeroes;
+        put_be64(ne, 0);
+        put_be64(ne + 8, b);
+    } else {
+        put_be64(ne, kOflagZero);
     }
-    return ok();
+    if (!pre_write_check(l2_offset + index * w * 8, w * 8, active)) {
+        std::fprintf(stderr, "ERROR: Overlap check failed\n");
+        res.check_errors++;
+        return make_error(EIO, std::strerror(EIO));
+    }
+    auto wr = file_.write(l2_offset + index * w * 8, ne, w * 8);
+    if (wr) wr = file_.flush();
+    node_.l2_cache_->drop(l2_offset);
+    if (!wr) {
+        std::fprintf(stderr, "ERROR: Failed to overwrite L2 table entry: %s\n", std::strerror(wr.error().code));
+        res.check_errors++;
+        return false;
+    }
+    res.corruptions--;
+    res.corruptions_fixed++;
+    return true;
 }
 
 Result<void> Checker::check_l1(uint64_t l1_offset, uint64_t l1_size, bool frag, unsigned fix, bool active,
@@ -673,27 +662,26 @@ Result<void> Checker::check_oflag_copied(unsigned fix, Res &res) {
             res.check_errors++;
             return Err(rd.error());
         }
+        L2Table table = decode_l2_table(raw);
         int64_t l2_dirty = 0;
-        for (uint64_t j = 0; j < node_.l2_entries_; j++) {
-            uint64_t e = be64(&raw[j * w * 8]);
-            ClusterType t = type_of(e);
-            if (t != ClusterType::Normal && t != ClusterType::ZeroAlloc) continue;
+        (void)node_.l2_layout_.for_each_entry(table, [&](const L2Entry &e) {
+            if (e.type != ClusterType::Normal && e.type != ClusterType::ZeroAlloc) return;
             uint64_t refcount = 1;
             if (!data_file) {
-                auto r = get_refcount((e & kL2OffsetMask) >> cluster_bits_);
-                if (!r) continue;
+                auto r = get_refcount(e.host >> cluster_bits_);
+                if (!r) return;
                 refcount = *r;
             }
-            if ((refcount == 1) != ((e & kOflagCopied) != 0)) {
+            if ((refcount == 1) != e.copied()) {
                 res.corruptions++;
                 std::fprintf(stderr, "%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64 " refcount=%" PRIu64 "\n",
-                             repair ? "Repairing" : "ERROR", e, refcount);
+                             repair ? "Repairing" : "ERROR", e.word, refcount);
                 if (repair) {
-                    put_be64(&raw[j * w * 8], refcount == 1 ? e | kOflagCopied : e & ~kOflagCopied);
+                    table[e.index * w] = refcount == 1 ? e.word | kOflagCopied : e.word & ~kOflagCopied;
                     l2_dirty++;
                 }
             }
-        }
+        });
         if (l2_dirty > 0) {
             if (auto oc = pre_write_check(l2, cluster_size_, true); !oc) {
                 std::fprintf(stderr, "ERROR: Could not write L2 table; metadata overlap check failed: %s\n",
@@ -701,6 +689,7 @@ Result<void> Checker::check_oflag_copied(unsigned fix, Res &res) {
                 res.check_errors++;
                 return Err(oc.error());
             }
+            raw = encode_l2_table(table);
             auto wr = file_.write(l2, raw.data(), cluster_size_);
             node_.l2_cache_->drop(l2);
             if (!wr) {

@@ -73,8 +73,7 @@ Result<void> Qcow2Node::init() {
     l2_entries_ = uint64_t{1} << l2_index_bits_;
     subclusters_per_cluster_ = header_.extended_l2() ? kSubclusters : 1;
     subcluster_size_ = cluster_size_ / subclusters_per_cluster_;
-    compressed_size_shift_ = 62 - (cluster_bits_ - 8);
-    compressed_size_mask_ = (uint64_t{1} << (cluster_bits_ - 8)) - 1;
+    l2_layout_ = L2Layout(cluster_bits_, header_.extended_l2(), header_.has_data_file());
 
     l1_table_.assign(header_.l1_size, 0);
     if (header_.l1_size) {
@@ -275,11 +274,9 @@ Result<void> Qcow2Node::read_unallocated(uint64_t off, uint8_t *buf, size_t len)
 Result<void> Qcow2Node::read_compressed(uint64_t entry, uint64_t in_cluster, uint8_t *buf, size_t len) {
     std::lock_guard g(decompressed_mu_);
     if (decompressed_cluster_.size() != cluster_size_ || decompressed_entry_ != entry) {
-        uint64_t coff = entry & ((uint64_t{1} << compressed_size_shift_) - 1);
-        uint64_t nsec = ((entry >> compressed_size_shift_) & compressed_size_mask_) + 1;
-        uint64_t csize = nsec * 512 - (coff & 511);
-        std::vector<uint8_t> in(csize);
-        QIMG_TRY(read_padded(*data_file_, coff, in.data(), csize));
+        const CompressedExtent c = decode_compressed(entry, cluster_bits_);
+        std::vector<uint8_t> in(c.bytes);
+        QIMG_TRY(read_padded(*data_file_, c.offset, in.data(), c.bytes));
         decompressed_cluster_.resize(cluster_size_);
         decompressed_entry_ = 0;
         QIMG_TRY(qcow2::decompress_cluster(header_.compression_type, in, decompressed_cluster_));
@@ -509,10 +506,8 @@ Result<void> Qcow2Node::mark_dirty_locked() {
 
 Result<void> Qcow2Node::free_later(uint64_t entry) {
     if (entry & kOflagCompressed) {
-        uint64_t coff = entry & ((uint64_t{1} << compressed_size_shift_) - 1);
-        uint64_t nsec = ((entry >> compressed_size_shift_) & compressed_size_mask_) + 1;
-        uint64_t csize = nsec * 512 - (coff & 511);
-        pending_frees_.emplace_back(coff, csize);
+        const CompressedExtent c = decode_compressed(entry, cluster_bits_);
+        pending_frees_.emplace_back(c.offset, c.bytes);
     } else if (!header_.has_data_file()) {
         uint64_t host = entry_host(entry);
         if (host) pending_frees_.emplace_back(host, cluster_size_);
@@ -1110,9 +1105,8 @@ Result<void> Qcow2Node::store_compressed(uint64_t off, std::span<const uint8_t> 
     if (!may_overwrite && (old & kL2OffsetMask)) return make_error(EIO, "Compressed cluster already allocated");
     QIMG_ASSIGN(uint64_t host, alloc_compressed_bytes_locked(clen));
     QIMG_TRY(file_->write(host, data.data(), clen));
-    uint64_t nsec_extra = (host + clen - 1) / 512 - host / 512;
     QIMG_ASSIGN(Slot s2, l2_slot_for_write(off));
-    (*s2.table)[s2.index * l2_entry_words_] = host | (nsec_extra << compressed_size_shift_) | kOflagCompressed;
+    (*s2.table)[s2.index * l2_entry_words_] = encode_compressed(host, clen, cluster_bits_);
     if (l2_entry_words_ == 2) (*s2.table)[s2.index * 2 + 1] = 0;
     l2_cache_->mark_dirty(s2.l2_offset);
     if ((old & kOflagCompressed) || entry_host(old)) QIMG_TRY(free_later(old));

@@ -187,8 +187,21 @@ private:
     Result<void> load_snapshots();
     Result<std::vector<uint64_t>> read_l1_locked(uint64_t offset, uint32_t entries, uint64_t min_entries);
     Result<void> write_active_l1_locked();
-    Result<std::pair<uint64_t, uint64_t>> l2_entry_ref_locked(uint64_t entry, uint64_t l2_off, uint64_t index) const;
+    Result<std::pair<uint64_t, uint64_t>> l2_entry_ref_locked(const L2Entry &e, uint64_t l2_off) const;
     Result<std::shared_ptr<L2Table>> snapshot_l2_locked(uint64_t l1_entry, uint64_t l1_index);
+    // Loaders for for_each_l2_table() (l1l2.h) through the L2 cache: an
+    // unaligned table offset is an EIO for snapshot operations
+    // (snapshot_l2_locked) and a corruption event for the active table
+    // (load_l2_locked).
+    auto snapshot_l2_loader() {
+        return [this](uint64_t l1_index, uint64_t l2_offset) { return snapshot_l2_locked(l2_offset, l1_index); };
+    }
+    auto active_l2_loader() {
+        return [this](uint64_t l1_index, uint64_t) -> Result<std::shared_ptr<L2Table>> {
+            QIMG_ASSIGN(auto t, load_l2_locked(l1_index));
+            return t ? *t : std::shared_ptr<L2Table>();
+        };
+    }
     Result<void> clear_copied_locked(std::vector<uint64_t> &l1, bool active);
     Result<void> check_references_counted_locked(const std::vector<uint64_t> &l1);
     Result<void> walk_references_locked(const std::vector<uint64_t> &l1,
@@ -250,8 +263,7 @@ private:
     unsigned l2_entry_words_ = 1;  // 64-bit words per L2 entry (2 with extended L2)
     uint64_t subcluster_size_ = 0;
     unsigned subclusters_per_cluster_ = 1;
-    uint32_t compressed_size_shift_ = 0;
-    uint64_t compressed_size_mask_ = 0;
+    L2Layout l2_layout_;  // decodes L2 entries (l1l2.h)
     std::vector<uint64_t> l1_table_;
     std::unique_ptr<Refcounts> refcounts_;
     std::unique_ptr<L2Cache> l2_cache_;

@@ -294,19 +294,11 @@ Result<void> Qcow2Node::write_active_l1_locked() {
 
 // The host range an L2 entry holds one reference on: its cluster, or a
 // compressed cluster's bytes; length 0 when it holds none.
-Result<std::pair<uint64_t, uint64_t>> Qcow2Node::l2_entry_ref_locked(uint64_t entry, uint64_t l2_off,
-                                                                      uint64_t index) const {
-    uint64_t e = entry & ~kOflagCopied;
-    if (e & kOflagCompressed) {
-        uint64_t coff = e & ((uint64_t{1} << compressed_size_shift_) - 1);
-        uint64_t nsec = ((e >> compressed_size_shift_) & compressed_size_mask_) + 1;
-        return std::pair{coff, nsec * 512 - (coff & 511)};
-    }
-    uint64_t host = entry_host(e);
-    if (host & (cluster_size_ - 1))
-        return make_error(EIO, "Cluster allocation offset " + hex(host) + " unaligned (L2 offset: " + hex(l2_off) +
-                                   ", L2 index: " + hex(index) + ")");
-    return std::pair{host, host ? cluster_size_ : 0};
+Result<std::pair<uint64_t, uint64_t>> Qcow2Node::l2_entry_ref_locked(const L2Entry &e, uint64_t l2_off) const {
+    if (e.type != ClusterType::Compressed && (e.host & (cluster_size_ - 1)))
+        return make_error(EIO, "Cluster allocation offset " + hex(e.host) + " unaligned (L2 offset: " + hex(l2_off) +
+                                   ", L2 index: " + hex(e.index) + ")");
+    return std::pair{e.host, e.bytes};
 }
 
 // The L2 table an L1 entry names (null when none), offset checked.
@@ -326,24 +318,22 @@ Result<std::shared_ptr<L2Table>> Qcow2Node::snapshot_l2_locked(uint64_t l1_entry
 // cluster a snapshot shares, which a write would change under the snapshot.
 Result<void> Qcow2Node::clear_copied_locked(std::vector<uint64_t> &l1, bool active) {
     bool l1_modified = false;
-    for (size_t i = 0; i < l1.size(); i++) {
-        QIMG_ASSIGN(std::shared_ptr<L2Table> tp, snapshot_l2_locked(l1[i], i));
-        if (!tp) continue;
+    QIMG_TRY(for_each_l2_table(l1, snapshot_l2_loader(), [&](uint64_t i, uint64_t l2_off, L2Table &t) -> Result<void> {
         bool dirty = false;
-        for (uint64_t j = 0; j < l2_entries_; j++) {
-            uint64_t &e = (*tp)[j * l2_entry_words_];
-            if (!(e & kOflagCopied)) continue;
-            e &= ~kOflagCopied;
+        (void)l2_layout_.for_each_entry(t, [&](const L2Entry &e) {
+            if (!e.copied()) return;
+            t[e.index * l2_entry_words_] = e.word & ~kOflagCopied;
             dirty = true;
-        }
+        });
         // Written back by flush_metadata_locked() below, or earlier by an
         // eviction: either way before any refcount changes.
-        if (dirty) l2_cache_->mark_dirty(l1[i] & kL1OffsetMask);
+        if (dirty) l2_cache_->mark_dirty(l2_off);
         if (l1[i] & kOflagCopied) {
             l1[i] &= ~kOflagCopied;
             l1_modified = true;
         }
-    }
+        return ok();
+    }));
     QIMG_TRY(flush_metadata_locked());
     QIMG_TRY(file_->flush());
     if (active && l1_modified) QIMG_TRY(write_active_l1_locked());
@@ -394,17 +384,14 @@ Result<void> Qcow2Node::check_references_counted_locked(const std::vector<uint64
 Result<void> Qcow2Node::walk_references_locked(const std::vector<uint64_t> &l1,
                                                const std::function<Result<void>(uint64_t, uint64_t)> &on_cluster,
                                                const std::function<Result<void>(uint64_t)> &on_table) {
-    for (size_t i = 0; i < l1.size(); i++) {
-        QIMG_ASSIGN(std::shared_ptr<L2Table> tp, snapshot_l2_locked(l1[i], i));
-        if (!tp) continue;
-        const uint64_t l2_off = l1[i] & kL1OffsetMask;
-        for (uint64_t j = 0; j < l2_entries_; j++) {
-            QIMG_ASSIGN(auto ref, l2_entry_ref_locked((*tp)[j * l2_entry_words_], l2_off, j));
+    return for_each_l2_table(l1, snapshot_l2_loader(), [&](uint64_t, uint64_t l2_off, L2Table &t) -> Result<void> {
+        QIMG_TRY(l2_layout_.for_each_entry(t, [&](const L2Entry &e) -> Result<void> {
+            QIMG_ASSIGN(auto ref, l2_entry_ref_locked(e, l2_off));
             if (ref.second) QIMG_TRY(on_cluster(ref.first, ref.second));
-        }
-        QIMG_TRY(on_table(l2_off));
-    }
-    return ok();
+            return ok();
+        }));
+        return on_table(l2_off);
+    });
 }
 
 // After refcounts fell (snapshot apply and delete), with them durable:
@@ -413,34 +400,32 @@ Result<void> Qcow2Node::walk_references_locked(const std::vector<uint64_t> &l1,
 // interruption leaves at worst flags still missing.
 Result<void> Qcow2Node::sync_copied_locked() {
     bool l1_modified = false;
-    for (size_t i = 0; i < l1_table_.size(); i++) {
-        QIMG_ASSIGN(std::shared_ptr<L2Table> tp, snapshot_l2_locked(l1_table_[i], i));
-        if (!tp) continue;
-        const uint64_t l2_off = l1_table_[i] & kL1OffsetMask;
+    QIMG_TRY(for_each_l2_table(l1_table_, snapshot_l2_loader(), [&](uint64_t i, uint64_t l2_off, L2Table &t) -> Result<void> {
         bool dirty = false;
-        for (uint64_t j = 0; j < l2_entries_; j++) {
-            uint64_t &e = (*tp)[j * l2_entry_words_];
+        QIMG_TRY(l2_layout_.for_each_entry(t, [&](const L2Entry &e) -> Result<void> {
             uint64_t refcount = 0;
-            if (!(e & kOflagCompressed)) {
-                QIMG_ASSIGN(auto ref, l2_entry_ref_locked(e, l2_off, j));
+            if (e.type != ClusterType::Compressed) {
+                QIMG_ASSIGN(auto ref, l2_entry_ref_locked(e, l2_off));
                 if (ref.second) {
                     QIMG_ASSIGN(refcount, refcounts_->get(ref.first >> cluster_bits_));
                 }
             }
-            uint64_t want = refcount == 1 ? (e | kOflagCopied) : (e & ~kOflagCopied);
-            if (want != e) {
-                e = want;
+            const uint64_t want = refcount == 1 ? (e.word | kOflagCopied) : (e.word & ~kOflagCopied);
+            if (want != e.word) {
+                t[e.index * l2_entry_words_] = want;
                 dirty = true;
             }
-        }
+            return ok();
+        }));
         if (dirty) l2_cache_->mark_dirty(l2_off);
         QIMG_ASSIGN(uint64_t rc, refcounts_->get(l2_off >> cluster_bits_));
-        uint64_t ne = rc == 1 ? (l2_off | kOflagCopied) : l2_off;
+        const uint64_t ne = rc == 1 ? (l2_off | kOflagCopied) : l2_off;
         if (ne != l1_table_[i]) {
             l1_table_[i] = ne;
             l1_modified = true;
         }
-    }
+        return ok();
+    }));
     QIMG_TRY(flush_metadata_locked());
     QIMG_TRY(file_->flush());
     if (l1_modified) QIMG_TRY(write_active_l1_locked());

@@ -114,7 +114,9 @@ Result<void> Qcow2Node::zero_grown_area_locked(uint64_t old_size, uint64_t new_s
 // zeroed tables are, and listed in `scratch_l2`; the file's new length
 // (QEMU writes them) comes back in `grown_to`. The L2 entries of tables
 // shared with a snapshot that lose this image's reference come back in
-// `shared_drops`.
+// `shared_drops`. This is a walk over a guest range, part of a table at a
+// time, whose tables change under it (allocated where missing, copied when
+// shared), not the whole-table walk of for_each_l2_table() (l1l2.h).
 Result<void> Qcow2Node::drop_cropped_clusters_locked(uint64_t old, uint64_t new_size, std::vector<uint64_t> &scratch_l2,
                                                      std::vector<uint64_t> &shared_drops, uint64_t &grown_to) {
     const uint32_t shift = cluster_bits_ + l2_index_bits_;
@@ -154,8 +156,7 @@ Result<void> Qcow2Node::drop_cropped_clusters_locked(uint64_t old, uint64_t new_
             l2_cache_->mark_dirty(s.l2_offset);
             QIMG_TRY(free_later(e));
             if (!header_.has_data_file()) {
-                const uint64_t host =
-                    (e & kOflagCompressed) ? (e & ((uint64_t{1} << compressed_size_shift_) - 1)) : entry_host(e);
+                const uint64_t host = l2_layout_.decode(e, 0, idx).host;
                 if (host) freed_hosts.push_back(host & ~(cluster_size_ - 1));
             }
         }
