@@ -76,7 +76,6 @@ private:
     const char *overlap(uint64_t offset, uint64_t size, bool ign_active_l2) const;
     // qcow2_pre_write_overlap_check: on overlap signals corruption, EIO.
     Result<void> pre_write_check(uint64_t offset, uint64_t size, bool ign_active_l2);
-    void signal_corruption(const std::string &msg, bool fatal);
 
     Qcow2Node &node_;
     BlockNode &file_;
@@ -513,21 +512,9 @@ Result<void> Checker::calculate(unsigned fix, bool &rebuild, Res &res) {
 
 Result<uint64_t> Checker::get_refcount(uint64_t cluster) {
     auto r = node_.refcounts_->get(cluster);
-    if (!r && r.error().message.rfind("Refblock offset", 0) == 0) signal_corruption(r.error().message, true);
+    if (!r && r.error().message.rfind("Refblock offset", 0) == 0)
+        node_.signal_corruption_locked(r.error().message, true);
     return r;
-}
-
-void Checker::signal_corruption(const std::string &msg, bool fatal) {
-    fatal = fatal && !node_.read_only_;
-    if (node_.signaled_corruption_ && (!fatal || (node_.header_.incompatible & kIncompatCorrupt))) return;
-    if (fatal)
-        std::fprintf(stderr, "qcow2: Marking image as corrupt: %s; further corruption events will be suppressed\n",
-                     msg.c_str());
-    else
-        std::fprintf(stderr, "qcow2: Image is corrupt: %s; further non-fatal corruption events will be suppressed\n",
-                     msg.c_str());
-    if (fatal && node_.header_.version >= 3) (void)write_incompat(node_.header_.incompatible | kIncompatCorrupt);
-    node_.signaled_corruption_ = true;  // shared with the node's own reports
 }
 
 const char *Checker::overlap(uint64_t offset, uint64_t size, bool ign_active_l2) const {
@@ -555,7 +542,8 @@ const char *Checker::overlap(uint64_t offset, uint64_t size, bool ign_active_l2)
 Result<void> Checker::pre_write_check(uint64_t offset, uint64_t size, bool ign_active_l2) {
     const char *what = overlap(offset, size, ign_active_l2);
     if (!what) return ok();
-    signal_corruption(std::string("Preventing invalid write on metadata (overlaps with ") + what + ")", true);
+    node_.signal_corruption_locked(std::string("Preventing invalid write on metadata (overlaps with ") + what + ")",
+                                   true);
     return make_error(EIO, std::strerror(EIO));
 }
 

@@ -448,22 +448,26 @@ Result<void> Qcow2Node::write_header_locked() {
     return file_->flush();
 }
 
-Error Qcow2Node::corruption_locked(const std::string &what) {
-    const bool fatal = !read_only_;
-    if (!signaled_corruption_ || (fatal && !(header_.incompatible & kIncompatCorrupt))) {
-        if (fatal)
-            std::fprintf(stderr, "qcow2: Marking image as corrupt: %s; further corruption events will be suppressed\n",
-                         what.c_str());
-        else
-            std::fprintf(stderr, "qcow2: Image is corrupt: %s; further non-fatal corruption events will be suppressed\n",
-                         what.c_str());
-        if (fatal && header_.version >= 3) {  // v2 headers have no feature bits
-            // qcow2_mark_corrupt: best effort, the EIO below is what counts.
-            header_.incompatible |= kIncompatCorrupt;
-            (void)write_header_locked();
-        }
-        signaled_corruption_ = true;
+void Qcow2Node::signal_corruption_locked(const std::string &what, bool fatal) {
+    fatal = fatal && !read_only_;
+    if (signaled_corruption_ && (!fatal || (header_.incompatible & kIncompatCorrupt))) return;
+    if (fatal)
+        std::fprintf(stderr, "qcow2: Marking image as corrupt: %s; further corruption events will be suppressed\n",
+                     what.c_str());
+    else
+        std::fprintf(stderr, "qcow2: Image is corrupt: %s; further non-fatal corruption events will be suppressed\n",
+                     what.c_str());
+    if (fatal && header_.version >= 3) {  // v2 headers have no feature bits
+        // qcow2_mark_corrupt: the bit in memory, then the one header field
+        // synced; best effort, the caller's EIO is what counts.
+        header_.incompatible |= kIncompatCorrupt;
+        if (write_header_field(*file_, hdr::kIncompatibleFeatures, header_.incompatible)) (void)file_->flush();
     }
+    signaled_corruption_ = true;
+}
+
+Error Qcow2Node::corruption_locked(const std::string &what) {
+    signal_corruption_locked(what, true);
     return Error{EIO, std::strerror(EIO)};
 }
 

@@ -125,9 +125,12 @@ private:
     void dirty_change_done_locked() { dirty_change_pending_ = false; }
     Result<void> grow_l1_locked(uint64_t min_size);
     Result<void> write_header_locked();
-    // QEMU's qcow2_signal_corruption(fatal): reports `what` once, marks a
-    // writable image corrupt (v3 header bit) and returns the EIO the caller
-    // fails with. On a read-only node the event is reported as non-fatal.
+    // QEMU's qcow2_signal_corruption, for the driver and its check alike:
+    // reports `what` on stderr once (a fatal event again if the image is
+    // not marked corrupt yet) and, when `fatal`, marks a v3 image corrupt
+    // (header bit). On a read-only node every event is non-fatal.
+    void signal_corruption_locked(const std::string &what, bool fatal);
+    // A fatal corruption event; returns the EIO the caller fails with.
     Error corruption_locked(const std::string &what);
     Result<void> flush_metadata_locked();
     Result<void> free_later(uint64_t l2_entry);
