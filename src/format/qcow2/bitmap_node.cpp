@@ -154,9 +154,9 @@ Result<void> Qcow2Node::publish_in_use_in_place_locked() {
     for (LoadedBitmap &b : bitmaps_) {
         const uint32_t flags = b.entry.flags | (b.in_use ? kBmeFlagInUse : 0);
         if (flags != b.entry.flags) {
-            uint8_t f[4];
-            put_be32(f, flags);
-            QIMG_TRY(file_->write(pos + 12, f, 4));
+            uint8_t f[bme::kFlags.size];
+            ByteWriter(f).put(decltype(bme::kFlags){0}, flags);
+            QIMG_TRY(file_->write(pos + bme::kFlags.offset, f, sizeof f));
         }
         pos += bitmap_dir_entry_size(b.entry.name.size());
     }

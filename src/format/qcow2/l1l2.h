@@ -23,6 +23,10 @@ inline constexpr uint64_t kOflagZero = 1ull << 0;
 inline constexpr uint64_t kL1OffsetMask = 0x00fffffffffffe00ull;
 inline constexpr uint64_t kL2OffsetMask = 0x00fffffffffffe00ull;
 inline constexpr uint64_t kL1ReservedMask = 0x7f000000000001ffull;
+inline constexpr uint64_t kL2StdReservedMask = 0x3f000000000001feull;  // standard cluster descriptor
+// Extended L2 bitmap: allocation bits in the low half, zero bits in the high.
+inline constexpr uint64_t kL2BitmapAllAllocated = 0x00000000ffffffffull;
+inline constexpr uint64_t kL2BitmapAllZero = 0xffffffff00000000ull;
 inline constexpr unsigned kSubclusters = 32;  // per cluster with extended L2
 
 enum class SubclusterType {

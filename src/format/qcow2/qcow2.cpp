@@ -209,6 +209,11 @@ Result<std::optional<std::shared_ptr<L2Table>>> Qcow2Node::load_l2_locked(uint64
     return std::optional<std::shared_ptr<L2Table>>(std::move(t));
 }
 
+// A lookup of the run of like subclusters at `off` inside one L2 table
+// (classify() per subcluster), not a walk of whole tables: the walker of
+// l1l2.h (for_each_l2_table / L2Layout::for_each_entry) serves the loops
+// over every entry (snapshots, amend, check, make_empty); reads, writes and
+// status take this path.
 Result<Qcow2Node::Mapping> Qcow2Node::map_locked(uint64_t off, uint64_t len) {
     Mapping m;
     const uint64_t l1_index = off >> (cluster_bits_ + l2_index_bits_);
@@ -1129,7 +1134,9 @@ Result<void> Qcow2Node::allocate_initial_clusters() {
 namespace {
 
 int qcow2_probe(std::span<const uint8_t> head, const std::string &) {
-    if (head.size() >= kHeaderLengthWithCompression && be32(head.data()) == kMagic && be32(head.data() + 4) >= 2)
+    ByteReader fields(head);
+    if (head.size() >= kHeaderLengthWithCompression && fields.get(hdr::kMagic) == kMagic &&
+        fields.get(hdr::kVersion) >= 2)
         return 100;
     return 0;
 }
