@@ -87,10 +87,10 @@ Result<void> Qcow2Node::update_header_locked(const char *what) {
 
 // qcow2_mark_clean: metadata on disk, then the dirty bit cleared.
 Result<void> Qcow2Node::mark_clean_locked() {
-    if (!(h_.incompatible & kIncompatDirty)) return ok();
+    if (!(header_.incompatible & kIncompatDirty)) return ok();
     QIMG_TRY(flush_metadata_locked());
     QIMG_TRY(file_->flush());
-    h_.incompatible &= ~kIncompatDirty;
+    header_.incompatible &= ~kIncompatDirty;
     lazy_dirty_set_ = false;
     return write_header_locked();
 }
@@ -103,10 +103,10 @@ Result<void> Qcow2Node::amend(const std::map<std::string, std::string> &o, bool 
     // Validation in the option list's order, as qcow2_amend_options walks it.
     for (const auto &[k, v] : o)
         if (k.rfind("encrypt.", 0) == 0) {
-            if (h_.crypt_method == 0) return make_error(EINVAL, "Can't amend encryption options - encryption not present");
+            if (header_.crypt_method == 0) return make_error(EINVAL, "Can't amend encryption options - encryption not present");
             return make_error(ENOTSUP, "Only LUKS encryption options can be amended");
         }
-    const uint32_t old_version = h_.version;
+    const uint32_t old_version = header_.version;
     uint32_t new_version = old_version;
     if (auto c = opt(o, "compat")) {
         if (*c == "0.10" || *c == "v2") new_version = 2;
@@ -117,10 +117,10 @@ Result<void> Qcow2Node::amend(const std::map<std::string, std::string> &o, bool 
     if (auto s = opt(o, "size")) new_size = std::stoull(*s);
     const auto backing_file = opt(o, "backing_file");
     const auto backing_fmt = opt(o, "backing_fmt");
-    const bool had_lazy = h_.compatible & kCompatLazyRefcounts;
+    const bool had_lazy = header_.compatible & kCompatLazyRefcounts;
     bool lazy = had_lazy;
     if (auto l = opt(o, "lazy_refcounts")) lazy = *l == "on";
-    uint32_t refcount_bits = h_.refcount_bits();
+    uint32_t refcount_bits = header_.refcount_bits();
     if (auto r = opt(o, "refcount_bits")) {
         uint64_t n = std::stoull(*r);
         if (n == 0 || n > 64 || (n & (n - 1)))
@@ -128,21 +128,21 @@ Result<void> Qcow2Node::amend(const std::map<std::string, std::string> &o, bool 
         refcount_bits = uint32_t(n);
     }
     const auto data_file = opt(o, "data_file");
-    if (data_file && !h_.has_data_file())
+    if (data_file && !header_.has_data_file())
         return make_error(EINVAL, "data-file can only be set for images that use an external data file");
-    bool data_file_raw = h_.data_file_raw();
+    bool data_file_raw = header_.data_file_raw();
     if (auto r = opt(o, "data_file_raw")) {
         data_file_raw = *r == "on";
-        if (data_file_raw && !h_.data_file_raw())
+        if (data_file_raw && !header_.data_file_raw())
             return make_error(EINVAL, "data-file-raw cannot be set on existing images");
     }
 
-    AmendProgress progress(status, int(new_version != old_version) + int(refcount_bits != h_.refcount_bits()));
+    AmendProgress progress(status, int(new_version != old_version) + int(refcount_bits != header_.refcount_bits()));
 
     // Upgrade first: the other changes may need v3.
     if (new_version > old_version) QIMG_TRY(upgrade_locked(progress.start(kOpUpgrade)));
 
-    if (refcount_bits != h_.refcount_bits()) {
+    if (refcount_bits != header_.refcount_bits()) {
         if (new_version < 3 && refcount_bits != 16)
             return make_error(EINVAL, "Refcount widths other than 16 bits require compatibility level 1.1 or above "
                                       "(use compat=1.1 or greater)");
@@ -150,19 +150,19 @@ Result<void> Qcow2Node::amend(const std::map<std::string, std::string> &o, bool 
     }
 
     // data-file-raw blocks backing files, so it is cleared before anything else.
-    if (h_.has_data_file()) {
-        if (data_file_raw) h_.autoclear |= kAutoclearDataFileRaw;
-        else h_.autoclear &= ~kAutoclearDataFileRaw;
+    if (header_.has_data_file()) {
+        if (data_file_raw) header_.autoclear |= kAutoclearDataFileRaw;
+        else header_.autoclear &= ~kAutoclearDataFileRaw;
     }
     if (data_file) {
-        if (data_file->empty()) h_.data_file.reset();
-        else h_.data_file = *data_file;
+        if (data_file->empty()) header_.data_file.reset();
+        else header_.data_file = *data_file;
     }
     QIMG_TRY(update_header_locked("Failed to update the image header"));
 
     if (backing_file || backing_fmt) {
-        const auto cur_file = h_.backing_file.empty() ? std::nullopt : std::optional<std::string>(h_.backing_file);
-        const auto cur_fmt = h_.backing_format.empty() ? std::nullopt : std::optional<std::string>(h_.backing_format);
+        const auto cur_file = header_.backing_file.empty() ? std::nullopt : std::optional<std::string>(header_.backing_file);
+        const auto cur_fmt = header_.backing_format.empty() ? std::nullopt : std::optional<std::string>(header_.backing_format);
         if (backing_file != cur_file || backing_fmt != cur_fmt)
             return make_error(EINVAL, "Cannot amend the backing file\nYou can use 'qemu-img rebase' instead.");
     }
@@ -172,19 +172,19 @@ Result<void> Qcow2Node::amend(const std::map<std::string, std::string> &o, bool 
             if (new_version < 3)
                 return make_error(EINVAL, "Lazy refcounts only supported with compatibility level 1.1 and above "
                                           "(use compat=1.1 or greater)");
-            h_.compatible |= kCompatLazyRefcounts;
+            header_.compatible |= kCompatLazyRefcounts;
             auto r = update_header_locked("Failed to update the image header");
             if (!r) {
-                h_.compatible &= ~kCompatLazyRefcounts;
+                header_.compatible &= ~kCompatLazyRefcounts;
                 return r;
             }
         } else {
             auto c = mark_clean_locked();
             if (!c) return Err(c.error().prepended("Failed to make the image clean: "));
-            h_.compatible &= ~kCompatLazyRefcounts;
+            header_.compatible &= ~kCompatLazyRefcounts;
             auto r = update_header_locked("Failed to update the image header");
             if (!r) {
-                h_.compatible |= kCompatLazyRefcounts;
+                header_.compatible |= kCompatLazyRefcounts;
                 return r;
             }
         }
@@ -210,10 +210,10 @@ Result<void> Qcow2Node::upgrade_locked(const AmendStatus &status) {
         QIMG_TRY(flush_metadata_locked());
     }
     if (status) status(1, 2);
-    h_.version = 3;
+    header_.version = 3;
     auto r = update_header_locked("Failed to update the image header");
     if (!r) {
-        h_.version = 2;
+        header_.version = 2;
         return r;
     }
     if (status) status(2, 2);
@@ -222,58 +222,54 @@ Result<void> Qcow2Node::upgrade_locked(const AmendStatus &status) {
 
 // qcow2_downgrade to v2, with QEMU's refusals.
 Result<void> Qcow2Node::downgrade_locked(const AmendStatus &status) {
-    if (h_.refcount_order != 4) return make_error(ENOTSUP, "compat=0.10 requires refcount_bits=16");
-    if (h_.has_data_file()) return make_error(ENOTSUP, "Cannot downgrade an image with a data file");
+    if (header_.refcount_order != 4) return make_error(ENOTSUP, "compat=0.10 requires refcount_bits=16");
+    if (header_.has_data_file()) return make_error(ENOTSUP, "Cannot downgrade an image with a data file");
     // Other v2 readers would not know that these snapshot fields matter.
     for (const Snapshot &sn : snapshots_)
-        if (sn.vm_state_size > UINT32_MAX || sn.disk_size != (h_.size + 511) / 512 * 512)
+        if (sn.vm_state_size > UINT32_MAX || sn.disk_size != (header_.size + 511) / 512 * 512)
             return make_error(ENOTSUP, "Internal snapshots prevent downgrade of image");
-    if (h_.incompatible & kIncompatDirty) {
+    if (header_.incompatible & kIncompatDirty) {
         auto c = mark_clean_locked();
         if (!c) return Err(c.error().prepended("Failed to make the image clean: "));
     }
-    if (h_.incompatible & ~kIncompatCompression) {
+    if (header_.incompatible & ~kIncompatCompression) {
         char m[96];
         std::snprintf(m, sizeof m, "Cannot downgrade an image with incompatible features 0x%" PRIx64 " set",
-                      h_.incompatible & ~kIncompatCompression);
+                      header_.incompatible & ~kIncompatCompression);
         return make_error(ENOTSUP, m);
     }
-    const Header saved = h_;
-    h_.compatible = 0;
-    h_.autoclear = 0;
+    const Header saved = header_;
+    header_.compatible = 0;
+    header_.autoclear = 0;
     {
         auto r = expand_zero_clusters_locked(status);
         if (!r) {
-            h_ = saved;
+            header_ = saved;
             return Err(r.error().prepended("Failed to turn zero into data clusters: "));
         }
     }
-    if (h_.incompatible & kIncompatCompression) {
+    if (header_.incompatible & kIncompatCompression) {
         // Only zstd sets the bit; zstd-compressed clusters cannot stay.
         bool any = false;
-        auto r = [&]() -> Result<void> {
-            for (uint64_t i = 0; i < l1_.size() && !any; i++) {
-                QIMG_ASSIGN(auto t, load_l2_locked(i));
-                if (!t) continue;
-                for (uint64_t j = 0; j < l2_entries_ && !any; j++) any = (**t)[j * words_] & kOflagCompressed;
-            }
-            return ok();
-        }();
+        auto r = for_each_l2_table(l1_table_, active_l2_loader(), [&](uint64_t, uint64_t, L2Table &t) -> Result<bool> {
+            (void)l2_layout_.for_each_entry(t, [&](const L2Entry &e) { any = any || e.type == ClusterType::Compressed; });
+            return !any;  // no further table is read once one is found
+        });
         if (!r) {
-            h_ = saved;
+            header_ = saved;
             return make_error(EINVAL, "Failed to check block status");
         }
         if (any) {
-            h_ = saved;
+            header_ = saved;
             return make_error(ENOTSUP,
                               "Cannot downgrade an image with zstd compression type and existing compressed clusters");
         }
-        h_.incompatible &= ~kIncompatCompression;
-        h_.compression_type = kCompressionZlib;
+        header_.incompatible &= ~kIncompatCompression;
+        header_.compression_type = kCompressionZlib;
     }
-    h_.version = 2;
+    header_.version = 2;
     auto r = update_header_locked("Failed to update the image header");
-    if (!r) h_ = saved;
+    if (!r) header_ = saved;
     return r;
 }
 
@@ -281,11 +277,11 @@ Result<void> Qcow2Node::downgrade_locked(const AmendStatus &status) {
 // unallocated (no backing file) or data clusters holding zeroes, in the
 // active L1 table and every snapshot's.
 Result<void> Qcow2Node::expand_zero_clusters_locked(const AmendStatus &status) {
-    uint64_t total = l1_.size(), visited = 0;
+    uint64_t total = l1_table_.size(), visited = 0;
     for (const Snapshot &sn : snapshots_) total += sn.l1_size;
-    QIMG_TRY(expand_zero_clusters_in_l1_locked(l1_, visited, total, status));
+    QIMG_TRY(expand_zero_clusters_in_l1_locked(l1_table_, visited, total, status));
     for (const Snapshot &sn : snapshots_) {
-        QIMG_TRY(validate_snapshot_l1_reported(sn, cs_));
+        QIMG_TRY(validate_snapshot_l1_reported(sn, cluster_size_));
         QIMG_ASSIGN(std::vector<uint64_t> l1, read_l1_locked(sn.l1_table_offset, sn.l1_size, 0));
         QIMG_TRY(expand_zero_clusters_in_l1_locked(l1, visited, total, status));
     }
@@ -296,62 +292,65 @@ Result<void> Qcow2Node::expand_zero_clusters_locked(const AmendStatus &status) {
 
 // One L1 table's L2 tables, changed in place (the same entries in a shared
 // table are right for every user). Per table: new clusters allocated and
-// zeroed, refcounts and zeroes synced, then the table written.
+// zeroed, refcounts and zeroes synced, then the table written. The L1 step
+// stays a loop of its own rather than for_each_l2_table(): progress counts
+// every L1 entry, empty ones too, and the table's refcount is read before
+// the table, as QEMU's expand_zero_clusters_in_l1 does.
 Result<void> Qcow2Node::expand_zero_clusters_in_l1_locked(const std::vector<uint64_t> &l1, uint64_t &visited,
                                                           uint64_t total, const AmendStatus &status) {
-    const std::vector<uint8_t> zeroes(cs_, 0);
+    const std::vector<uint8_t> zeroes(cluster_size_, 0);
     for (uint64_t i = 0; i < l1.size(); i++) {
         const uint64_t l2_off = l1[i] & kL1OffsetMask;
         if (l2_off) {
-            if (l2_off & (cs_ - 1)) {
+            if (l2_off & (cluster_size_ - 1)) {
                 char m[96];
                 std::snprintf(m, sizeof m, "L2 table offset %#" PRIx64 " unaligned (L1 index: %#" PRIx64 ")", l2_off, i);
                 return Err(corruption_locked(m));
             }
-            QIMG_ASSIGN(uint64_t l2_refcount, rc_->get(l2_off >> cbits_));
-            QIMG_ASSIGN(auto table, l2_->get(l2_off));
+            QIMG_ASSIGN(uint64_t l2_refcount, refcounts_->get(l2_off >> cluster_bits_));
+            QIMG_ASSIGN(auto table, l2_cache_->get(l2_off));
             L2Table &t = *table;
             bool dirty = false;
-            for (uint64_t j = 0; j < l2_entries_; j++) {
-                const uint64_t e = t[j];
-                const SubclusterType type = classify(e, 0, 0, false, false);
-                if (type != SubclusterType::ZeroPlain && type != SubclusterType::ZeroAlloc) continue;
-                uint64_t host = entry_host(e);
-                if (type == SubclusterType::ZeroPlain) {
+            // v2 targets have neither extended L2 nor a data file: one word an entry.
+            QIMG_TRY(l2_layout_.for_each_entry(t, [&](const L2Entry &e) -> Result<void> {
+                if (e.type != ClusterType::ZeroPlain && e.type != ClusterType::ZeroAlloc) return ok();
+                uint64_t host = e.host;
+                if (e.type == ClusterType::ZeroPlain) {
                     if (!backing_) {
-                        t[j] = 0;
+                        t[e.index] = 0;
                         dirty = true;
-                        continue;
+                        return ok();
                     }
-                    QIMG_ASSIGN(host, rc_->alloc_clusters(1));
-                    if (l2_refcount > 1) QIMG_TRY(rc_->update(host, cs_, int64_t(l2_refcount) - 1));
+                    QIMG_ASSIGN(host, refcounts_->alloc_clusters(1));
+                    if (l2_refcount > 1) QIMG_TRY(refcounts_->update(host, cluster_size_, int64_t(l2_refcount) - 1));
                 }
-                if (host & (cs_ - 1)) {
+                if (host & (cluster_size_ - 1)) {
                     char m[128];
                     std::snprintf(m, sizeof m,
                                   "Cluster allocation offset %#" PRIx64 " unaligned (L2 offset: %#" PRIx64
                                   ", L2 index: %#" PRIx64 ")",
-                                  host, l2_off, j);
+                                  host, l2_off, e.index);
                     return Err(corruption_locked(m));
                 }
-                QIMG_TRY(check_metadata_overlap(host, cs_));
+                QIMG_TRY(check_metadata_overlap(host, cluster_size_));
                 // A new cluster is counted once per user of the table; a
                 // preallocated one may also be shared through another L2
                 // table (a snapshot's copy of this one). QEMU 7.2 judges
                 // both by the table's refcount and sets COPIED on shared
                 // clusters, which its own check reports as corruption.
                 uint64_t refcount = l2_refcount;
-                if (type == SubclusterType::ZeroAlloc && !h_.has_data_file()) {
-                    QIMG_ASSIGN(refcount, rc_->get(host >> cbits_));
+                if (e.type == ClusterType::ZeroAlloc && !header_.has_data_file()) {
+                    QIMG_ASSIGN(refcount, refcounts_->get(host >> cluster_bits_));
                 }
-                QIMG_TRY(data_file_->write(host, zeroes.data(), cs_));
-                t[j] = host | (refcount == 1 ? kOflagCopied : 0);
+                QIMG_TRY(data_file_->write(host, zeroes.data(), cluster_size_));
+                t[e.index] = host | (refcount == 1 ? kOflagCopied : 0);
                 dirty = true;
-            }
+                return ok();
+            }));
             if (dirty) {
-                l2_->mark_dirty(l2_off);
+                l2_cache_->mark_dirty(l2_off);
                 // Syncs the refcounts and the zeroes before the table.
-                QIMG_TRY(l2_->write_back());
+                QIMG_TRY(l2_cache_->write_back());
             }
         }
         visited++;
@@ -363,18 +362,18 @@ Result<void> Qcow2Node::expand_zero_clusters_in_l1_locked(const std::vector<uint
 Result<void> Qcow2Node::change_refcount_order_locked(uint32_t order, const AmendStatus &status) {
     QIMG_TRY(flush_metadata_locked());
     auto publish = [this](uint64_t off, uint32_t clusters, uint32_t new_order) -> Result<void> {
-        const Header saved = h_;
-        h_.refcount_table_offset = off;
-        h_.refcount_table_clusters = clusters;
-        h_.refcount_order = new_order;
+        const Header saved = header_;
+        header_.refcount_table_offset = off;
+        header_.refcount_table_clusters = clusters;
+        header_.refcount_order = new_order;
         auto r = write_header_locked();
         if (!r) {
-            h_ = saved;
+            header_ = saved;
             return Err(r.error().prepended("Failed to update the qcow2 header: "));
         }
         return ok();
     };
-    return rc_->change_order(order, publish, status);
+    return refcounts_->change_order(order, publish, status);
 }
 
 }  // namespace qimg::qcow2

@@ -53,14 +53,15 @@ Result<std::vector<BitmapDirEntry>> parse_bitmap_directory(std::span<const uint8
         if (out.size() + 1 > nb_bitmaps)
             return make_error(EINVAL, "More bitmaps found than specified in header extension");
         const uint8_t *p = dir.data() + off;
+        ByteReader fixed(dir.subspan(off, kBmeDirEntryFixed));
         BitmapDirEntry e;
-        e.table_offset = be64(p);
-        e.table_size = be32(p + 8);
-        e.flags = be32(p + 12);
-        const uint8_t type = p[16];
-        e.granularity_bits = p[17];
-        const uint16_t name_size = be16(p + 18);
-        const uint32_t extra = be32(p + 20);
+        e.table_offset = fixed.get(bme::kTableOffset);
+        e.table_size = fixed.get(bme::kTableSize);
+        e.flags = fixed.get(bme::kFlags);
+        const uint8_t type = fixed.get(bme::kType);
+        e.granularity_bits = fixed.get(bme::kGranularityBits);
+        const uint16_t name_size = fixed.get(bme::kNameSize);
+        const uint32_t extra = fixed.get(bme::kExtraDataSize);
         const uint64_t len = bitmap_dir_entry_size(uint64_t(name_size) + extra);
         if (len > dir.size() - off) return Err(broken);
         if (extra != 0) return make_error(EINVAL, "Bitmap extra data is not supported");
@@ -83,15 +84,15 @@ std::vector<uint8_t> serialize_bitmap_directory(const std::vector<BitmapDirEntry
     std::vector<uint8_t> out(size, 0);
     uint64_t off = 0;
     for (const BitmapDirEntry &e : list) {
-        uint8_t *p = out.data() + off;
-        put_be64(p, e.table_offset);
-        put_be32(p + 8, e.table_size);
-        put_be32(p + 12, e.flags);
-        p[16] = kBitmapTypeDirtyTracking;
-        p[17] = e.granularity_bits;
-        put_be16(p + 18, uint16_t(e.name.size()));
-        put_be32(p + 20, 0);
-        std::memcpy(p + kBmeDirEntryFixed, e.name.data(), e.name.size());
+        ByteWriter w(out);  // sized above for every entry
+        w.put(bme::kTableOffset.at(off), e.table_offset);
+        w.put(bme::kTableSize.at(off), e.table_size);
+        w.put(bme::kFlags.at(off), e.flags);
+        w.put(bme::kType.at(off), kBitmapTypeDirtyTracking);
+        w.put(bme::kGranularityBits.at(off), e.granularity_bits);
+        w.put(bme::kNameSize.at(off), uint16_t(e.name.size()));
+        w.put(bme::kExtraDataSize.at(off), 0);
+        w.bytes(off + kBmeDirEntryFixed, e.name.data(), e.name.size());
         off += bitmap_dir_entry_size(e.name.size());
     }
     return out;

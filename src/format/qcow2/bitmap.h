@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "util/bytes.h"
 #include "util/result.h"
 
 namespace qimg::qcow2 {
@@ -24,6 +25,15 @@ inline constexpr uint64_t kBmeMaxPhysSize = 0x20000000;   // bytes of bitmap dat
 inline constexpr uint32_t kBmeMaxNameSize = 1023;
 inline constexpr uint8_t kBitmapTypeDirtyTracking = 1;
 inline constexpr uint64_t kBmeDirEntryFixed = 24;
+// The fixed part of a directory entry by byte offset (qcow2.txt: "Bitmap
+// directory"); the name follows it.
+namespace bme {
+inline constexpr Be64 kTableOffset{0};
+inline constexpr Be32 kTableSize{8}, kFlags{12};
+inline constexpr U8 kType{16}, kGranularityBits{17};
+inline constexpr Be16 kNameSize{18};
+inline constexpr Be32 kExtraDataSize{20};
+}  // namespace bme
 // qcow2.txt: "Bitmap table"
 inline constexpr uint64_t kBmeTableReservedMask = 0xff000000000001feull;
 inline constexpr uint64_t kBmeTableOffsetMask = 0x00fffffffffffe00ull;

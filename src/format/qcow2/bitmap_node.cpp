@@ -38,29 +38,29 @@ std::string inconsistent_message(const std::string &name) {
 Result<std::vector<uint64_t>> Qcow2Node::read_bitmap_table(const BitmapDirEntry &e) {
     std::vector<uint8_t> raw(uint64_t(e.table_size) * 8);
     QIMG_TRY(read_padded(*file_, e.table_offset, raw.data(), raw.size()));
-    return parse_bitmap_table(raw, cs_);
+    return parse_bitmap_table(raw, cluster_size_);
 }
 
 // Queues a published bitmap's clusters (data and table) for freeing.
 void Qcow2Node::drop_bitmap_clusters(const BitmapDirEntry &e, const std::vector<uint64_t> &table,
                                      std::vector<BitmapDrop> &drops) const {
     for (uint64_t t : table)
-        if (t & kBmeTableOffsetMask) drops.push_back({t & kBmeTableOffsetMask, cs_, true});
+        if (t & kBmeTableOffsetMask) drops.push_back({t & kBmeTableOffsetMask, cluster_size_, true});
     drops.push_back({e.table_offset, uint64_t(e.table_size) * 8, false});
 }
 
 // At open (QEMU's qcow2_load_dirty_bitmaps): the directory and every
 // consistent bitmap's table are validated; data is read when first needed.
 Result<void> Qcow2Node::load_bitmaps() {
-    if (!h_.bitmaps) return ok();
-    const BitmapsExtension &ext = *h_.bitmaps;
+    if (!header_.bitmaps) return ok();
+    const BitmapsExtension &ext = *header_.bitmaps;
     if (ext.directory_size == 0) return make_error(EINVAL, "Requested bitmap directory size is zero");
     if (ext.directory_size > kMaxBitmapDirectorySize)
         return make_error(EINVAL, "Requested bitmap directory size is too big");
     std::vector<uint8_t> dir(ext.directory_size);
     if (auto r = read_padded(*file_, ext.directory_offset, dir.data(), dir.size()); !r)
         return errno_error(r.error().code, "Failed to read bitmap directory");
-    QIMG_ASSIGN(auto entries, parse_bitmap_directory(dir, ext.nb_bitmaps, cs_, h_.size));
+    QIMG_ASSIGN(auto entries, parse_bitmap_directory(dir, ext.nb_bitmaps, cluster_size_, header_.size));
     for (BitmapDirEntry &e : entries) {
         LoadedBitmap b;
         b.entry = std::move(e);
@@ -71,7 +71,7 @@ Result<void> Qcow2Node::load_bitmaps() {
             if (!t)
                 return Err(t.error().prepended("Could not read bitmap_table table from image for bitmap '" +
                                                b.entry.name + "': "));
-            if (bitmap_table_entries(h_.size, b.entry.granularity_bits, cs_) != b.entry.table_size)
+            if (bitmap_table_entries(header_.size, b.entry.granularity_bits, cluster_size_) != b.entry.table_size)
                 return make_error(EINVAL, "Could not read bitmap '" + b.entry.name + "' from image: Invalid argument");
             b.table = std::move(*t);
         }
@@ -96,18 +96,18 @@ Result<void> Qcow2Node::claim_bitmaps() {
 
 Result<void> Qcow2Node::load_bitmap_data_locked(LoadedBitmap &b) {
     if (b.data_loaded || b.inconsistent) return ok();
-    DirtyBits bits(h_.size, b.entry.granularity_bits);
+    DirtyBits bits(header_.size, b.entry.granularity_bits);
     std::vector<uint8_t> &bytes = bits.bytes();
-    std::vector<uint8_t> buf(cs_);
-    for (uint64_t i = 0; i < b.table.size() && i * cs_ < bytes.size(); i++) {
-        const uint64_t n = std::min<uint64_t>(cs_, bytes.size() - i * cs_);
+    std::vector<uint8_t> buf(cluster_size_);
+    for (uint64_t i = 0; i < b.table.size() && i * cluster_size_ < bytes.size(); i++) {
+        const uint64_t n = std::min<uint64_t>(cluster_size_, bytes.size() - i * cluster_size_);
         const uint64_t off = b.table[i] & kBmeTableOffsetMask;
         if (off) {
-            if (auto r = read_padded(*file_, off, buf.data(), cs_); !r)
+            if (auto r = read_padded(*file_, off, buf.data(), cluster_size_); !r)
                 return errno_error(r.error().code, "Could not read bitmap '" + b.entry.name + "' from image");
-            std::memcpy(bytes.data() + i * cs_, buf.data(), n);
+            std::memcpy(bytes.data() + i * cluster_size_, buf.data(), n);
         } else if (b.table[i] & kBmeTableAllOnes) {
-            std::memset(bytes.data() + i * cs_, 0xff, n);
+            std::memset(bytes.data() + i * cluster_size_, 0xff, n);
         }
     }
     bits.mask_tail();
@@ -150,13 +150,13 @@ Result<void> Qcow2Node::start_bitmap_tracking_locked(bool all) {
 // either as it was or IN_USE (inconsistent), both valid states, and the
 // flush completes before any guest write is allowed.
 Result<void> Qcow2Node::publish_in_use_in_place_locked() {
-    uint64_t pos = h_.bitmaps->directory_offset;
+    uint64_t pos = header_.bitmaps->directory_offset;
     for (LoadedBitmap &b : bitmaps_) {
         const uint32_t flags = b.entry.flags | (b.in_use ? kBmeFlagInUse : 0);
         if (flags != b.entry.flags) {
-            uint8_t f[4];
-            put_be32(f, flags);
-            QIMG_TRY(file_->write(pos + 12, f, 4));
+            uint8_t f[bme::kFlags.size];
+            ByteWriter(f).put(decltype(bme::kFlags){0}, flags);
+            QIMG_TRY(file_->write(pos + bme::kFlags.offset, f, sizeof f));
         }
         pos += bitmap_dir_entry_size(b.entry.name.size());
     }
@@ -195,20 +195,20 @@ Result<void> Qcow2Node::resize_bitmaps_locked(uint64_t new_size) {
 Result<uint64_t> Qcow2Node::write_bitmap_locked(const DirtyBits &bits, std::vector<uint64_t> &table,
                                                 std::vector<std::pair<uint64_t, uint64_t>> &allocated) {
     const std::vector<uint8_t> &bytes = bits.bytes();
-    table.assign(bitmap_table_entries(bits.image_size(), bits.granularity_bits(), cs_), 0);
-    std::vector<uint8_t> buf(cs_);
+    table.assign(bitmap_table_entries(bits.image_size(), bits.granularity_bits(), cluster_size_), 0);
+    std::vector<uint8_t> buf(cluster_size_);
     for (uint64_t i = 0; i < table.size(); i++) {
-        const uint64_t start = i * cs_, n = std::min<uint64_t>(cs_, bytes.size() - start);
+        const uint64_t start = i * cluster_size_, n = std::min<uint64_t>(cluster_size_, bytes.size() - start);
         if (std::all_of(bytes.begin() + start, bytes.begin() + start + n, [](uint8_t v) { return v == 0; })) continue;
-        QIMG_ASSIGN(uint64_t off, rc_->alloc_clusters(1));
-        allocated.emplace_back(off, cs_);
+        QIMG_ASSIGN(uint64_t off, refcounts_->alloc_clusters(1));
+        allocated.emplace_back(off, cluster_size_);
         std::memcpy(buf.data(), bytes.data() + start, n);
-        std::memset(buf.data() + n, 0, cs_ - n);
-        QIMG_TRY(file_->write(off, buf.data(), cs_));
+        std::memset(buf.data() + n, 0, cluster_size_ - n);
+        QIMG_TRY(file_->write(off, buf.data(), cluster_size_));
         table[i] = off;
     }
     const uint64_t tbytes = table.size() * 8;
-    QIMG_ASSIGN(uint64_t toff, rc_->alloc_clusters(div_round_up(tbytes, cs_)));
+    QIMG_ASSIGN(uint64_t toff, refcounts_->alloc_clusters(div_round_up(tbytes, cluster_size_)));
     allocated.emplace_back(toff, tbytes);
     std::vector<uint8_t> raw(tbytes);
     for (uint64_t i = 0; i < table.size(); i++) put_be64(&raw[i * 8], table[i]);
@@ -224,7 +224,7 @@ Result<void> Qcow2Node::store_bitmaps_locked(bool keep_tracking, bool directory_
     std::vector<std::pair<uint64_t, uint64_t>> allocated;
     std::vector<BitmapDrop> drops = bitmap_drops_;
     auto undo = [&](Error e) -> Result<void> {
-        for (auto [off, len] : allocated) (void)rc_->update(off, len, -1);
+        for (auto [off, len] : allocated) (void)refcounts_->update(off, len, -1);
         return Err(std::move(e));
     };
     // On-disk bitmaps first, in directory order; new ones after them, the
@@ -265,23 +265,23 @@ Result<void> Qcow2Node::store_bitmaps_locked(bool keep_tracking, bool directory_
         if (dir.size() > kMaxBitmaps) return undo(make_error(EINVAL, "Too many persistent bitmaps"));
         std::vector<uint8_t> raw = serialize_bitmap_directory(dir);
         if (raw.size() > kMaxBitmapDirectorySize) return undo(make_error(EINVAL, "Bitmap directory is too large"));
-        auto off = rc_->alloc_clusters(div_round_up(raw.size(), cs_));
+        auto off = refcounts_->alloc_clusters(div_round_up(raw.size(), cluster_size_));
         if (!off) return undo(off.error());
         allocated.emplace_back(*off, raw.size());
         if (auto r = file_->write(*off, raw.data(), raw.size()); !r) return undo(r.error());
         ext = BitmapsExtension{uint32_t(dir.size()), raw.size(), *off};
     }
     // New clusters and their refcounts are durable before the header points at them.
-    if (auto r = rc_->write_back(); !r) return undo(r.error());
+    if (auto r = refcounts_->write_back(); !r) return undo(r.error());
     if (auto r = file_->flush(); !r) return undo(r.error());
-    const std::optional<BitmapsExtension> old_ext = h_.bitmaps;
-    const uint64_t old_autoclear = h_.autoclear;
-    h_.bitmaps = ext;
-    if (ext) h_.autoclear |= kAutoclearBitmaps;
-    else h_.autoclear &= ~kAutoclearBitmaps;
+    const std::optional<BitmapsExtension> old_ext = header_.bitmaps;
+    const uint64_t old_autoclear = header_.autoclear;
+    header_.bitmaps = ext;
+    if (ext) header_.autoclear |= kAutoclearBitmaps;
+    else header_.autoclear &= ~kAutoclearBitmaps;
     if (auto r = write_header_locked(); !r) {
-        h_.bitmaps = old_ext;
-        h_.autoclear = old_autoclear;
+        header_.bitmaps = old_ext;
+        header_.autoclear = old_autoclear;
         return undo(r.error());
     }
     // Published: the in-memory state follows, then the old clusters go.
@@ -305,12 +305,12 @@ Result<void> Qcow2Node::store_bitmaps_locked(bool keep_tracking, bool directory_
         bitmaps_need_store_ = false;
     }
     for (const BitmapDrop &d : drops) {
-        QIMG_TRY(rc_->update(d.offset, d.length, -1));
+        QIMG_TRY(refcounts_->update(d.offset, d.length, -1));
         if (!d.discard) continue;
-        QIMG_ASSIGN(uint64_t rc, rc_->get(d.offset >> cbits_));
-        if (rc == 0) (void)file_->discard(d.offset, cs_);
+        QIMG_ASSIGN(uint64_t rc, refcounts_->get(d.offset >> cluster_bits_));
+        if (rc == 0) (void)file_->discard(d.offset, cluster_size_);
     }
-    return rc_->write_back();
+    return refcounts_->write_back();
 }
 
 // --- qemu-img bitmap -------------------------------------------------------
@@ -324,9 +324,9 @@ Result<void> Qcow2Node::bitmap_action(const BitmapAction &a) {
         auto fail = [&](const std::string &m) {
             return make_error(EINVAL, "Can't make bitmap '" + a.name + "' persistent in '" + a.node_name + "': " + m);
         };
-        if (h_.version < 3) return fail("Cannot store dirty bitmaps in qcow2 v2 files");
-        const uint64_t gran = a.granularity ? a.granularity : std::clamp<uint64_t>(cs_, 4096, 65536);
-        if (auto r = check_bitmap_constraints(a.name, gran, h_.size, cs_); !r) return fail(r.error().message);
+        if (header_.version < 3) return fail("Cannot store dirty bitmaps in qcow2 v2 files");
+        const uint64_t gran = a.granularity ? a.granularity : std::clamp<uint64_t>(cluster_size_, 4096, 65536);
+        if (auto r = check_bitmap_constraints(a.name, gran, header_.size, cluster_size_); !r) return fail(r.error().message);
         uint64_t dir_size = bitmap_dir_entry_size(a.name.size());
         for (const LoadedBitmap &b : bitmaps_) dir_size += bitmap_dir_entry_size(b.entry.name.size());
         if (bitmaps_.size() + 1 > kMaxBitmaps) return fail("Maximum number of persistent bitmaps is already reached");
@@ -338,7 +338,7 @@ Result<void> Qcow2Node::bitmap_action(const BitmapAction &a) {
         b.enabled = true;
         b.data_loaded = true;
         b.bits_changed = true;
-        b.bits = DirtyBits(h_.size, b.entry.granularity_bits);
+        b.bits = DirtyBits(header_.size, b.entry.granularity_bits);
         bitmaps_.push_back(std::move(b));
         bitmaps_need_store_ = true;
         return ok();
@@ -429,7 +429,7 @@ Result<BitmapBits> Qcow2Node::bitmap_read(const std::string &name) {
     if (!b) return make_error(ENOENT, "Dirty bitmap '" + name + "' not found");
     BitmapBits out;
     out.granularity = uint64_t{1} << b->entry.granularity_bits;
-    out.image_size = h_.size;
+    out.image_size = header_.size;
     out.in_use = b->inconsistent;
     if (b->inconsistent) return out;
     QIMG_TRY(load_bitmap_data_locked(*b));

@@ -13,7 +13,7 @@ namespace qimg::qcow2 {
 
 Result<void> Qcow2Node::change_backing_file(const std::string &name, const std::string &fmt) {
     // A raw external data file must stand alone (QEMU: -EINVAL).
-    if (!name.empty() && h_.data_file_raw()) return make_error(EINVAL, "Invalid argument");
+    if (!name.empty() && header_.data_file_raw()) return make_error(EINVAL, "Invalid argument");
     if (name.size() > kMaxBackingNameLength) return make_error(EINVAL, "Invalid argument");
     if (read_only_) return make_error(EROFS, "Read-only file system");
     return set_backing_file(name, fmt);
@@ -36,40 +36,40 @@ Result<void> Qcow2Node::make_empty() {
 // the image already has it (every image qemu-img create made whose L1 and
 // refcount table never grew), where each step keeps the image consistent.
 bool Qcow2Node::has_initial_layout_locked() const {
-    const uint64_t l1_clusters = (uint64_t(l1_.size()) * 8 + cs_ - 1) / cs_;
-    const uint64_t refblock_entries = cs_ * 8 / h_.refcount_bits();
-    return h_.version >= 3 && snapshots_.empty() && !h_.bitmaps && !h_.has_data_file() && h_.crypt_method == 0 &&
-           3 + l1_clusters <= refblock_entries && h_.refcount_table_offset == cs_ &&
-           h_.refcount_table_clusters == 1 && !rc_->table().empty() && rc_->table()[0] == 2 * cs_ &&
-           h_.l1_table_offset == 3 * cs_;
+    const uint64_t l1_clusters = (uint64_t(l1_table_.size()) * 8 + cluster_size_ - 1) / cluster_size_;
+    const uint64_t refblock_entries = cluster_size_ * 8 / header_.refcount_bits();
+    return header_.version >= 3 && snapshots_.empty() && !header_.bitmaps && !header_.has_data_file() && header_.crypt_method == 0 &&
+           3 + l1_clusters <= refblock_entries && header_.refcount_table_offset == cluster_size_ &&
+           header_.refcount_table_clusters == 1 && !refcounts_->table().empty() && refcounts_->table()[0] == 2 * cluster_size_ &&
+           header_.l1_table_offset == 3 * cluster_size_;
 }
 
 Result<void> Qcow2Node::reset_to_initial_layout_locked() {
-    const uint64_t l1_clusters = (uint64_t(l1_.size()) * 8 + cs_ - 1) / cs_;
+    const uint64_t l1_clusters = (uint64_t(l1_table_.size()) * 8 + cluster_size_ - 1) / cluster_size_;
     const uint64_t used = 3 + l1_clusters;
     // 1. An all-zero L1 table: reads fall through to the backing file. From
     //    here on every L2 table and data cluster is merely leaked.
-    for (uint64_t e : l1_)
-        if (e & kL1OffsetMask) l2_->drop(e & kL1OffsetMask);
+    for (uint64_t e : l1_table_)
+        if (e & kL1OffsetMask) l2_cache_->drop(e & kL1OffsetMask);
     {
-        std::vector<uint8_t> zero(l1_clusters * cs_, 0);
-        QIMG_TRY(file_->write(h_.l1_table_offset, zero.data(), zero.size()));
+        std::vector<uint8_t> zero(l1_clusters * cluster_size_, 0);
+        QIMG_TRY(file_->write(header_.l1_table_offset, zero.data(), zero.size()));
         QIMG_TRY(file_->flush());
-        std::fill(l1_.begin(), l1_.end(), 0);
+        std::fill(l1_table_.begin(), l1_table_.end(), 0);
     }
     // 2. The refcount table keeps only the first block: the others (and
     //    the clusters they count, all unreferenced now) are leaked.
-    const std::vector<uint64_t> &table = rc_->table();
+    const std::vector<uint64_t> &table = refcounts_->table();
     if (std::any_of(table.begin() + 1, table.end(), [](uint64_t e) { return e != 0; })) {
-        std::vector<uint8_t> rt(cs_, 0);
-        put_be64(rt.data(), 2 * cs_);
-        QIMG_TRY(file_->write(cs_, rt.data(), rt.size()));
+        std::vector<uint8_t> rt(cluster_size_, 0);
+        put_be64(rt.data(), 2 * cluster_size_);
+        QIMG_TRY(file_->write(cluster_size_, rt.data(), rt.size()));
         QIMG_TRY(file_->flush());
     }
     // 3. The first block counts only the metadata clusters, in one write.
     {
-        std::vector<uint8_t> block(cs_, 0);
-        const unsigned bits = h_.refcount_bits();
+        std::vector<uint8_t> block(cluster_size_, 0);
+        const unsigned bits = header_.refcount_bits();
         for (uint64_t i = 0; i < used; i++) {
             uint64_t bit = i * bits;
             switch (bits) {
@@ -80,16 +80,16 @@ Result<void> Qcow2Node::reset_to_initial_layout_locked() {
             default: put_be64(&block[i * 8], 1); break;
             }
         }
-        QIMG_TRY(file_->write(2 * cs_, block.data(), block.size()));
+        QIMG_TRY(file_->write(2 * cluster_size_, block.data(), block.size()));
         QIMG_TRY(file_->flush());
     }
     // 4. Nothing past the metadata is referenced or counted any more.
-    QIMG_TRY(file_->truncate(used * cs_, Prealloc::Off, false));
+    QIMG_TRY(file_->truncate(used * cluster_size_, Prealloc::Off, false));
     free_byte_offset_ = 0;
     metadata_prealloc_.reset();
     {
-        std::lock_guard z(zcache_mu_);
-        zcache_.clear();
+        std::lock_guard z(decompressed_mu_);
+        decompressed_cluster_.clear();
     }
     return reset_refcounts();
 }
@@ -98,22 +98,21 @@ Result<void> Qcow2Node::reset_to_initial_layout_locked() {
 // full discard of every cluster), through the ordinary L2 update path:
 // tables first, refcount decrements after they are on disk.
 Result<void> Qcow2Node::unmap_all_locked() {
-    const uint64_t span = uint64_t{1} << (cbits_ + l2_bits_);
-    for (uint64_t i = 0; i < l1_.size(); i++) {
-        if (!(l1_[i] & kL1OffsetMask)) continue;
-        for (uint64_t j = 0; j < l2_entries_; j++) {
-            const uint64_t off = i * span + (j << cbits_);
-            QIMG_ASSIGN(auto t, load_l2_locked(i));
-            if (!t) break;
-            const uint64_t entry = (**t)[j * words_], bitmap = words_ == 2 ? (**t)[j * 2 + 1] : 0;
-            if (entry == 0 && bitmap == 0) continue;
-            QIMG_ASSIGN(Slot s, l2_slot_for_write(off));
-            (*s.table)[s.index * words_] = 0;
-            if (words_ == 2) (*s.table)[s.index * 2 + 1] = 0;
-            l2_->mark_dirty(s.l2_offset);
-            if ((entry & kOflagCompressed) || entry_host(entry)) QIMG_TRY(free_later(entry));
-        }
-    }
+    const uint64_t span = uint64_t{1} << (cluster_bits_ + l2_index_bits_);
+    // The table visited may be replaced by a copy on the first change (one
+    // shared with a snapshot, l2_slot_for_write): the entries not reached yet
+    // are the same in both, so the walk reads on in the one it holds.
+    QIMG_TRY(for_each_l2_table(l1_table_, active_l2_loader(), [&](uint64_t i, uint64_t, L2Table &t) -> Result<void> {
+        return l2_layout_.for_each_entry(t, [&](const L2Entry &e) -> Result<void> {
+            if (e.word == 0 && e.bitmap == 0) return ok();
+            QIMG_ASSIGN(Slot s, l2_slot_for_write(i * span + (e.index << cluster_bits_)));
+            (*s.table)[s.index * l2_entry_words_] = 0;
+            if (l2_entry_words_ == 2) (*s.table)[s.index * 2 + 1] = 0;
+            l2_cache_->mark_dirty(s.l2_offset);
+            if (e.type == ClusterType::Compressed || entry_host(e.word)) QIMG_TRY(free_later(e.word));
+            return ok();
+        });
+    }));
     QIMG_TRY(flush_metadata_locked());
     return file_->flush();
 }

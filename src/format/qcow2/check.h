@@ -9,6 +9,12 @@
 // on-disk ones cannot be trusted. The snapshot table is read by the check
 // itself (a check-mode open skips it), so that a broken one is reported
 // and, with -r all, cut, truncated or rewritten as QEMU does.
+//
+// The check is one Checker (checker.h) in files by concern: check.cpp (entry
+// points, phase order, report), check_snapshot_table.cpp,
+// check_references.cpp (the expected refcounts), check_repair.cpp (leaks,
+// corruptions, OFLAG_COPIED, the overlap guard of repair writes) and
+// check_rebuild.cpp (a new refcount structure).
 #pragma once
 
 namespace qimg::qcow2 {

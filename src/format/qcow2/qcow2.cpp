@@ -43,58 +43,57 @@ std::string hex(uint64_t v) {
 
 }  // namespace
 
-Qcow2Node::Qcow2Node(NodePtr file, Header h) : h_(std::move(h)) { file_ = std::move(file); }
+Qcow2Node::Qcow2Node(NodePtr file, Header h) : header_(std::move(h)) { file_ = std::move(file); }
 
 Qcow2Node::~Qcow2Node() { (void)close(); }
 
 uint64_t Qcow2Node::length() const {
     std::lock_guard g(mu_);
-    return h_.size;
+    return header_.size;
 }
 
 bool Qcow2Node::is_dirty() const {
     std::lock_guard g(mu_);
-    return h_.incompatible & kIncompatDirty;
+    return header_.incompatible & kIncompatDirty;
 }
 
 // As QEMU: an image without preallocated metadata reads as zeroes; a
 // preallocated one only if its data file does.
 bool Qcow2Node::has_zero_init() const {
     std::lock_guard g(mu_);
-    bool preallocated = !l1_.empty() && l1_[0] != 0;
+    bool preallocated = !l1_table_.empty() && l1_table_[0] != 0;
     return !preallocated || (data_file_ && data_file_->has_zero_init());
 }
 
 Result<void> Qcow2Node::init() {
-    cbits_ = h_.cluster_bits;
-    cs_ = h_.cluster_size();
-    words_ = h_.extended_l2() ? 2 : 1;
-    l2_bits_ = cbits_ - (h_.extended_l2() ? 4 : 3);
-    l2_entries_ = uint64_t{1} << l2_bits_;
-    subclusters_ = h_.extended_l2() ? kSubclusters : 1;
-    sc_size_ = cs_ / subclusters_;
-    csize_shift_ = 62 - (cbits_ - 8);
-    csize_mask_ = (uint64_t{1} << (cbits_ - 8)) - 1;
+    cluster_bits_ = header_.cluster_bits;
+    cluster_size_ = header_.cluster_size();
+    l2_entry_words_ = header_.extended_l2() ? 2 : 1;
+    l2_index_bits_ = cluster_bits_ - (header_.extended_l2() ? 4 : 3);
+    l2_entries_ = uint64_t{1} << l2_index_bits_;
+    subclusters_per_cluster_ = header_.extended_l2() ? kSubclusters : 1;
+    subcluster_size_ = cluster_size_ / subclusters_per_cluster_;
+    l2_layout_ = L2Layout(cluster_bits_, header_.extended_l2(), header_.has_data_file());
 
-    l1_.assign(h_.l1_size, 0);
-    if (h_.l1_size) {
-        std::vector<uint8_t> raw(uint64_t(h_.l1_size) * 8);
-        auto r = read_padded(*file_, h_.l1_table_offset, raw.data(), raw.size());
+    l1_table_.assign(header_.l1_size, 0);
+    if (header_.l1_size) {
+        std::vector<uint8_t> raw(uint64_t(header_.l1_size) * 8);
+        auto r = read_padded(*file_, header_.l1_table_offset, raw.data(), raw.size());
         if (!r) return Err(r.error().prepended("Could not read L1 table: "));
-        for (uint64_t i = 0; i < h_.l1_size; i++) l1_[i] = be64(&raw[i * 8]);
+        for (uint64_t i = 0; i < header_.l1_size; i++) l1_table_[i] = be64(&raw[i * 8]);
     }
-    rc_ = std::make_unique<Refcounts>(*file_, cbits_, h_.refcount_order, [this](uint64_t off, uint32_t clusters) -> Result<void> {
+    refcounts_ = std::make_unique<Refcounts>(*file_, cluster_bits_, header_.refcount_order, [this](uint64_t off, uint32_t clusters) -> Result<void> {
         QIMG_TRY(write_refcount_table_pointer(*file_, off, clusters));
-        h_.refcount_table_offset = off;
-        h_.refcount_table_clusters = clusters;
+        header_.refcount_table_offset = off;
+        header_.refcount_table_clusters = clusters;
         return file_->flush();
     });
     {
-        auto r = rc_->load(h_.refcount_table_offset, h_.refcount_table_clusters);
+        auto r = refcounts_->load(header_.refcount_table_offset, header_.refcount_table_clusters);
         if (!r) return Err(r.error().prepended("Could not initialize refcount handling: "));
     }
-    l2_ = std::make_unique<L2Cache>(*file_, cs_, [this]() -> Result<void> {
-        QIMG_TRY(rc_->write_back());
+    l2_cache_ = std::make_unique<L2Cache>(*file_, cluster_size_, [this]() -> Result<void> {
+        QIMG_TRY(refcounts_->write_back());
         return file_->flush();
     });
     return ok();
@@ -120,8 +119,8 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
                                      "considered inconsistent");
     }
     auto node = std::make_shared<Qcow2Node>(req.file, std::move(h));
-    node->enc_ = std::move(enc);
-    node->runtime_ = runtime;
+    node->encryption_ = std::move(enc);
+    node->runtime_options_ = runtime;
     node->set_filename(req.filename);
     node->set_read_only(!rw);
     QIMG_TRY(node->init());
@@ -132,16 +131,16 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     // QEMU's qcow2_do_open: a writable open clears the autoclear bits it
     // does not know and rewrites the header at once, as it does for a stale
     // bitmaps extension (written without it).
-    const bool clear_autoclear = rw && (node->h_.autoclear & ~kAutoclearMask);
-    if (clear_autoclear) node->h_.autoclear &= kAutoclearMask;
+    const bool clear_autoclear = rw && (node->header_.autoclear & ~kAutoclearMask);
+    if (clear_autoclear) node->header_.autoclear &= kAutoclearMask;
     if (rw) QIMG_TRY(node->claim_bitmaps());
-    if (rw && (node->h_.stale_bitmaps_extension || clear_autoclear)) {
+    if (rw && (node->header_.stale_bitmaps_extension || clear_autoclear)) {
         std::lock_guard g(node->mu_);
-        node->h_.stale_bitmaps_extension = false;
+        node->header_.stale_bitmaps_extension = false;
         auto r = node->write_header_locked();
         if (!r) return Err(errno_error(r.error().code, "Could not update qcow2 header"));
     }
-    const Header &hh = node->h_;
+    const Header &hh = node->header_;
     QIMG_TRY(node->open_data_file(req));
     if (rw && !req.flags.check && (hh.incompatible & kIncompatDirty)) QIMG_TRY(node->repair_dirty());
     // The opener opens the backing file the header names (block/open.h).
@@ -162,7 +161,7 @@ Result<void> Qcow2Node::open_data_file(OpenRequest &req) {
         req.options.erase(it);
     }
     if (req.flags.no_io) {
-        data_file_ = h_.has_data_file() ? nullptr : file_;
+        data_file_ = header_.has_data_file() ? nullptr : file_;
         return ok();
     }
     // qemu-img names no nodes, so a reference can never be resolved.
@@ -175,16 +174,16 @@ Result<void> Qcow2Node::open_data_file(OpenRequest &req) {
     if (!spec.options.empty()) {
         QIMG_ASSIGN(df, req.opener->open_child(*this, req.flags, spec));
     }
-    if (!h_.has_data_file()) {
+    if (!header_.has_data_file()) {
         if (df) return make_error(EINVAL, "'data-file' can only be set for images with an external data file");
-        if (h_.data_file_raw()) return make_error(EINVAL, "data-file-raw requires a data file");
+        if (header_.data_file_raw()) return make_error(EINVAL, "data-file-raw requires a data file");
         data_file_ = file_;
         return ok();
     }
-    if (!df && h_.data_file && !h_.data_file->empty()) {
+    if (!df && header_.data_file && !header_.data_file->empty()) {
         // QEMU opens the name the header records relative to the working
         // directory, not to the image.
-        spec.recorded = *h_.data_file;
+        spec.recorded = *header_.data_file;
         QIMG_ASSIGN(df, req.opener->open_child(*this, req.flags, spec));
     }
     if (!df) return make_error(EINVAL, "'data-file' is required for this image");
@@ -201,19 +200,24 @@ Result<NodePtr> qcow2_open(OpenRequest &req) {
 
 Result<std::optional<std::shared_ptr<L2Table>>> Qcow2Node::load_l2_locked(uint64_t l1_index) {
     std::optional<std::shared_ptr<L2Table>> none;
-    if (l1_index >= l1_.size()) return none;
-    uint64_t l2_off = l1_[l1_index] & kL1OffsetMask;
+    if (l1_index >= l1_table_.size()) return none;
+    uint64_t l2_off = l1_table_[l1_index] & kL1OffsetMask;
     if (l2_off == 0) return none;
-    if (l2_off & (cs_ - 1))
+    if (l2_off & (cluster_size_ - 1))
         return Err(corruption_locked("L2 table offset " + hex(l2_off) + " unaligned (L1 index: " + hex(l1_index) + ")"));
-    QIMG_ASSIGN(auto t, l2_->get(l2_off));
+    QIMG_ASSIGN(auto t, l2_cache_->get(l2_off));
     return std::optional<std::shared_ptr<L2Table>>(std::move(t));
 }
 
+// A lookup of the run of like subclusters at `off` inside one L2 table
+// (classify() per subcluster), not a walk of whole tables: the walker of
+// l1l2.h (for_each_l2_table / L2Layout::for_each_entry) serves the loops
+// over every entry (snapshots, amend, check, make_empty); reads, writes and
+// status take this path.
 Result<Qcow2Node::Mapping> Qcow2Node::map_locked(uint64_t off, uint64_t len) {
     Mapping m;
-    const uint64_t l1_index = off >> (cbits_ + l2_bits_);
-    const uint64_t table_end = (l1_index + 1) << (cbits_ + l2_bits_);
+    const uint64_t l1_index = off >> (cluster_bits_ + l2_index_bits_);
+    const uint64_t table_end = (l1_index + 1) << (cluster_bits_ + l2_index_bits_);
     len = std::min(len, table_end - off);
     QIMG_ASSIGN(auto table, load_l2_locked(l1_index));
     if (!table) {
@@ -221,32 +225,32 @@ Result<Qcow2Node::Mapping> Qcow2Node::map_locked(uint64_t off, uint64_t len) {
         return m;
     }
     const L2Table &t = **table;
-    const bool ext = words_ == 2;
+    const bool ext = l2_entry_words_ == 2;
     bool first = true;
     uint64_t pos = off, expect_host = 0;
     while (pos < off + len) {
-        uint64_t idx = (pos >> cbits_) & (l2_entries_ - 1);
-        uint64_t entry = t[idx * words_], bitmap = ext ? t[idx * words_ + 1] : 0;
-        unsigned sc = unsigned((pos & (cs_ - 1)) / sc_size_);
-        SubclusterType type = classify(entry, bitmap, sc, ext, h_.has_data_file());
+        uint64_t idx = (pos >> cluster_bits_) & (l2_entries_ - 1);
+        uint64_t entry = t[idx * l2_entry_words_], bitmap = ext ? t[idx * l2_entry_words_ + 1] : 0;
+        unsigned sc = unsigned((pos & (cluster_size_ - 1)) / subcluster_size_);
+        SubclusterType type = classify(entry, bitmap, sc, ext, header_.has_data_file());
         if (type == SubclusterType::Invalid)
             return Err(corruption_locked("Invalid cluster entry found  (L2 offset: " +
-                                         hex(l1_[l1_index] & kL1OffsetMask) + ", L2 index: " + hex(idx) + ")"));
+                                         hex(l1_table_[l1_index] & kL1OffsetMask) + ", L2 index: " + hex(idx) + ")"));
         uint64_t host = 0;
         bool has_host = type == SubclusterType::Normal || type == SubclusterType::ZeroAlloc ||
                         type == SubclusterType::UnallocatedAlloc;
         if (has_host) {
             uint64_t hc = entry_host(entry);
-            if (hc & (cs_ - 1))
+            if (hc & (cluster_size_ - 1))
                 return Err(corruption_locked("Cluster allocation offset " + hex(hc) + " unaligned (L2 offset: " +
-                                             hex(l1_[l1_index] & kL1OffsetMask) + ", L2 index: " + hex(idx) + ")"));
-            if (h_.data_file_raw() && hc != (pos & ~(cs_ - 1)))
+                                             hex(l1_table_[l1_index] & kL1OffsetMask) + ", L2 index: " + hex(idx) + ")"));
+            if (header_.data_file_raw() && hc != (pos & ~(cluster_size_ - 1)))
                 return Err(corruption_locked("External data file host cluster offset " + hex(hc) +
-                                             " does not match guest cluster offset: " + hex(pos & ~(cs_ - 1)) +
+                                             " does not match guest cluster offset: " + hex(pos & ~(cluster_size_ - 1)) +
                                              ", which is not allowed with raw external data"));
-            host = hc + (pos & (cs_ - 1));
+            host = hc + (pos & (cluster_size_ - 1));
         }
-        uint64_t unit_end = std::min(off + len, (pos / sc_size_ + 1) * sc_size_);
+        uint64_t unit_end = std::min(off + len, (pos / subcluster_size_ + 1) * subcluster_size_);
         if (first) {
             m.type = type;
             m.host = host;
@@ -273,19 +277,17 @@ Result<void> Qcow2Node::read_unallocated(uint64_t off, uint8_t *buf, size_t len)
 }
 
 Result<void> Qcow2Node::read_compressed(uint64_t entry, uint64_t in_cluster, uint8_t *buf, size_t len) {
-    std::lock_guard g(zcache_mu_);
-    if (zcache_.size() != cs_ || zcache_entry_ != entry) {
-        uint64_t coff = entry & ((uint64_t{1} << csize_shift_) - 1);
-        uint64_t nsec = ((entry >> csize_shift_) & csize_mask_) + 1;
-        uint64_t csize = nsec * 512 - (coff & 511);
-        std::vector<uint8_t> in(csize);
-        QIMG_TRY(read_padded(*data_file_, coff, in.data(), csize));
-        zcache_.resize(cs_);
-        zcache_entry_ = 0;
-        QIMG_TRY(qcow2::decompress_cluster(h_.compression_type, in, zcache_));
-        zcache_entry_ = entry;
+    std::lock_guard g(decompressed_mu_);
+    if (decompressed_cluster_.size() != cluster_size_ || decompressed_entry_ != entry) {
+        const CompressedExtent c = decode_compressed(entry, cluster_bits_);
+        std::vector<uint8_t> in(c.bytes);
+        QIMG_TRY(read_padded(*data_file_, c.offset, in.data(), c.bytes));
+        decompressed_cluster_.resize(cluster_size_);
+        decompressed_entry_ = 0;
+        QIMG_TRY(qcow2::decompress_cluster(header_.compression_type, in, decompressed_cluster_));
+        decompressed_entry_ = entry;
     }
-    std::memcpy(buf, zcache_.data() + in_cluster, len);
+    std::memcpy(buf, decompressed_cluster_.data() + in_cluster, len);
     return ok();
 }
 
@@ -311,8 +313,8 @@ Result<void> Qcow2Node::read_range_unlocked(uint64_t off, uint8_t *p, size_t len
             QIMG_TRY(read_padded(*data_file_, m.host, p, n));
             break;
         case SubclusterType::Compressed:
-            n = size_t(std::min<uint64_t>(n, cs_ - (off & (cs_ - 1))));
-            QIMG_TRY(read_compressed(m.l2_entry, off & (cs_ - 1), p, n));
+            n = size_t(std::min<uint64_t>(n, cluster_size_ - (off & (cluster_size_ - 1))));
+            QIMG_TRY(read_compressed(m.l2_entry, off & (cluster_size_ - 1), p, n));
             break;
         case SubclusterType::Invalid:
             return make_error(EIO, "Invalid cluster entry");
@@ -338,11 +340,11 @@ bool Qcow2Node::detect_metadata_preallocation_locked() {
     // the file really occupies means preallocated (sparse) data clusters.
     auto real = file_->allocated_size();
     if (!real) return false;
-    uint64_t real_clusters = *real / cs_;
+    uint64_t real_clusters = *real / cluster_size_;
     uint64_t threshold = std::max(real_clusters * 10 / 9, real_clusters + 2);
-    uint64_t end = (file_->length() + cs_ - 1) / cs_, count = 0;
+    uint64_t end = (file_->length() + cluster_size_ - 1) / cluster_size_, count = 0;
     for (uint64_t i = 0; i < end && count < threshold; i++) {
-        auto r = rc_->get(i);
+        auto r = refcounts_->get(i);
         if (!r) return false;
         count += *r != 0;
     }
@@ -408,14 +410,14 @@ void Qcow2Node::cache_advice(CacheAdvice a, uint64_t off, uint64_t len) {
 nlohmann::ordered_json Qcow2Node::specific_info() const {
     std::lock_guard g(mu_);
     nlohmann::ordered_json data;
-    if (h_.version == 2) {
+    if (header_.version == 2) {
         data["compat"] = "0.10";
         data["compression-type"] = "zlib";
-        data["refcount-bits"] = h_.refcount_bits();
+        data["refcount-bits"] = header_.refcount_bits();
     } else {
         data["compat"] = "1.1";
-        data["compression-type"] = h_.compression_type == kCompressionZstd ? "zstd" : "zlib";
-        data["lazy-refcounts"] = bool(h_.compatible & kCompatLazyRefcounts);
+        data["compression-type"] = header_.compression_type == kCompressionZstd ? "zstd" : "zlib";
+        data["lazy-refcounts"] = bool(header_.compatible & kCompatLazyRefcounts);
         if (!bitmaps_.empty()) {
             // As published on disk (QEMU's qcow2_get_bitmap_info_list).
             nlohmann::ordered_json arr = nlohmann::ordered_json::array();
@@ -431,13 +433,13 @@ nlohmann::ordered_json Qcow2Node::specific_info() const {
             }
             data["bitmaps"] = arr;
         }
-        data["refcount-bits"] = h_.refcount_bits();
-        if (h_.data_file) data["data-file"] = *h_.data_file;
-        if (h_.has_data_file()) data["data-file-raw"] = h_.data_file_raw();
-        data["corrupt"] = bool(h_.incompatible & kIncompatCorrupt);
-        data["extended-l2"] = h_.extended_l2();
+        data["refcount-bits"] = header_.refcount_bits();
+        if (header_.data_file) data["data-file"] = *header_.data_file;
+        if (header_.has_data_file()) data["data-file-raw"] = header_.data_file_raw();
+        data["corrupt"] = bool(header_.incompatible & kIncompatCorrupt);
+        data["extended-l2"] = header_.extended_l2();
     }
-    if (nlohmann::ordered_json e = encryption_info_json(enc_); !e.is_null()) data["encrypt"] = e;
+    if (nlohmann::ordered_json e = encryption_info_json(encryption_); !e.is_null()) data["encrypt"] = e;
     nlohmann::ordered_json out;
     out["type"] = "qcow2";
     out["data"] = data;
@@ -447,26 +449,30 @@ nlohmann::ordered_json Qcow2Node::specific_info() const {
 // --- metadata updates ----------------------------------------------------
 
 Result<void> Qcow2Node::write_header_locked() {
-    QIMG_TRY(write_header_safely(*file_, h_));
+    QIMG_TRY(write_header_safely(*file_, header_));
     return file_->flush();
 }
 
-Error Qcow2Node::corruption_locked(const std::string &what) {
-    const bool fatal = !read_only_;
-    if (!signaled_corruption_ || (fatal && !(h_.incompatible & kIncompatCorrupt))) {
-        if (fatal)
-            std::fprintf(stderr, "qcow2: Marking image as corrupt: %s; further corruption events will be suppressed\n",
-                         what.c_str());
-        else
-            std::fprintf(stderr, "qcow2: Image is corrupt: %s; further non-fatal corruption events will be suppressed\n",
-                         what.c_str());
-        if (fatal && h_.version >= 3) {  // v2 headers have no feature bits
-            // qcow2_mark_corrupt: best effort, the EIO below is what counts.
-            h_.incompatible |= kIncompatCorrupt;
-            (void)write_header_locked();
-        }
-        signaled_corruption_ = true;
+void Qcow2Node::signal_corruption_locked(const std::string &what, bool fatal) {
+    fatal = fatal && !read_only_;
+    if (signaled_corruption_ && (!fatal || (header_.incompatible & kIncompatCorrupt))) return;
+    if (fatal)
+        std::fprintf(stderr, "qcow2: Marking image as corrupt: %s; further corruption events will be suppressed\n",
+                     what.c_str());
+    else
+        std::fprintf(stderr, "qcow2: Image is corrupt: %s; further non-fatal corruption events will be suppressed\n",
+                     what.c_str());
+    if (fatal && header_.version >= 3) {  // v2 headers have no feature bits
+        // qcow2_mark_corrupt: the bit in memory, then the one header field
+        // synced; best effort, the caller's EIO is what counts.
+        header_.incompatible |= kIncompatCorrupt;
+        if (write_header_field(*file_, hdr::kIncompatibleFeatures, header_.incompatible)) (void)file_->flush();
     }
+    signaled_corruption_ = true;
+}
+
+Error Qcow2Node::corruption_locked(const std::string &what) {
+    signal_corruption_locked(what, true);
     return Error{EIO, std::strerror(EIO)};
 }
 
@@ -479,13 +485,13 @@ Result<void> Qcow2Node::prepare_write_locked() {
     bool update = false;
     // Autoclear bits we do not maintain (unknown ones) are cleared before
     // the first change, as the spec asks; the bitmaps bit stays with them.
-    uint64_t keep = kAutoclearDataFileRaw | (h_.bitmaps ? kAutoclearBitmaps : 0);
-    if (h_.autoclear & ~keep) {
-        h_.autoclear &= keep;
+    uint64_t keep = kAutoclearDataFileRaw | (header_.bitmaps ? kAutoclearBitmaps : 0);
+    if (header_.autoclear & ~keep) {
+        header_.autoclear &= keep;
         update = true;
     }
-    if ((h_.compatible & kCompatLazyRefcounts) && !(h_.incompatible & kIncompatDirty)) {
-        h_.incompatible |= kIncompatDirty;
+    if ((header_.compatible & kCompatLazyRefcounts) && !(header_.incompatible & kIncompatDirty)) {
+        header_.incompatible |= kIncompatDirty;
         lazy_dirty_set_ = true;
         update = true;
     }
@@ -500,8 +506,8 @@ Result<void> Qcow2Node::prepare_write_locked() {
 // one whose refcounts need the repair QEMU and qimg do on a read-write open.
 // v2 images have no dirty bit.
 Result<void> Qcow2Node::mark_dirty_locked() {
-    if (h_.version < 3 || (h_.incompatible & kIncompatDirty)) return ok();
-    h_.incompatible |= kIncompatDirty;
+    if (header_.version < 3 || (header_.incompatible & kIncompatDirty)) return ok();
+    header_.incompatible |= kIncompatDirty;
     lazy_dirty_set_ = true;
     dirty_change_pending_ = true;
     return write_header_locked();
@@ -509,13 +515,11 @@ Result<void> Qcow2Node::mark_dirty_locked() {
 
 Result<void> Qcow2Node::free_later(uint64_t entry) {
     if (entry & kOflagCompressed) {
-        uint64_t coff = entry & ((uint64_t{1} << csize_shift_) - 1);
-        uint64_t nsec = ((entry >> csize_shift_) & csize_mask_) + 1;
-        uint64_t csize = nsec * 512 - (coff & 511);
-        pending_frees_.emplace_back(coff, csize);
-    } else if (!h_.has_data_file()) {
+        const CompressedExtent c = decode_compressed(entry, cluster_bits_);
+        pending_frees_.emplace_back(c.offset, c.bytes);
+    } else if (!header_.has_data_file()) {
         uint64_t host = entry_host(entry);
-        if (host) pending_frees_.emplace_back(host, cs_);
+        if (host) pending_frees_.emplace_back(host, cluster_size_);
     }
     if (pending_frees_.size() > 4096) QIMG_TRY(flush_metadata_locked());
     return ok();
@@ -527,28 +531,28 @@ Result<void> Qcow2Node::free_later(uint64_t entry) {
 Result<void> Qcow2Node::discard_freed_locked(const std::vector<uint64_t> &hosts) {
     std::vector<uint64_t> free_clusters;
     for (uint64_t host : hosts) {
-        QIMG_ASSIGN(uint64_t rc, rc_->get(host >> cbits_));
-        if (rc == 0) free_clusters.push_back(host >> cbits_);
+        QIMG_ASSIGN(uint64_t rc, refcounts_->get(host >> cluster_bits_));
+        if (rc == 0) free_clusters.push_back(host >> cluster_bits_);
     }
     std::sort(free_clusters.begin(), free_clusters.end());
     free_clusters.erase(std::unique(free_clusters.begin(), free_clusters.end()), free_clusters.end());
     for (size_t i = 0; i < free_clusters.size();) {
         size_t j = i + 1;
         while (j < free_clusters.size() && free_clusters[j] == free_clusters[j - 1] + 1) ++j;
-        (void)file_->discard(free_clusters[i] << cbits_, (j - i) * cs_);
+        (void)file_->discard(free_clusters[i] << cluster_bits_, (j - i) * cluster_size_);
         i = j;
     }
     return ok();
 }
 
 Result<void> Qcow2Node::flush_metadata_locked() {
-    QIMG_TRY(l2_->write_back());
+    QIMG_TRY(l2_cache_->write_back());
     if (!pending_frees_.empty()) {
         QIMG_TRY(file_->flush());  // L2 tables that dropped the clusters are durable
-        for (auto [off, len] : pending_frees_) QIMG_TRY(rc_->update(off, len, -1));
+        for (auto [off, len] : pending_frees_) QIMG_TRY(refcounts_->update(off, len, -1));
         pending_frees_.clear();
     }
-    QIMG_TRY(rc_->write_back());
+    QIMG_TRY(refcounts_->write_back());
     return ok();
 }
 
@@ -565,7 +569,7 @@ Result<void> Qcow2Node::flush() {
 
 Result<void> Qcow2Node::close() {
     std::lock_guard g(mu_);
-    if (closed_ || read_only_ || !rc_) return ok();
+    if (closed_ || read_only_ || !refcounts_) return ok();
     closed_ = true;
     QIMG_TRY(flush_metadata_locked());
     if (bitmaps_need_store_) QIMG_TRY(store_bitmaps_locked(false));
@@ -575,8 +579,8 @@ Result<void> Qcow2Node::close() {
     // (this includes a dirty image that check -r could not repair).
     // A change begun under mark_dirty_locked() that failed half-way leaves
     // the bit set, so that the next read-write open repairs the refcounts.
-    if ((lazy_dirty_set_ || (h_.incompatible & kIncompatDirty)) && !dirty_change_pending_) {
-        h_.incompatible &= ~kIncompatDirty;
+    if ((lazy_dirty_set_ || (header_.incompatible & kIncompatDirty)) && !dirty_change_pending_) {
+        header_.incompatible &= ~kIncompatDirty;
         QIMG_TRY(write_header_locked());
     }
     return ok();
@@ -584,12 +588,12 @@ Result<void> Qcow2Node::close() {
 
 Result<void> Qcow2Node::set_backing_file(const std::string &name, const std::string &fmt) {
     std::lock_guard g(mu_);
-    Header saved = h_;
-    h_.backing_file = name;
-    h_.backing_format = fmt;
+    Header saved = header_;
+    header_.backing_file = name;
+    header_.backing_format = fmt;
     auto r = write_header_locked();
     if (!r) {
-        h_ = saved;
+        header_ = saved;
         return r;
     }
     set_backing_names(name, fmt, combine_backing_path(filename(), name));
@@ -597,35 +601,35 @@ Result<void> Qcow2Node::set_backing_file(const std::string &name, const std::str
 }
 
 Result<void> Qcow2Node::grow_l1_locked(uint64_t min_size) {
-    if (min_size <= l1_.size()) return ok();
+    if (min_size <= l1_table_.size()) return ok();
     if (min_size > kMaxL1Bytes / 8) return make_error(EFBIG, "Failed to grow the L1 table: File too large");
     QIMG_TRY(flush_metadata_locked());
     uint64_t bytes = min_size * 8;
-    QIMG_ASSIGN(uint64_t new_off, rc_->alloc_clusters((bytes + cs_ - 1) / cs_));
+    QIMG_ASSIGN(uint64_t new_off, refcounts_->alloc_clusters((bytes + cluster_size_ - 1) / cluster_size_));
     std::vector<uint8_t> raw(bytes, 0);
-    for (uint64_t i = 0; i < l1_.size(); i++) put_be64(&raw[i * 8], l1_[i]);
+    for (uint64_t i = 0; i < l1_table_.size(); i++) put_be64(&raw[i * 8], l1_table_[i]);
     // As qcow2_grow_l1_table: the refcounts are durable before the new
     // table is written (qcow2_cache_flush), each step then synced.
-    QIMG_TRY(rc_->write_back());
+    QIMG_TRY(refcounts_->write_back());
     QIMG_TRY(file_->flush());
     QIMG_TRY(file_->write(new_off, raw.data(), raw.size()));
     QIMG_TRY(file_->flush());
     QIMG_TRY(write_l1_table_pointer(*file_, uint32_t(min_size), new_off));
     QIMG_TRY(file_->flush());
-    uint64_t old_off = h_.l1_table_offset, old_bytes = l1_.size() * 8;
-    h_.l1_table_offset = new_off;
-    h_.l1_size = uint32_t(min_size);
-    l1_.resize(min_size, 0);
-    if (old_off && old_bytes) QIMG_TRY(rc_->update(old_off, old_bytes, -1));
+    uint64_t old_off = header_.l1_table_offset, old_bytes = l1_table_.size() * 8;
+    header_.l1_table_offset = new_off;
+    header_.l1_size = uint32_t(min_size);
+    l1_table_.resize(min_size, 0);
+    if (old_off && old_bytes) QIMG_TRY(refcounts_->update(old_off, old_bytes, -1));
     return ok();
 }
 
 Result<void> Qcow2Node::check_metadata_overlap(uint64_t host, uint64_t len) const {
     auto overlaps = [&](uint64_t a, uint64_t alen) { return alen && host < a + alen && a < host + len; };
-    if (overlaps(0, cs_) || overlaps(h_.l1_table_offset, uint64_t(l1_.size()) * 8) ||
-        overlaps(h_.refcount_table_offset, uint64_t(h_.refcount_table_clusters) * cs_))
+    if (overlaps(0, cluster_size_) || overlaps(header_.l1_table_offset, uint64_t(l1_table_.size()) * 8) ||
+        overlaps(header_.refcount_table_offset, uint64_t(header_.refcount_table_clusters) * cluster_size_))
         return make_error(EIO, "Preventing invalid write on metadata (overlaps with qcow2 metadata)");
-    if (overlaps(h_.snapshots_offset, snapshots_size_))
+    if (overlaps(header_.snapshots_offset, snapshots_size_))
         return make_error(EIO, "Preventing invalid write on metadata (overlaps with snapshot table)");
     for (const Snapshot &sn : snapshots_)
         if (overlaps(sn.l1_table_offset, uint64_t(sn.l1_size) * 8))
@@ -635,39 +639,39 @@ Result<void> Qcow2Node::check_metadata_overlap(uint64_t host, uint64_t len) cons
 
 // The L2 slot for `off`, allocating the L2 table if needed.
 Result<Qcow2Node::Slot> Qcow2Node::l2_slot_for_write(uint64_t off) {
-    uint64_t l1_index = off >> (cbits_ + l2_bits_);
-    if (l1_index >= l1_.size()) QIMG_TRY(grow_l1_locked(l1_index + 1));
+    uint64_t l1_index = off >> (cluster_bits_ + l2_index_bits_);
+    if (l1_index >= l1_table_.size()) QIMG_TRY(grow_l1_locked(l1_index + 1));
     Slot s;
-    s.index = (off >> cbits_) & (l2_entries_ - 1);
-    uint64_t l1e = l1_[l1_index];
+    s.index = (off >> cluster_bits_) & (l2_entries_ - 1);
+    uint64_t l1e = l1_table_[l1_index];
     uint64_t l2_off = l1e & kL1OffsetMask;
     if (l2_off && !(l1e & kOflagCopied)) {
         // Shared with a snapshot: write to a copy (snapshot.cpp).
         QIMG_TRY(cow_l2_locked(l1_index));
-        l1e = l1_[l1_index];
+        l1e = l1_table_[l1_index];
         l2_off = l1e & kL1OffsetMask;
     }
     if (l2_off == 0) {
-        QIMG_ASSIGN(uint64_t n, rc_->alloc_clusters(1));
-        auto t = std::make_shared<L2Table>(cs_ / 8, 0);
+        QIMG_ASSIGN(uint64_t n, refcounts_->alloc_clusters(1));
+        auto t = std::make_shared<L2Table>(cluster_size_ / 8, 0);
         // Refcount first, then the table, then the L1 entry pointing at it.
-        QIMG_TRY(rc_->write_back());
+        QIMG_TRY(refcounts_->write_back());
         QIMG_TRY(file_->flush());
-        QIMG_TRY(l2_->write_table(n, *t));
+        QIMG_TRY(l2_cache_->write_table(n, *t));
         QIMG_TRY(file_->flush());
-        l1_[l1_index] = n | kOflagCopied;
+        l1_table_[l1_index] = n | kOflagCopied;
         uint8_t e[8];
-        put_be64(e, l1_[l1_index]);
-        QIMG_TRY(file_->write(h_.l1_table_offset + l1_index * 8, e, 8));
+        put_be64(e, l1_table_[l1_index]);
+        QIMG_TRY(file_->write(header_.l1_table_offset + l1_index * 8, e, 8));
         QIMG_TRY(file_->flush());  // qcow2_write_l1_entry writes with bdrv_pwrite_sync
-        l2_->put_new(n, t);
+        l2_cache_->put_new(n, t);
         s.table = t;
         s.l2_offset = n;
         return s;
     }
-    if (l2_off & (cs_ - 1))
+    if (l2_off & (cluster_size_ - 1))
         return Err(corruption_locked("L2 table offset " + hex(l2_off) + " unaligned (L1 index: " + hex(l1_index) + ")"));
-    QIMG_ASSIGN(s.table, l2_->get(l2_off));
+    QIMG_ASSIGN(s.table, l2_cache_->get(l2_off));
     s.l2_offset = l2_off;
     return s;
 }
@@ -678,43 +682,43 @@ Result<Qcow2Node::Slot> Qcow2Node::l2_slot_for_write(uint64_t off) {
 Result<void> Qcow2Node::write_cluster_locked(uint64_t off, const uint8_t *buf, size_t len) {
     QIMG_ASSIGN(Slot s, l2_slot_for_write(off));
     L2Table &t = *s.table;
-    const bool ext = words_ == 2;
-    uint64_t entry = t[s.index * words_], bitmap = ext ? t[s.index * words_ + 1] : 0;
-    const uint64_t cluster_start = off & ~(cs_ - 1), in = off - cluster_start;
+    const bool ext = l2_entry_words_ == 2;
+    uint64_t entry = t[s.index * l2_entry_words_], bitmap = ext ? t[s.index * l2_entry_words_ + 1] : 0;
+    const uint64_t cluster_start = off & ~(cluster_size_ - 1), in = off - cluster_start;
     const bool compressed = entry & kOflagCompressed;
     const uint64_t old_host = compressed ? 0 : entry_host(entry);
-    const bool allocated = !compressed && (old_host != 0 || (h_.has_data_file() && (entry & kOflagCopied)));
+    const bool allocated = !compressed && (old_host != 0 || (header_.has_data_file() && (entry & kOflagCopied)));
 
     if (ext && ((bitmap >> 32) & bitmap & 0xffffffffu) && allocated)
         return make_error(EIO, "Invalid cluster entry found");
 
     // In place: the cluster is ours alone (COPIED) and not compressed.
     if (allocated && (entry & kOflagCopied)) {
-        if (old_host & (cs_ - 1))  // qcow2's handle_copied
+        if (old_host & (cluster_size_ - 1))  // qcow2's handle_copied
             return Err(corruption_locked(std::string(entry & kOflagZero ? "Preallocated zero" : "Data") +
                                          " cluster offset " + hex(old_host) + " unaligned (guest offset: " + hex(off) +
                                          ")"));
-        if (!h_.has_data_file()) QIMG_TRY(check_metadata_overlap(old_host, cs_));
+        if (!header_.has_data_file()) QIMG_TRY(check_metadata_overlap(old_host, cluster_size_));
         if (!ext) {
             if (!(entry & kOflagZero)) return data_file_->write(old_host + in, buf, len);
             // A zero cluster with a reserved host cluster: the rest must read as zeroes.
-            std::vector<uint8_t> full(cs_, 0);
+            std::vector<uint8_t> full(cluster_size_, 0);
             std::memcpy(full.data() + in, buf, len);
-            QIMG_TRY(data_file_->write(old_host, full.data(), cs_));
+            QIMG_TRY(data_file_->write(old_host, full.data(), cluster_size_));
             t[s.index] = entry & ~kOflagZero;
-            l2_->mark_dirty(s.l2_offset);
+            l2_cache_->mark_dirty(s.l2_offset);
             return ok();
         }
         // Extended L2: fill the partial edges of subclusters that are not yet data.
-        uint64_t sc0 = in / sc_size_, sc1 = (in + len - 1) / sc_size_;
-        uint64_t a = sc0 * sc_size_, b = (sc1 + 1) * sc_size_;
+        uint64_t sc0 = in / subcluster_size_, sc1 = (in + len - 1) / subcluster_size_;
+        uint64_t a = sc0 * subcluster_size_, b = (sc1 + 1) * subcluster_size_;
         std::vector<uint8_t> area(b - a);
         for (uint64_t sc = sc0; sc <= sc1; sc++) {
-            SubclusterType ty = classify(entry, bitmap, unsigned(sc), true, h_.has_data_file());
-            uint8_t *p = area.data() + (sc * sc_size_ - a);
-            if (ty == SubclusterType::Normal) QIMG_TRY(read_padded(*data_file_, old_host + sc * sc_size_, p, sc_size_));
-            else if (ty == SubclusterType::ZeroAlloc) std::memset(p, 0, sc_size_);
-            else QIMG_TRY(read_unallocated(cluster_start + sc * sc_size_, p, sc_size_));
+            SubclusterType ty = classify(entry, bitmap, unsigned(sc), true, header_.has_data_file());
+            uint8_t *p = area.data() + (sc * subcluster_size_ - a);
+            if (ty == SubclusterType::Normal) QIMG_TRY(read_padded(*data_file_, old_host + sc * subcluster_size_, p, subcluster_size_));
+            else if (ty == SubclusterType::ZeroAlloc) std::memset(p, 0, subcluster_size_);
+            else QIMG_TRY(read_unallocated(cluster_start + sc * subcluster_size_, p, subcluster_size_));
         }
         std::memcpy(area.data() + (in - a), buf, len);
         QIMG_TRY(data_file_->write(old_host + a, area.data(), area.size()));
@@ -723,29 +727,29 @@ Result<void> Qcow2Node::write_cluster_locked(uint64_t off, const uint8_t *buf, s
         uint64_t nb = (bitmap | mask) & ~(mask << 32);
         if (nb != bitmap) {
             t[s.index * 2 + 1] = nb;
-            l2_->mark_dirty(s.l2_offset);
+            l2_cache_->mark_dirty(s.l2_offset);
         }
         return ok();
     }
 
     // Allocate a new host cluster (external data files map 1:1).
     uint64_t host;
-    if (h_.has_data_file()) {
+    if (header_.has_data_file()) {
         host = cluster_start;
     } else {
-        QIMG_ASSIGN(host, rc_->alloc_clusters(1));
+        QIMG_ASSIGN(host, refcounts_->alloc_clusters(1));
     }
     uint64_t new_bitmap = 0;
     if (ext && !compressed && !allocated) {
         // Only the touched subclusters are written; the others keep their state.
-        uint64_t sc0 = in / sc_size_, sc1 = (in + len - 1) / sc_size_;
-        uint64_t a = sc0 * sc_size_, b = (sc1 + 1) * sc_size_;
+        uint64_t sc0 = in / subcluster_size_, sc1 = (in + len - 1) / subcluster_size_;
+        uint64_t a = sc0 * subcluster_size_, b = (sc1 + 1) * subcluster_size_;
         std::vector<uint8_t> area(b - a);
         if (in != a || in + len != b) {
             for (uint64_t sc : {sc0, sc1}) {
-                uint8_t *p = area.data() + (sc * sc_size_ - a);
-                if (bitmap & (uint64_t{1} << (sc + 32))) std::memset(p, 0, sc_size_);
-                else QIMG_TRY(read_unallocated(cluster_start + sc * sc_size_, p, sc_size_));
+                uint8_t *p = area.data() + (sc * subcluster_size_ - a);
+                if (bitmap & (uint64_t{1} << (sc + 32))) std::memset(p, 0, subcluster_size_);
+                else QIMG_TRY(read_unallocated(cluster_start + sc * subcluster_size_, p, subcluster_size_));
             }
         }
         std::memcpy(area.data() + (in - a), buf, len);
@@ -754,32 +758,32 @@ Result<void> Qcow2Node::write_cluster_locked(uint64_t off, const uint8_t *buf, s
         for (uint64_t sc = sc0; sc <= sc1; sc++) mask |= uint64_t{1} << sc;
         new_bitmap = (bitmap | mask) & ~(mask << 32);
     } else {
-        std::vector<uint8_t> full(cs_);
-        if (len != cs_) {
+        std::vector<uint8_t> full(cluster_size_);
+        if (len != cluster_size_) {
             // Copy-on-write: the rest of the cluster keeps what it read before.
-            uint64_t vis = std::min<uint64_t>(cs_, h_.size - cluster_start);
+            uint64_t vis = std::min<uint64_t>(cluster_size_, header_.size - cluster_start);
             mu_.unlock();
             auto r = read_range_unlocked(cluster_start, full.data(), vis);
             mu_.lock();
             QIMG_TRY(r);
-            if (vis < cs_) std::memset(full.data() + vis, 0, cs_ - vis);
+            if (vis < cluster_size_) std::memset(full.data() + vis, 0, cluster_size_ - vis);
         }
         std::memcpy(full.data() + in, buf, len);
-        QIMG_TRY(data_file_->write(host, full.data(), cs_));
+        QIMG_TRY(data_file_->write(host, full.data(), cluster_size_));
         new_bitmap = ext ? 0xffffffffull : 0;
     }
     // The slot may have been evicted while unlocked: look it up again.
     QIMG_ASSIGN(Slot s2, l2_slot_for_write(off));
-    uint64_t cur = (*s2.table)[s2.index * words_];
+    uint64_t cur = (*s2.table)[s2.index * l2_entry_words_];
     if (cur != entry) {
         // Someone else changed the entry meanwhile; give our cluster back.
-        if (!h_.has_data_file()) pending_frees_.emplace_back(host, cs_);
+        if (!header_.has_data_file()) pending_frees_.emplace_back(host, cluster_size_);
         return write_cluster_locked(off, buf, len);
     }
-    (*s2.table)[s2.index * words_] = host | kOflagCopied;
+    (*s2.table)[s2.index * l2_entry_words_] = host | kOflagCopied;
     if (ext) (*s2.table)[s2.index * 2 + 1] = new_bitmap;
-    l2_->mark_dirty(s2.l2_offset);
-    if (compressed || (allocated && !h_.has_data_file())) QIMG_TRY(free_later(entry));
+    l2_cache_->mark_dirty(s2.l2_offset);
+    if (compressed || (allocated && !header_.has_data_file())) QIMG_TRY(free_later(entry));
     return ok();
 }
 
@@ -792,44 +796,44 @@ Result<void> Qcow2Node::write_cluster_locked(uint64_t off, const uint8_t *buf, s
 // written, 0 if the first cluster does not qualify.
 Result<uint64_t> Qcow2Node::write_new_clusters(uint64_t off, const uint8_t *buf, uint64_t len) {
     std::unique_lock g(mu_);
-    if (h_.has_data_file() || (off & (cs_ - 1)) || len < cs_) return uint64_t{0};
-    uint64_t max_n = std::min<uint64_t>(len >> cbits_, l2_entries_ - ((off >> cbits_) & (l2_entries_ - 1)));
+    if (header_.has_data_file() || (off & (cluster_size_ - 1)) || len < cluster_size_) return uint64_t{0};
+    uint64_t max_n = std::min<uint64_t>(len >> cluster_bits_, l2_entries_ - ((off >> cluster_bits_) & (l2_entries_ - 1)));
     QIMG_ASSIGN(Slot s, l2_slot_for_write(off));
     std::vector<std::pair<uint64_t, uint64_t>> old;  // entry, extended-L2 bitmap
     for (uint64_t i = 0; i < max_n; i++) {
-        uint64_t e = (*s.table)[(s.index + i) * words_];
+        uint64_t e = (*s.table)[(s.index + i) * l2_entry_words_];
         if ((e & kOflagCompressed) || entry_host(e)) break;
-        old.emplace_back(e, words_ == 2 ? (*s.table)[(s.index + i) * 2 + 1] : 0);
+        old.emplace_back(e, l2_entry_words_ == 2 ? (*s.table)[(s.index + i) * 2 + 1] : 0);
     }
     const uint64_t n = old.size();
     if (n == 0) return uint64_t{0};
-    QIMG_ASSIGN(uint64_t host, rc_->alloc_clusters(n));
+    QIMG_ASSIGN(uint64_t host, refcounts_->alloc_clusters(n));
     g.unlock();
-    auto wr = data_file_->write(host, buf, n * cs_);
+    auto wr = data_file_->write(host, buf, n * cluster_size_);
     g.lock();
     if (!wr) {
-        pending_frees_.emplace_back(host, n * cs_);
+        pending_frees_.emplace_back(host, n * cluster_size_);
         return wr.error();
     }
     // Publish: the data is written, the refcounts are in the cache (and reach
     // the disk before any L2 table that points at them, L2Cache::before_write).
     for (uint64_t i = 0; i < n; i++) {
-        const uint64_t coff = off + i * cs_;
+        const uint64_t coff = off + i * cluster_size_;
         QIMG_ASSIGN(Slot s2, l2_slot_for_write(coff));
-        uint64_t &e = (*s2.table)[s2.index * words_];
-        uint64_t bm = words_ == 2 ? (*s2.table)[s2.index * 2 + 1] : 0;
+        uint64_t &e = (*s2.table)[s2.index * l2_entry_words_];
+        uint64_t bm = l2_entry_words_ == 2 ? (*s2.table)[s2.index * 2 + 1] : 0;
         if (e != old[i].first || bm != old[i].second) {
             // Changed while unlocked (a concurrent write or zeroing of the
             // same cluster): give ours back and redo this cluster normally.
-            pending_frees_.emplace_back(host + i * cs_, cs_);
-            QIMG_TRY(write_cluster_locked(coff, buf + i * cs_, cs_));
+            pending_frees_.emplace_back(host + i * cluster_size_, cluster_size_);
+            QIMG_TRY(write_cluster_locked(coff, buf + i * cluster_size_, cluster_size_));
             continue;
         }
-        e = (host + i * cs_) | kOflagCopied;
-        if (words_ == 2) (*s2.table)[s2.index * 2 + 1] = 0xffffffffull;
-        l2_->mark_dirty(s2.l2_offset);
+        e = (host + i * cluster_size_) | kOflagCopied;
+        if (l2_entry_words_ == 2) (*s2.table)[s2.index * 2 + 1] = 0xffffffffull;
+        l2_cache_->mark_dirty(s2.l2_offset);
     }
-    return n * cs_;
+    return n * cluster_size_;
 }
 
 Result<void> Qcow2Node::write(uint64_t off, const void *buf, size_t len) {
@@ -837,7 +841,7 @@ Result<void> Qcow2Node::write(uint64_t off, const void *buf, size_t len) {
     {
         std::lock_guard g(mu_);
         QIMG_TRY(prepare_write_locked());
-        if (off > h_.size || len > h_.size - off) return make_error(EIO, "Request beyond the end of the image");
+        if (off > header_.size || len > header_.size - off) return make_error(EIO, "Request beyond the end of the image");
         mark_bitmaps_dirty_locked(off, len);
     }
     while (len > 0) {
@@ -848,18 +852,18 @@ Result<void> Qcow2Node::write(uint64_t off, const void *buf, size_t len) {
             len -= batched;
             continue;
         }
-        size_t n = size_t(std::min<uint64_t>(len, cs_ - (off & (cs_ - 1))));
+        size_t n = size_t(std::min<uint64_t>(len, cluster_size_ - (off & (cluster_size_ - 1))));
         // Fast path: an allocated data cluster owned by us is written without the lock.
         bool done = false;
         {
             std::unique_lock g(mu_);
             QIMG_ASSIGN(Mapping m, map_locked(off, n));
             if (m.type == SubclusterType::Normal && m.bytes >= n) {
-                uint64_t l1_index = off >> (cbits_ + l2_bits_);
+                uint64_t l1_index = off >> (cluster_bits_ + l2_index_bits_);
                 QIMG_ASSIGN(auto t, load_l2_locked(l1_index));
-                uint64_t e = (**t)[((off >> cbits_) & (l2_entries_ - 1)) * words_];
-                if ((e & kOflagCopied) && (l1_[l1_index] & kOflagCopied)) {
-                    if (!h_.has_data_file()) QIMG_TRY(check_metadata_overlap(m.host, n));
+                uint64_t e = (**t)[((off >> cluster_bits_) & (l2_entries_ - 1)) * l2_entry_words_];
+                if ((e & kOflagCopied) && (l1_table_[l1_index] & kOflagCopied)) {
+                    if (!header_.has_data_file()) QIMG_TRY(check_metadata_overlap(m.host, n));
                     g.unlock();
                     QIMG_TRY(data_file_->write(m.host, p, n));
                     done = true;
@@ -884,34 +888,34 @@ Result<void> Qcow2Node::zero_or_discard_cluster_locked(uint64_t off, bool zero, 
     // zeroed clusters are recorded (and shadow any backing file).
     QIMG_ASSIGN(Slot s, l2_slot_for_write(off));
     L2Table &t = *s.table;
-    const bool ext = words_ == 2;
-    uint64_t entry = t[s.index * words_];
-    uint64_t old_bitmap = ext ? t[s.index * words_ + 1] : 0;
+    const bool ext = l2_entry_words_ == 2;
+    uint64_t entry = t[s.index * l2_entry_words_];
+    uint64_t old_bitmap = ext ? t[s.index * l2_entry_words_ + 1] : 0;
     const bool compressed = entry & kOflagCompressed;
     const uint64_t host = compressed ? 0 : entry_host(entry);
-    const bool allocated = !compressed && (host != 0 || (h_.has_data_file() && (entry & kOflagCopied)));
+    const bool allocated = !compressed && (host != 0 || (header_.has_data_file() && (entry & kOflagCopied)));
     const bool need_zero = zero ? true : (backing_ != nullptr);
     uint64_t ne, nb = 0;
     bool free_old = compressed;
-    if (!zero && h_.version < 3) {
+    if (!zero && header_.version < 3) {
         ne = 0;
         free_old = free_old || allocated;
-    } else if (allocated && !unmap && zero && !h_.has_data_file()) {
+    } else if (allocated && !unmap && zero && !header_.has_data_file()) {
         ne = entry & (kL2OffsetMask | kOflagCopied);
         if (!ext) ne |= kOflagZero;
-    } else if (allocated && h_.has_data_file() && !unmap) {
+    } else if (allocated && header_.has_data_file() && !unmap) {
         ne = entry & (kL2OffsetMask | kOflagCopied);
         if (!ext) ne |= kOflagZero;
     } else {
         ne = 0;
-        free_old = free_old || (allocated && !h_.has_data_file());
+        free_old = free_old || (allocated && !header_.has_data_file());
         if (need_zero && !ext) ne |= kOflagZero;
     }
     if (ext) nb = need_zero ? (0xffffffffull << 32) : 0;
     if (ne == entry && (!ext || nb == old_bitmap)) return ok();
-    t[s.index * words_] = ne;
+    t[s.index * l2_entry_words_] = ne;
     if (ext) t[s.index * 2 + 1] = nb;
-    l2_->mark_dirty(s.l2_offset);
+    l2_cache_->mark_dirty(s.l2_offset);
     if (free_old) QIMG_TRY(free_later(entry));
     return ok();
 }
@@ -926,12 +930,12 @@ Result<void> Qcow2Node::zero_subclusters_locked(uint64_t off, uint64_t len) {
         std::vector<uint8_t> z(len, 0);
         return write_cluster_locked(off, z.data(), len);
     }
-    uint64_t in = off & (cs_ - 1);
+    uint64_t in = off & (cluster_size_ - 1);
     uint64_t mask = 0;
     // Whole subclusters; a range ending at the image end takes its last partial one.
-    for (uint64_t sc = in / sc_size_; sc < (in + len + sc_size_ - 1) / sc_size_; sc++) mask |= uint64_t{1} << sc;
+    for (uint64_t sc = in / subcluster_size_; sc < (in + len + subcluster_size_ - 1) / subcluster_size_; sc++) mask |= uint64_t{1} << sc;
     t[s.index * 2 + 1] = (t[s.index * 2 + 1] & ~mask) | (mask << 32);
-    l2_->mark_dirty(s.l2_offset);
+    l2_cache_->mark_dirty(s.l2_offset);
     return ok();
 }
 
@@ -957,24 +961,24 @@ Result<void> Qcow2Node::write_zeroes(uint64_t off, uint64_t len, unsigned flags)
     {
         std::lock_guard g(mu_);
         QIMG_TRY(prepare_write_locked());
-        if (off > h_.size || len > h_.size - off) return make_error(EIO, "Request beyond the end of the image");
+        if (off > header_.size || len > header_.size - off) return make_error(EIO, "Request beyond the end of the image");
         mark_bitmaps_dirty_locked(off, len);
     }
-    const bool v2 = h_.version < 3;
+    const bool v2 = header_.version < 3;
     if (v2 && backing_) {
         // No zero flag in v2, and deallocating would show the backing file.
         if (flags & kZeroNoFallback) return not_supported("write_zeroes");
         return BlockNode::write_zeroes(off, len, flags);
     }
     // A raw external data file must hold the zeroes itself.
-    if (h_.data_file_raw()) QIMG_TRY(data_file_->write_zeroes(off, len, flags & ~kZeroNoFallback));
-    const uint64_t unit = v2 ? cs_ : sc_size_;
+    if (header_.data_file_raw()) QIMG_TRY(data_file_->write_zeroes(off, len, flags & ~kZeroNoFallback));
+    const uint64_t unit = v2 ? cluster_size_ : subcluster_size_;
     const uint64_t size = length();
     // Makes whole units [a, b) of one cluster read as zeroes.
     auto zero_units = [&](uint64_t a, uint64_t b) -> Result<void> {
         std::lock_guard g(mu_);
-        uint64_t cstart = a & ~(cs_ - 1);
-        if (a == cstart && (b == cstart + cs_ || b == size)) {
+        uint64_t cstart = a & ~(cluster_size_ - 1);
+        if (a == cstart && (b == cstart + cluster_size_ || b == size)) {
             return zero_or_discard_cluster_locked(a, !v2, v2 || (flags & kZeroMayUnmap));
         }
         return zero_subclusters_locked(a, b - a);
@@ -1001,8 +1005,8 @@ Result<void> Qcow2Node::write_zeroes(uint64_t off, uint64_t len, unsigned flags)
     };
     const uint64_t end = off + len;
     while (off < end) {
-        uint64_t cstart = off & ~(cs_ - 1);
-        uint64_t cend = std::min(cstart + cs_, end);
+        uint64_t cstart = off & ~(cluster_size_ - 1);
+        uint64_t cend = std::min(cstart + cluster_size_, end);
         // Whole units of this cluster; the image's last unit counts as whole.
         uint64_t ua = std::min(cend, (off + unit - 1) / unit * unit);
         uint64_t ub = cend == size ? cend : std::max(ua, cend / unit * unit);
@@ -1017,15 +1021,15 @@ Result<void> Qcow2Node::write_zeroes(uint64_t off, uint64_t len, unsigned flags)
 Result<void> Qcow2Node::discard(uint64_t off, uint64_t len) {
     std::lock_guard g(mu_);
     QIMG_TRY(prepare_write_locked());
-    if (off > h_.size || len > h_.size - off) return make_error(EIO, "Request beyond the end of the image");
+    if (off > header_.size || len > header_.size - off) return make_error(EIO, "Request beyond the end of the image");
     // v2 has no zero flag: deallocating would expose the backing file (QEMU: ENOTSUP; a hint).
-    if (h_.version < 3 && backing_) return ok();
+    if (header_.version < 3 && backing_) return ok();
     mark_bitmaps_dirty_locked(off, len);
     // Only whole clusters can be discarded; partial ones are left alone (a hint).
-    uint64_t a = (off + cs_ - 1) & ~(cs_ - 1);
-    uint64_t b = (off + len) & ~(cs_ - 1);
-    if (off + len == h_.size) b = (off + len + cs_ - 1) & ~(cs_ - 1);
-    for (uint64_t c = a; c < b; c += cs_) QIMG_TRY(zero_or_discard_cluster_locked(c, false, true));
+    uint64_t a = (off + cluster_size_ - 1) & ~(cluster_size_ - 1);
+    uint64_t b = (off + len) & ~(cluster_size_ - 1);
+    if (off + len == header_.size) b = (off + len + cluster_size_ - 1) & ~(cluster_size_ - 1);
+    for (uint64_t c = a; c < b; c += cluster_size_) QIMG_TRY(zero_or_discard_cluster_locked(c, false, true));
     return ok();
 }
 
@@ -1035,40 +1039,40 @@ Result<void> Qcow2Node::discard(uint64_t off, uint64_t len) {
 // qcow2_alloc_bytes does; every host cluster it touches gains a reference.
 Result<uint64_t> Qcow2Node::alloc_compressed_bytes_locked(uint64_t size) {
     uint64_t start = free_byte_offset_;
-    if (start != 0 && (start & (cs_ - 1)) != 0) {
-        uint64_t room = cs_ - (start & (cs_ - 1));
+    if (start != 0 && (start & (cluster_size_ - 1)) != 0) {
+        uint64_t room = cluster_size_ - (start & (cluster_size_ - 1));
         if (size <= room) {
-            QIMG_TRY(rc_->update(start, 1, +1));
+            QIMG_TRY(refcounts_->update(start, 1, +1));
             free_byte_offset_ = start + size;
             return start;
         }
-        uint64_t more = (size - room + cs_ - 1) / cs_;
-        QIMG_ASSIGN(uint64_t n, rc_->alloc_clusters(more));
+        uint64_t more = (size - room + cluster_size_ - 1) / cluster_size_;
+        QIMG_ASSIGN(uint64_t n, refcounts_->alloc_clusters(more));
         if (n == start + room) {
-            QIMG_TRY(rc_->update(start, 1, +1));
+            QIMG_TRY(refcounts_->update(start, 1, +1));
             free_byte_offset_ = start + size;
             return start;
         }
-        QIMG_TRY(rc_->update(n, more * cs_, -1));
+        QIMG_TRY(refcounts_->update(n, more * cluster_size_, -1));
     }
-    QIMG_ASSIGN(uint64_t n, rc_->alloc_clusters((size + cs_ - 1) / cs_));
+    QIMG_ASSIGN(uint64_t n, refcounts_->alloc_clusters((size + cluster_size_ - 1) / cluster_size_));
     free_byte_offset_ = n + size;
     return n;
 }
 
 Result<void> Qcow2Node::write_compressed(uint64_t off, const void *buf, size_t len) {
     // QEMU refuses before anything else, the end-of-writes signal included.
-    if (h_.has_data_file()) return make_error(ENOTSUP, "Compression is not supported with external data files");
+    if (header_.has_data_file()) return make_error(ENOTSUP, "Compression is not supported with external data files");
     if (len == 0) {
         // QEMU's end-of-compressed-writes signal: truncating the file to its
         // length in whole sectors (file lengths are sector-rounded) leaves it
         // ending on a sector boundary, as qemu-img convert -c does.
         return file_->truncate(file_->length(), Prealloc::Off, false);
     }
-    if (off & (cs_ - 1)) return make_error(EINVAL, "Compressed writes must be cluster aligned");
+    if (off & (cluster_size_ - 1)) return make_error(EINVAL, "Compressed writes must be cluster aligned");
     const uint8_t *p = static_cast<const uint8_t *>(buf);
     while (len > 0) {
-        size_t n = size_t(std::min<uint64_t>(len, cs_));
+        size_t n = size_t(std::min<uint64_t>(len, cluster_size_));
         QIMG_TRY(write_compressed_cluster(off, p, n));
         off += n;
         p += n;
@@ -1084,7 +1088,7 @@ Result<void> Qcow2Node::write_compressed_cluster(uint64_t off, const uint8_t *bu
 
 Result<std::vector<uint8_t>> Qcow2Node::compress_cluster(const void *buf, size_t len,
                                                          const CompressOptions &opts) const {
-    return qcow2::compress_cluster(h_.compression_type, buf, len, cs_, opts);  // empty: store normally
+    return qcow2::compress_cluster(header_.compression_type, buf, len, cluster_size_, opts);  // empty: store normally
 }
 
 Result<void> Qcow2Node::write_compressed_data(uint64_t off, std::span<const uint8_t> data, const void *raw,
@@ -1096,32 +1100,31 @@ Result<void> Qcow2Node::write_compressed_data(uint64_t off, std::span<const uint
 
 Result<void> Qcow2Node::store_compressed(uint64_t off, std::span<const uint8_t> data, const void *raw, size_t len,
                                          bool may_overwrite) {
-    if (off & (cs_ - 1)) return make_error(EINVAL, "Compressed writes must be cluster aligned");
-    if (len != cs_ && off + len != length()) return make_error(EINVAL, "Compressed writes must cover whole clusters");
-    if (h_.has_data_file()) return make_error(ENOTSUP, "Compression is not supported with external data files");
+    if (off & (cluster_size_ - 1)) return make_error(EINVAL, "Compressed writes must be cluster aligned");
+    if (len != cluster_size_ && off + len != length()) return make_error(EINVAL, "Compressed writes must cover whole clusters");
+    if (header_.has_data_file()) return make_error(ENOTSUP, "Compression is not supported with external data files");
     if (data.empty()) return write(off, raw, len);  // incompressible: a normal cluster
     size_t clen = data.size();
     std::lock_guard g(mu_);
     QIMG_TRY(prepare_write_locked());
     mark_bitmaps_dirty_locked(off, len);
     QIMG_ASSIGN(Slot s, l2_slot_for_write(off));
-    uint64_t old = (*s.table)[s.index * words_];
+    uint64_t old = (*s.table)[s.index * l2_entry_words_];
     // As QEMU: compression cannot overwrite an allocated cluster.
     if (!may_overwrite && (old & kL2OffsetMask)) return make_error(EIO, "Compressed cluster already allocated");
     QIMG_ASSIGN(uint64_t host, alloc_compressed_bytes_locked(clen));
     QIMG_TRY(file_->write(host, data.data(), clen));
-    uint64_t nsec_extra = (host + clen - 1) / 512 - host / 512;
     QIMG_ASSIGN(Slot s2, l2_slot_for_write(off));
-    (*s2.table)[s2.index * words_] = host | (nsec_extra << csize_shift_) | kOflagCompressed;
-    if (words_ == 2) (*s2.table)[s2.index * 2 + 1] = 0;
-    l2_->mark_dirty(s2.l2_offset);
+    (*s2.table)[s2.index * l2_entry_words_] = encode_compressed(host, clen, cluster_bits_);
+    if (l2_entry_words_ == 2) (*s2.table)[s2.index * 2 + 1] = 0;
+    l2_cache_->mark_dirty(s2.l2_offset);
     if ((old & kOflagCompressed) || entry_host(old)) QIMG_TRY(free_later(old));
     return ok();
 }
 
 Result<void> Qcow2Node::allocate_initial_clusters() {
     std::lock_guard g(mu_);
-    QIMG_ASSIGN(uint64_t off, rc_->alloc_clusters(3));
+    QIMG_ASSIGN(uint64_t off, refcounts_->alloc_clusters(3));
     if (off != 0) return make_error(EIO, "Huh, first cluster in empty image is already in use?");
     return ok();
 }
@@ -1131,7 +1134,9 @@ Result<void> Qcow2Node::allocate_initial_clusters() {
 namespace {
 
 int qcow2_probe(std::span<const uint8_t> head, const std::string &) {
-    if (head.size() >= kHeaderLengthWithCompression && be32(head.data()) == kMagic && be32(head.data() + 4) >= 2)
+    ByteReader fields(head);
+    if (head.size() >= kHeaderLengthWithCompression && fields.get(hdr::kMagic) == kMagic &&
+        fields.get(hdr::kVersion) >= 2)
         return 100;
     return 0;
 }

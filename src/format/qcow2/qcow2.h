@@ -43,15 +43,15 @@ public:
     // (compressed clusters are left alone); whole-node advice goes to the
     // image file and the data file.
     void cache_advice(CacheAdvice a, uint64_t off, uint64_t len) override;
-    uint32_t cluster_size() const override { return uint32_t(cs_); }
+    uint32_t cluster_size() const override { return uint32_t(cluster_size_); }
     bool is_dirty() const override;
     bool has_zero_init() const override;
     nlohmann::ordered_json specific_info() const override;
-    bool encrypted() const override { return enc_.method != kCryptNone; }
+    bool encrypted() const override { return encryption_.method != kCryptNone; }
     // Writes whole clusters (the last one may be shorter) compressed; an
     // incompressible cluster is stored normally, as QEMU does.
     Result<void> write_compressed(uint64_t off, const void *buf, size_t len) override;
-    uint32_t compressed_cluster_size() const override { return h_.has_data_file() ? 0 : uint32_t(cs_); }
+    uint32_t compressed_cluster_size() const override { return header_.has_data_file() ? 0 : uint32_t(cluster_size_); }
     // write_compressed() in two steps for parallel engines (see node.h):
     // compression touches no state; the allocation and L2 update take mu_.
     Result<std::vector<uint8_t>> compress_cluster(const void *buf, size_t len,
@@ -69,7 +69,7 @@ public:
     Result<void> close();
     // create: takes clusters 0-2 (header, refcount table, refcount block).
     Result<void> allocate_initial_clusters();
-    const Header &header() const { return h_; }
+    const Header &header() const { return header_; }
     BlockNode *data_file() const { return data_file_.get(); }
 
     // qemu-img check and repair (check.cpp).
@@ -91,11 +91,11 @@ public:
     Result<void> bitmap_action(const BitmapAction &a) override;
     Result<std::vector<PersistentBitmapInfo>> bitmap_list() override;
     Result<BitmapBits> bitmap_read(const std::string &name) override;
-    bool supports_persistent_bitmaps() const override { return h_.version >= 3; }
+    bool supports_persistent_bitmaps() const override { return header_.version >= 3; }
 
 private:
     friend class Checker;  // check.cpp
-    // Reloads the refcount table from h_ (after check rebuilt it).
+    // Reloads the refcount table from header_ (after check rebuilt it).
     Result<void> reset_refcounts();
 
     struct Mapping {
@@ -125,9 +125,12 @@ private:
     void dirty_change_done_locked() { dirty_change_pending_ = false; }
     Result<void> grow_l1_locked(uint64_t min_size);
     Result<void> write_header_locked();
-    // QEMU's qcow2_signal_corruption(fatal): reports `what` once, marks a
-    // writable image corrupt (v3 header bit) and returns the EIO the caller
-    // fails with. On a read-only node the event is reported as non-fatal.
+    // QEMU's qcow2_signal_corruption, for the driver and its check alike:
+    // reports `what` on stderr once (a fatal event again if the image is
+    // not marked corrupt yet) and, when `fatal`, marks a v3 image corrupt
+    // (header bit). On a read-only node every event is non-fatal.
+    void signal_corruption_locked(const std::string &what, bool fatal);
+    // A fatal corruption event; returns the EIO the caller fails with.
     Error corruption_locked(const std::string &what);
     Result<void> flush_metadata_locked();
     Result<void> free_later(uint64_t l2_entry);
@@ -187,8 +190,21 @@ private:
     Result<void> load_snapshots();
     Result<std::vector<uint64_t>> read_l1_locked(uint64_t offset, uint32_t entries, uint64_t min_entries);
     Result<void> write_active_l1_locked();
-    Result<std::pair<uint64_t, uint64_t>> l2_entry_ref_locked(uint64_t entry, uint64_t l2_off, uint64_t index) const;
+    Result<std::pair<uint64_t, uint64_t>> l2_entry_ref_locked(const L2Entry &e, uint64_t l2_off) const;
     Result<std::shared_ptr<L2Table>> snapshot_l2_locked(uint64_t l1_entry, uint64_t l1_index);
+    // Loaders for for_each_l2_table() (l1l2.h) through the L2 cache: an
+    // unaligned table offset is an EIO for snapshot operations
+    // (snapshot_l2_locked) and a corruption event for the active table
+    // (load_l2_locked).
+    auto snapshot_l2_loader() {
+        return [this](uint64_t l1_index, uint64_t l2_offset) { return snapshot_l2_locked(l2_offset, l1_index); };
+    }
+    auto active_l2_loader() {
+        return [this](uint64_t l1_index, uint64_t) -> Result<std::shared_ptr<L2Table>> {
+            QIMG_ASSIGN(auto t, load_l2_locked(l1_index));
+            return t ? *t : std::shared_ptr<L2Table>();
+        };
+    }
     Result<void> clear_copied_locked(std::vector<uint64_t> &l1, bool active);
     Result<void> check_references_counted_locked(const std::vector<uint64_t> &l1);
     Result<void> walk_references_locked(const std::vector<uint64_t> &l1,
@@ -238,23 +254,22 @@ private:
                                          std::vector<std::pair<uint64_t, uint64_t>> &allocated);
     Result<void> merge_bitmap_locked(const BitmapAction &a);
 
-    Encryption enc_;  // set at open, then constant
-    RuntimeOptions runtime_;  // set at open, then constant (checked, not used yet)
+    Encryption encryption_;  // set at open, then constant
+    RuntimeOptions runtime_options_;  // set at open, then constant (checked, not used yet)
 
     mutable std::mutex mu_;  // guards everything below (metadata)
-    Header h_;
+    Header header_;
     NodePtr data_file_;
-    uint64_t cs_ = 0;
-    uint32_t cbits_ = 0, l2_bits_ = 0;
+    uint64_t cluster_size_ = 0;
+    uint32_t cluster_bits_ = 0, l2_index_bits_ = 0;
     uint64_t l2_entries_ = 0;
-    unsigned words_ = 1;  // 64-bit words per L2 entry (2 with extended L2)
-    uint64_t sc_size_ = 0;
-    unsigned subclusters_ = 1;
-    uint32_t csize_shift_ = 0;
-    uint64_t csize_mask_ = 0;
-    std::vector<uint64_t> l1_;
-    std::unique_ptr<Refcounts> rc_;
-    std::unique_ptr<L2Cache> l2_;
+    unsigned l2_entry_words_ = 1;  // 64-bit words per L2 entry (2 with extended L2)
+    uint64_t subcluster_size_ = 0;
+    unsigned subclusters_per_cluster_ = 1;
+    L2Layout l2_layout_;  // decodes L2 entries (l1l2.h)
+    std::vector<uint64_t> l1_table_;
+    std::unique_ptr<Refcounts> refcounts_;
+    std::unique_ptr<L2Cache> l2_cache_;
     std::vector<std::pair<uint64_t, uint64_t>> pending_frees_;  // (offset, length) after L2 write-back
     bool first_write_done_ = false;
     bool signaled_corruption_ = false;  // qcow2_signal_corruption reported once
@@ -270,9 +285,9 @@ private:
     bool bitmaps_need_store_ = false;
     bool bitmaps_tracking_ = false;  // IN_USE published; guest writes are recorded
 
-    std::mutex zcache_mu_;  // one decompressed cluster, for small sequential reads
-    uint64_t zcache_entry_ = 0;
-    std::vector<uint8_t> zcache_;
+    std::mutex decompressed_mu_;  // one decompressed cluster, for small sequential reads
+    uint64_t decompressed_entry_ = 0;
+    std::vector<uint8_t> decompressed_cluster_;
 };
 
 Result<NodePtr> qcow2_open(OpenRequest &req);

@@ -102,7 +102,7 @@ Result<std::shared_ptr<Refcounts::Block>> Refcounts::load_block(uint64_t block_o
 Result<uint64_t> Refcounts::get(uint64_t cluster_index) {
     uint64_t ti = cluster_index / entries_per_block_;
     if (ti >= table_.size()) return uint64_t{0};
-    uint64_t bo = table_[ti] & 0xfffffffffffffe00ull;
+    uint64_t bo = table_[ti] & kRefcountTableOffsetMask;
     if (bo == 0) return uint64_t{0};
     if (bo & (cluster_size_ - 1)) {
         char m[128];
@@ -133,7 +133,7 @@ Result<void> Refcounts::check_counted(uint64_t offset, uint64_t length) const {
 }
 
 bool Refcounts::has_block(uint64_t table_index) const {
-    return table_index < table_.size() && (table_[table_index] & 0xfffffffffffffe00ull);
+    return table_index < table_.size() && (table_[table_index] & kRefcountTableOffsetMask);
 }
 
 // Makes sure a refcount block covers `cluster_index` (for callers that do
@@ -209,7 +209,7 @@ Result<bool> Refcounts::increase(uint64_t first, uint64_t n) {
 
 Result<void> Refcounts::set(uint64_t cluster_index, uint64_t value) {
     QIMG_TRY(ensure_block(cluster_index));
-    uint64_t bo = table_[cluster_index / entries_per_block_] & 0xfffffffffffffe00ull;
+    uint64_t bo = table_[cluster_index / entries_per_block_] & kRefcountTableOffsetMask;
     if (bo & (cluster_size_ - 1)) return make_error(EIO, "Refblock offset unaligned");
     QIMG_ASSIGN(std::shared_ptr<Block> b, load_block(bo));
     write_entry(*b, cluster_index % entries_per_block_, value);
@@ -299,7 +299,7 @@ Result<uint64_t> Refcounts::refcount_area(uint64_t start, uint64_t additional, b
     }
     uint64_t new_blocks = 0;
     for (uint64_t i = area_index; i < total; i++)
-        if (!(nt[i] & 0xfffffffffffffe00ull)) new_blocks++;
+        if (!(nt[i] & kRefcountTableOffsetMask)) new_blocks++;
     const uint64_t table_c = start + new_blocks, end_c = table_c + table_clusters;
 
     QIMG_TRY(write_back());
@@ -308,7 +308,7 @@ Result<uint64_t> Refcounts::refcount_area(uint64_t start, uint64_t additional, b
     for (uint64_t i = area_index; i < total; i++) {
         const uint64_t first = i * entries_per_block_;
         const uint64_t a = std::max(start, first), b = std::min(end_c, first + entries_per_block_);
-        if (nt[i] & 0xfffffffffffffe00ull) {
+        if (nt[i] & kRefcountTableOffsetMask) {
             // An existing block covers part of the area: count it there.
             for (uint64_t c = a; c < b; c++) QIMG_TRY(set(c, 1));
             continue;
@@ -347,7 +347,7 @@ Result<void> Refcounts::drop_empty_blocks() {
     std::vector<uint64_t> nt = table_;
     std::vector<uint64_t> dropped;
     for (uint64_t ti = 0; ti < table_.size(); ti++) {
-        const uint64_t bo = table_[ti] & 0xfffffffffffffe00ull;
+        const uint64_t bo = table_[ti] & kRefcountTableOffsetMask;
         if (!bo) continue;
         if (bo & (cluster_size_ - 1)) continue;  // left for check to report
         QIMG_ASSIGN(std::shared_ptr<Block> b, load_block(bo));
@@ -368,7 +368,7 @@ Result<void> Refcounts::drop_empty_blocks() {
     QIMG_TRY(file_.flush());
     std::vector<uint64_t> old = std::exchange(table_, std::move(nt));
     for (uint64_t ti : dropped) {
-        const uint64_t bo = old[ti] & 0xfffffffffffffe00ull;
+        const uint64_t bo = old[ti] & kRefcountTableOffsetMask;
         cache_.drop(bo);
         const uint64_t self = bo >> cluster_bits_;
         // A block that counted itself went away with its table entry;
@@ -438,7 +438,7 @@ Result<void> Refcounts::walk_for_order_change(OrderChange &oc, bool write, int i
     };
     for (uint64_t ti = 0; ti < table_.size(); ti++) {
         if (status) status(int64_t(uint64_t(index) * table_.size() + ti), int64_t(uint64_t(total) * table_.size()));
-        const uint64_t bo = table_[ti] & 0xfffffffffffffe00ull;
+        const uint64_t bo = table_[ti] & kRefcountTableOffsetMask;
         if (bo & (cluster_size_ - 1)) return make_error(EIO, "Image is corrupt (unaligned refblock offset)");
         if (!bo) {
             // No block: all zero, skipped in whole runs (tables cover far more than is used).
@@ -509,7 +509,7 @@ Result<void> Refcounts::change_order(uint32_t new_order, const PublishFn &publis
     for (uint64_t c = table_offset_ >> cluster_bits_; c < (table_offset_ >> cluster_bits_) + table_clusters_; c++)
         oc.old_metadata.insert(c);
     for (uint64_t e : table_)
-        if (e & 0xfffffffffffffe00ull) oc.old_metadata.insert((e & 0xfffffffffffffe00ull) >> cluster_bits_);
+        if (e & kRefcountTableOffsetMask) oc.old_metadata.insert((e & kRefcountTableOffsetMask) >> cluster_bits_);
 
     // The allocations are durable before anything is written to them.
     QIMG_TRY(write_back());

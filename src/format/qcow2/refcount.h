@@ -15,6 +15,11 @@
 
 namespace qimg::qcow2 {
 
+// qcow2.txt: "Refcount table": an entry is a refcount block's offset, its
+// low 9 bits reserved.
+inline constexpr uint64_t kRefcountTableOffsetMask = 0xfffffffffffffe00ull;
+inline constexpr uint64_t kRefcountTableReservedMask = 0x1ffull;
+
 class Refcounts {
 public:
     // `write_reftable_header` stores a new refcount table location in the

@@ -250,7 +250,7 @@ int find_snapshot_by_id_or_name(const std::vector<Snapshot> &list, const std::st
 // --- Qcow2Node --------------------------------------------------------------
 
 Result<void> Qcow2Node::load_snapshots() {
-    QIMG_ASSIGN(SnapshotTable t, read_snapshot_table(*file_, h_, h_.size));
+    QIMG_ASSIGN(SnapshotTable t, read_snapshot_table(*file_, header_, header_.size));
     snapshots_ = std::move(t.list);
     snapshots_size_ = t.size;
     return ok();
@@ -258,7 +258,7 @@ Result<void> Qcow2Node::load_snapshots() {
 
 Result<std::vector<SnapshotInfo>> Qcow2Node::snapshot_list() {
     std::lock_guard g(mu_);
-    if (h_.has_data_file()) return make_error(ENOTSUP, "Operation not supported");
+    if (header_.has_data_file()) return make_error(ENOTSUP, "Operation not supported");
     std::vector<SnapshotInfo> out;
     for (const Snapshot &sn : snapshots_) {
         SnapshotInfo i;
@@ -286,36 +286,28 @@ Result<std::vector<uint64_t>> Qcow2Node::read_l1_locked(uint64_t offset, uint32_
 }
 
 Result<void> Qcow2Node::write_active_l1_locked() {
-    std::vector<uint8_t> raw(l1_.size() * 8);
-    for (size_t i = 0; i < l1_.size(); i++) put_be64(&raw[i * 8], l1_[i]);
-    if (!raw.empty()) QIMG_TRY(file_->write(h_.l1_table_offset, raw.data(), raw.size()));
+    std::vector<uint8_t> raw(l1_table_.size() * 8);
+    for (size_t i = 0; i < l1_table_.size(); i++) put_be64(&raw[i * 8], l1_table_[i]);
+    if (!raw.empty()) QIMG_TRY(file_->write(header_.l1_table_offset, raw.data(), raw.size()));
     return file_->flush();
 }
 
 // The host range an L2 entry holds one reference on: its cluster, or a
 // compressed cluster's bytes; length 0 when it holds none.
-Result<std::pair<uint64_t, uint64_t>> Qcow2Node::l2_entry_ref_locked(uint64_t entry, uint64_t l2_off,
-                                                                      uint64_t index) const {
-    uint64_t e = entry & ~kOflagCopied;
-    if (e & kOflagCompressed) {
-        uint64_t coff = e & ((uint64_t{1} << csize_shift_) - 1);
-        uint64_t nsec = ((e >> csize_shift_) & csize_mask_) + 1;
-        return std::pair{coff, nsec * 512 - (coff & 511)};
-    }
-    uint64_t host = entry_host(e);
-    if (host & (cs_ - 1))
-        return make_error(EIO, "Cluster allocation offset " + hex(host) + " unaligned (L2 offset: " + hex(l2_off) +
-                                   ", L2 index: " + hex(index) + ")");
-    return std::pair{host, host ? cs_ : 0};
+Result<std::pair<uint64_t, uint64_t>> Qcow2Node::l2_entry_ref_locked(const L2Entry &e, uint64_t l2_off) const {
+    if (e.type != ClusterType::Compressed && (e.host & (cluster_size_ - 1)))
+        return make_error(EIO, "Cluster allocation offset " + hex(e.host) + " unaligned (L2 offset: " + hex(l2_off) +
+                                   ", L2 index: " + hex(e.index) + ")");
+    return std::pair{e.host, e.bytes};
 }
 
 // The L2 table an L1 entry names (null when none), offset checked.
 Result<std::shared_ptr<L2Table>> Qcow2Node::snapshot_l2_locked(uint64_t l1_entry, uint64_t l1_index) {
     uint64_t l2_off = l1_entry & kL1OffsetMask;
     if (!l2_off) return std::shared_ptr<L2Table>();
-    if (l2_off & (cs_ - 1))
+    if (l2_off & (cluster_size_ - 1))
         return make_error(EIO, "L2 table offset " + hex(l2_off) + " unaligned (L1 index: " + hex(l1_index) + ")");
-    return l2_->get(l2_off);
+    return l2_cache_->get(l2_off);
 }
 
 // Before refcounts rise (snapshot create and apply): OFLAG_COPIED is
@@ -326,24 +318,22 @@ Result<std::shared_ptr<L2Table>> Qcow2Node::snapshot_l2_locked(uint64_t l1_entry
 // cluster a snapshot shares, which a write would change under the snapshot.
 Result<void> Qcow2Node::clear_copied_locked(std::vector<uint64_t> &l1, bool active) {
     bool l1_modified = false;
-    for (size_t i = 0; i < l1.size(); i++) {
-        QIMG_ASSIGN(std::shared_ptr<L2Table> tp, snapshot_l2_locked(l1[i], i));
-        if (!tp) continue;
+    QIMG_TRY(for_each_l2_table(l1, snapshot_l2_loader(), [&](uint64_t i, uint64_t l2_off, L2Table &t) -> Result<void> {
         bool dirty = false;
-        for (uint64_t j = 0; j < l2_entries_; j++) {
-            uint64_t &e = (*tp)[j * words_];
-            if (!(e & kOflagCopied)) continue;
-            e &= ~kOflagCopied;
+        (void)l2_layout_.for_each_entry(t, [&](const L2Entry &e) {
+            if (!e.copied()) return;
+            t[e.index * l2_entry_words_] = e.word & ~kOflagCopied;
             dirty = true;
-        }
+        });
         // Written back by flush_metadata_locked() below, or earlier by an
         // eviction: either way before any refcount changes.
-        if (dirty) l2_->mark_dirty(l1[i] & kL1OffsetMask);
+        if (dirty) l2_cache_->mark_dirty(l2_off);
         if (l1[i] & kOflagCopied) {
             l1[i] &= ~kOflagCopied;
             l1_modified = true;
         }
-    }
+        return ok();
+    }));
     QIMG_TRY(flush_metadata_locked());
     QIMG_TRY(file_->flush());
     if (active && l1_modified) QIMG_TRY(write_active_l1_locked());
@@ -359,15 +349,15 @@ Result<void> Qcow2Node::update_snapshot_refcount_locked(const std::vector<uint64
     QIMG_TRY(walk_references_locked(
         l1,
         [&](uint64_t host, uint64_t bytes) -> Result<void> {
-            QIMG_TRY(rc_->update(host, bytes, addend));
+            QIMG_TRY(refcounts_->update(host, bytes, addend));
             if (addend < 0) dropped.push_back(host);
             return ok();
         },
         [&](uint64_t l2_off) -> Result<void> {
-            QIMG_TRY(rc_->update(l2_off, cs_, addend));
-            QIMG_ASSIGN(uint64_t rc, rc_->get(l2_off >> cbits_));
+            QIMG_TRY(refcounts_->update(l2_off, cluster_size_, addend));
+            QIMG_ASSIGN(uint64_t rc, refcounts_->get(l2_off >> cluster_bits_));
             if (rc == 0) {
-                l2_->drop(l2_off);  // freed: nothing may write it back
+                l2_cache_->drop(l2_off);  // freed: nothing may write it back
                 if (addend < 0) dropped.push_back(l2_off);
             }
             return ok();
@@ -384,8 +374,8 @@ Result<void> Qcow2Node::update_snapshot_refcount_locked(const std::vector<uint64
 // their refcounts, so that a corrupt entry fails it before it starts.
 Result<void> Qcow2Node::check_references_counted_locked(const std::vector<uint64_t> &l1) {
     return walk_references_locked(
-        l1, [&](uint64_t host, uint64_t bytes) { return rc_->check_counted(host, bytes); },
-        [&](uint64_t l2_off) { return rc_->check_counted(l2_off, cs_); });
+        l1, [&](uint64_t host, uint64_t bytes) { return refcounts_->check_counted(host, bytes); },
+        [&](uint64_t l2_off) { return refcounts_->check_counted(l2_off, cluster_size_); });
 }
 
 // Every data cluster (a compressed one's byte range) an L2 table of `l1`
@@ -394,17 +384,14 @@ Result<void> Qcow2Node::check_references_counted_locked(const std::vector<uint64
 Result<void> Qcow2Node::walk_references_locked(const std::vector<uint64_t> &l1,
                                                const std::function<Result<void>(uint64_t, uint64_t)> &on_cluster,
                                                const std::function<Result<void>(uint64_t)> &on_table) {
-    for (size_t i = 0; i < l1.size(); i++) {
-        QIMG_ASSIGN(std::shared_ptr<L2Table> tp, snapshot_l2_locked(l1[i], i));
-        if (!tp) continue;
-        const uint64_t l2_off = l1[i] & kL1OffsetMask;
-        for (uint64_t j = 0; j < l2_entries_; j++) {
-            QIMG_ASSIGN(auto ref, l2_entry_ref_locked((*tp)[j * words_], l2_off, j));
+    return for_each_l2_table(l1, snapshot_l2_loader(), [&](uint64_t, uint64_t l2_off, L2Table &t) -> Result<void> {
+        QIMG_TRY(l2_layout_.for_each_entry(t, [&](const L2Entry &e) -> Result<void> {
+            QIMG_ASSIGN(auto ref, l2_entry_ref_locked(e, l2_off));
             if (ref.second) QIMG_TRY(on_cluster(ref.first, ref.second));
-        }
-        QIMG_TRY(on_table(l2_off));
-    }
-    return ok();
+            return ok();
+        }));
+        return on_table(l2_off);
+    });
 }
 
 // After refcounts fell (snapshot apply and delete), with them durable:
@@ -413,34 +400,32 @@ Result<void> Qcow2Node::walk_references_locked(const std::vector<uint64_t> &l1,
 // interruption leaves at worst flags still missing.
 Result<void> Qcow2Node::sync_copied_locked() {
     bool l1_modified = false;
-    for (size_t i = 0; i < l1_.size(); i++) {
-        QIMG_ASSIGN(std::shared_ptr<L2Table> tp, snapshot_l2_locked(l1_[i], i));
-        if (!tp) continue;
-        const uint64_t l2_off = l1_[i] & kL1OffsetMask;
+    QIMG_TRY(for_each_l2_table(l1_table_, snapshot_l2_loader(), [&](uint64_t i, uint64_t l2_off, L2Table &t) -> Result<void> {
         bool dirty = false;
-        for (uint64_t j = 0; j < l2_entries_; j++) {
-            uint64_t &e = (*tp)[j * words_];
+        QIMG_TRY(l2_layout_.for_each_entry(t, [&](const L2Entry &e) -> Result<void> {
             uint64_t refcount = 0;
-            if (!(e & kOflagCompressed)) {
-                QIMG_ASSIGN(auto ref, l2_entry_ref_locked(e, l2_off, j));
+            if (e.type != ClusterType::Compressed) {
+                QIMG_ASSIGN(auto ref, l2_entry_ref_locked(e, l2_off));
                 if (ref.second) {
-                    QIMG_ASSIGN(refcount, rc_->get(ref.first >> cbits_));
+                    QIMG_ASSIGN(refcount, refcounts_->get(ref.first >> cluster_bits_));
                 }
             }
-            uint64_t want = refcount == 1 ? (e | kOflagCopied) : (e & ~kOflagCopied);
-            if (want != e) {
-                e = want;
+            const uint64_t want = refcount == 1 ? (e.word | kOflagCopied) : (e.word & ~kOflagCopied);
+            if (want != e.word) {
+                t[e.index * l2_entry_words_] = want;
                 dirty = true;
             }
-        }
-        if (dirty) l2_->mark_dirty(l2_off);
-        QIMG_ASSIGN(uint64_t rc, rc_->get(l2_off >> cbits_));
-        uint64_t ne = rc == 1 ? (l2_off | kOflagCopied) : l2_off;
-        if (ne != l1_[i]) {
-            l1_[i] = ne;
+            return ok();
+        }));
+        if (dirty) l2_cache_->mark_dirty(l2_off);
+        QIMG_ASSIGN(uint64_t rc, refcounts_->get(l2_off >> cluster_bits_));
+        const uint64_t ne = rc == 1 ? (l2_off | kOflagCopied) : l2_off;
+        if (ne != l1_table_[i]) {
+            l1_table_[i] = ne;
             l1_modified = true;
         }
-    }
+        return ok();
+    }));
     QIMG_TRY(flush_metadata_locked());
     QIMG_TRY(file_->flush());
     if (l1_modified) QIMG_TRY(write_active_l1_locked());
@@ -454,7 +439,7 @@ Result<void> Qcow2Node::write_snapshots_locked(std::vector<Snapshot> list,
     QIMG_ASSIGN(std::vector<uint8_t> raw, serialize_snapshot_table(list));
     uint64_t new_off = 0;
     if (!raw.empty()) {
-        QIMG_ASSIGN(new_off, rc_->alloc_clusters((raw.size() + cs_ - 1) / cs_));
+        QIMG_ASSIGN(new_off, refcounts_->alloc_clusters((raw.size() + cluster_size_ - 1) / cluster_size_));
         QIMG_TRY(flush_metadata_locked());
         QIMG_TRY(file_->flush());
         // A refusal marks the image corrupt; like QEMU, which then stops
@@ -465,17 +450,17 @@ Result<void> Qcow2Node::write_snapshots_locked(std::vector<Snapshot> list,
     QIMG_TRY(file_->flush());
     QIMG_TRY(write_snapshot_table_pointer(*file_, uint32_t(list.size()), new_off));
     QIMG_TRY(file_->flush());
-    uint64_t old_off = h_.snapshots_offset, old_size = snapshots_size_;
-    h_.nb_snapshots = uint32_t(list.size());
-    h_.snapshots_offset = new_off;
+    uint64_t old_off = header_.snapshots_offset, old_size = snapshots_size_;
+    header_.nb_snapshots = uint32_t(list.size());
+    header_.snapshots_offset = new_off;
     snapshots_ = std::move(list);
     snapshots_size_ = raw.size();
     if (old_off && old_size) {
-        QIMG_TRY(rc_->update(old_off, old_size, -1));
+        QIMG_TRY(refcounts_->update(old_off, old_size, -1));
         // QEMU frees it with QCOW2_DISCARD_SNAPSHOT: the file layer punches
         // out every cluster that became free.
         std::vector<uint64_t> hosts;
-        for (uint64_t c = old_off >> cbits_; c <= (old_off + old_size - 1) >> cbits_; c++) hosts.push_back(c << cbits_);
+        for (uint64_t c = old_off >> cluster_bits_; c <= (old_off + old_size - 1) >> cluster_bits_; c++) hosts.push_back(c << cluster_bits_);
         QIMG_TRY(discard_freed_locked(hosts));
     }
     return ok();
@@ -485,26 +470,26 @@ Result<void> Qcow2Node::write_snapshots_locked(std::vector<Snapshot> list,
 void Qcow2Node::forget_freed_state_locked() {
     free_byte_offset_ = 0;
     metadata_prealloc_.reset();
-    std::lock_guard z(zcache_mu_);
-    zcache_.clear();
-    zcache_entry_ = 0;
+    std::lock_guard z(decompressed_mu_);
+    decompressed_cluster_.clear();
+    decompressed_entry_ = 0;
 }
 
 Result<void> Qcow2Node::snapshot_create(const SnapshotInfo &info) {
     std::lock_guard g(mu_);
     if (snapshots_.size() >= kMaxSnapshots) return make_error(EFBIG, "Too many snapshots");
-    if (h_.has_data_file()) return make_error(ENOTSUP, "Operation not supported");
+    if (header_.has_data_file()) return make_error(ENOTSUP, "Operation not supported");
     QIMG_TRY(prepare_write_locked());
     // A reference the refcounts cannot count is refused before anything
     // changes, so that the image is left as it was (no dirty bit to repair).
-    QIMG_TRY(check_references_counted_locked(l1_));
+    QIMG_TRY(check_references_counted_locked(l1_table_));
     QIMG_TRY(mark_dirty_locked());
     QIMG_TRY(flush_metadata_locked());
 
     Snapshot sn;
     sn.id = new_snapshot_id(snapshots_);
     sn.name = info.name;
-    sn.disk_size = h_.size;
+    sn.disk_size = header_.size;
     sn.vm_state_size = info.vm_state_size;
     sn.date_sec = info.date_sec;
     sn.date_nsec = info.date_nsec;
@@ -514,20 +499,20 @@ Result<void> Qcow2Node::snapshot_create(const SnapshotInfo &info) {
 
     // The snapshot's own copy of the active L1 table keeps the flags it has
     // now, as QEMU's does (byte parity; apply ignores them).
-    const std::vector<uint64_t> l1_copy = l1_;
+    const std::vector<uint64_t> l1_copy = l1_table_;
     // Every cluster the active table reaches is about to be shared.
-    QIMG_TRY(clear_copied_locked(l1_, true));
+    QIMG_TRY(clear_copied_locked(l1_table_, true));
     sn.l1_size = uint32_t(l1_copy.size());
     if (!l1_copy.empty()) {
         uint64_t bytes = l1_copy.size() * 8;
-        QIMG_ASSIGN(sn.l1_table_offset, rc_->alloc_clusters((bytes + cs_ - 1) / cs_));
+        QIMG_ASSIGN(sn.l1_table_offset, refcounts_->alloc_clusters((bytes + cluster_size_ - 1) / cluster_size_));
         std::vector<uint8_t> raw(bytes);
         for (size_t i = 0; i < l1_copy.size(); i++) put_be64(&raw[i * 8], l1_copy[i]);
         QIMG_TRY(file_->write(sn.l1_table_offset, raw.data(), raw.size()));
     }
     // One more reference on everything the active table reaches, durable
     // before the snapshot table names the copy.
-    if (auto r = update_snapshot_refcount_locked(l1_, +1); !r) {
+    if (auto r = update_snapshot_refcount_locked(l1_table_, +1); !r) {
         // Left as QEMU leaves it (e.g. a refcount past refcount_bits, iotest
         // 112): the references raised so far leak, and the flags come back
         // where the refcount is still 1, so that check finds leaks only.
@@ -552,11 +537,11 @@ Result<void> Qcow2Node::snapshot_goto(const std::string &id) {
         // looks for the snapshot; for qemu-img those are the persistent
         // ones, enabled, disabled or inconsistent alike.
         if (!bitmaps_.empty()) return make_error(EBUSY, "Device has active dirty bitmaps");
-        if (h_.has_data_file()) return load_failed(ENOTSUP);
+        if (header_.has_data_file()) return load_failed(ENOTSUP);
         int idx = find_snapshot_by_id_or_name(snapshots_, id);
         if (idx < 0) return load_failed(ENOENT);
         sn = snapshots_[size_t(idx)];
-        auto v = validate_snapshot_l1_reported(sn, cs_);
+        auto v = validate_snapshot_l1_reported(sn, cluster_size_);
         if (!v) return Err(v.error().prepended("Failed to load snapshot: "));
         QIMG_TRY(prepare_write_locked());
         QIMG_TRY(mark_dirty_locked());
@@ -575,9 +560,9 @@ Result<void> Qcow2Node::snapshot_goto(const std::string &id) {
     QIMG_TRY(clear_copied_locked(sn_l1, false));
     QIMG_TRY(update_snapshot_refcount_locked(sn_l1, +1));
     // The active table now names the snapshot's clusters, without flags.
-    std::vector<uint64_t> old = l1_;
-    l1_ = sn_l1;
-    l1_.resize(std::max(old.size(), sn_l1.size()), 0);
+    std::vector<uint64_t> old = l1_table_;
+    l1_table_ = sn_l1;
+    l1_table_.resize(std::max(old.size(), sn_l1.size()), 0);
     QIMG_TRY(write_active_l1_locked());
     QIMG_TRY(update_snapshot_refcount_locked(old, -1));
     QIMG_TRY(sync_copied_locked());
@@ -588,11 +573,11 @@ Result<void> Qcow2Node::snapshot_goto(const std::string &id) {
 
 Result<void> Qcow2Node::snapshot_delete(const std::string &id, const std::string &name) {
     std::lock_guard g(mu_);
-    if (h_.has_data_file()) return make_error(ENOTSUP, "Operation not supported");
+    if (header_.has_data_file()) return make_error(ENOTSUP, "Operation not supported");
     int idx = find_snapshot(snapshots_, id.empty() ? nullptr : &id, name.empty() ? nullptr : &name);
     if (idx < 0) return make_error(ENOENT, "Can't find the snapshot");
     Snapshot sn = snapshots_[size_t(idx)];
-    QIMG_TRY(validate_snapshot_l1(sn, cs_));
+    QIMG_TRY(validate_snapshot_l1(sn, cluster_size_));
     QIMG_TRY(prepare_write_locked());
     QIMG_TRY(mark_dirty_locked());
     QIMG_TRY(flush_metadata_locked());
@@ -610,9 +595,9 @@ Result<void> Qcow2Node::snapshot_delete(const std::string &id, const std::string
     }
     if (!r) return Err(errno_error(r.error().code, "Failed to free the cluster and L1 table"));
     if (sn.l1_size) {
-        QIMG_TRY(rc_->update(sn.l1_table_offset, uint64_t(sn.l1_size) * 8, -1));
+        QIMG_TRY(refcounts_->update(sn.l1_table_offset, uint64_t(sn.l1_size) * 8, -1));
         std::vector<uint64_t> hosts;
-        for (uint64_t o = sn.l1_table_offset; o < sn.l1_table_offset + uint64_t(sn.l1_size) * 8; o += cs_)
+        for (uint64_t o = sn.l1_table_offset; o < sn.l1_table_offset + uint64_t(sn.l1_size) * 8; o += cluster_size_)
             hosts.push_back(o);
         QIMG_TRY(discard_freed_locked(hosts));
     }
@@ -633,12 +618,12 @@ Result<void> Qcow2Node::snapshot_load_tmp(const std::string *id, const std::stri
     int idx = find_snapshot(snapshots_, id, name);
     if (idx < 0) return make_error(ENOENT, "Can't find snapshot");
     const Snapshot &sn = snapshots_[size_t(idx)];
-    QIMG_TRY(validate_snapshot_l1(sn, cs_));
+    QIMG_TRY(validate_snapshot_l1(sn, cluster_size_));
     auto l1 = read_l1_locked(sn.l1_table_offset, sn.l1_size, 0);
     if (!l1) return make_error(l1.error().code, "Failed to read l1 table for snapshot");
-    l1_ = std::move(*l1);
-    h_.l1_size = sn.l1_size;
-    h_.l1_table_offset = sn.l1_table_offset;
+    l1_table_ = std::move(*l1);
+    header_.l1_size = sn.l1_size;
+    header_.l1_table_offset = sn.l1_table_offset;
     return ok();
 }
 
@@ -646,22 +631,22 @@ Result<void> Qcow2Node::snapshot_load_tmp(const std::string *id, const std::stri
 // copied before it changes: the copy is on disk before the L1 entry points
 // at it, and the old table loses our reference once that entry is durable.
 Result<void> Qcow2Node::cow_l2_locked(uint64_t l1_index) {
-    uint64_t old_off = l1_[l1_index] & kL1OffsetMask;
-    if (old_off & (cs_ - 1))
+    uint64_t old_off = l1_table_[l1_index] & kL1OffsetMask;
+    if (old_off & (cluster_size_ - 1))
         return make_error(EIO, "L2 table offset " + hex(old_off) + " unaligned (L1 index: " + hex(l1_index) + ")");
-    QIMG_ASSIGN(std::shared_ptr<L2Table> old, l2_->get(old_off));
+    QIMG_ASSIGN(std::shared_ptr<L2Table> old, l2_cache_->get(old_off));
     auto copy = std::make_shared<L2Table>(*old);
-    QIMG_ASSIGN(uint64_t n, rc_->alloc_clusters(1));
-    QIMG_TRY(rc_->write_back());
+    QIMG_ASSIGN(uint64_t n, refcounts_->alloc_clusters(1));
+    QIMG_TRY(refcounts_->write_back());
     QIMG_TRY(file_->flush());
-    QIMG_TRY(l2_->write_table(n, *copy));
+    QIMG_TRY(l2_cache_->write_table(n, *copy));
     QIMG_TRY(file_->flush());
-    l1_[l1_index] = n | kOflagCopied;
+    l1_table_[l1_index] = n | kOflagCopied;
     uint8_t e[8];
-    put_be64(e, l1_[l1_index]);
-    QIMG_TRY(file_->write(h_.l1_table_offset + l1_index * 8, e, 8));
-    l2_->put_new(n, copy);
-    pending_frees_.emplace_back(old_off, cs_);  // after the next flush makes the L1 entry durable
+    put_be64(e, l1_table_[l1_index]);
+    QIMG_TRY(file_->write(header_.l1_table_offset + l1_index * 8, e, 8));
+    l2_cache_->put_new(n, copy);
+    pending_frees_.emplace_back(old_off, cluster_size_);  // after the next flush makes the L1 entry durable
     return ok();
 }
 
