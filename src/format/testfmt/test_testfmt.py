@@ -61,7 +61,9 @@ def main():
     case("qimg: testfmt is read-only", [
         ("{qimg} create -f testfmt x.tst 1M", 1, "does not support image creation"),
         ("{qimg} check a.tst", 63, "does not support checks"),
-        ("{qimg} resize -f testfmt a.tst 2M", 1, None),
+        ("{qimg} resize -f testfmt a.tst 2M", 1, "Could not open 'a.tst': Image is read-only"),
+        ("{qimg} snapshot -c s1 a.tst", 1, "Image is read-only"),
+        ("{qimg} commit a.tst", 1, "Image is read-only"),
     ])
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0

@@ -117,6 +117,9 @@ const Driver *make_testfmt_driver() {
         d.name = "testfmt";
         d.probe = testfmt_probe;
         d.open = testfmt_open;
+        // Only ever read, as dmg, bochs and cloop: opening it for writing
+        // fails with "Image is read-only".
+        d.read_only = true;
         // No create, measure, backing, compression or check: every one of
         // those answers with qemu-img's "does not support" message.
         return d;
