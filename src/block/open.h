@@ -85,6 +85,18 @@ private:
     std::vector<std::string> chain_names_;  // for loop detection
 };
 
+// A filter the opener puts above every protocol node it opens (a node with
+// no children of its own: file, null-co, ...), whatever asked for it (an
+// image, its backing files and data files, a blkdebug's image, create): the
+// crash tests' fault injection (filter/fault/), which registers itself at
+// start-up when its environment asks for it. Unset, nothing is inserted.
+using ProtocolFilter = NodePtr (*)(NodePtr node, const OpenFlags &flags);
+void set_protocol_filter(ProtocolFilter f);
+// `node` under the protocol filter, or `node` itself when none is set. A
+// protocol driver that makes a node outside the opener (file's create)
+// passes it through here too.
+NodePtr filter_protocol(NodePtr node, const OpenFlags &flags);
+
 // Combines a backing file name recorded in `image` with the image's directory,
 // as QEMU's path_combine does (absolute names and protocol URIs are kept).
 std::string combine_backing_path(const std::string &image, const std::string &backing);
