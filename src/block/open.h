@@ -61,6 +61,13 @@ public:
     // set, those of a format node's data child).
     Result<NodePtr> open_protocol(const std::string &filename, const OptionMap &opts, const OpenFlags &flags,
                                   unsigned role = kRoleData);
+    // Opens the one child of a filter driver (blkdebug's "image"): named by
+    // `filename` (a string, parsed for a protocol prefix) or by `opts` (any
+    // driver, a format too). No permissions are taken: the filter passes
+    // its own on to it (FilterNode::set_perm).
+    Result<NodePtr> open_filtered(const std::string &filename, const OptionMap &opts, const OpenFlags &flags) {
+        return open_protocol_node(filename, opts, flags);
+    }
     // Creates the protocol-level file (create/truncate it to `size`).
     Result<void> create_protocol(const std::string &filename, uint64_t size, Prealloc prealloc);
     // The same with all of a creation request's options (the protocol's own
