@@ -104,6 +104,16 @@ public:
     bool has_driver_info() const override { return false; }
     nlohmann::ordered_json specific_info() const override { return nullptr; }
 
+    // QEMU's bdrv_check_perm: a node whose size is not a multiple of its
+    // alignment cannot be written without being allowed to resize it (the
+    // padded last write would grow it).
+    Result<void> set_perm(Perms p) override {
+        if ((p.perm & kPermWrite) && !(p.perm & kPermResize) && length() % lim_.align != 0)
+            return make_error(EPERM, "Cannot get 'write' permission without 'resize': Image size is not a "
+                                     "multiple of request alignment");
+        return FilterNode::set_perm(p);
+    }
+
     // Events stop here (QEMU's bdrv_debug_event goes down to the first node
     // with a handler).
     void debug_event(BlkdebugEvent e) override { rules_.event(e); }
