@@ -33,6 +33,7 @@ TableCache<L2Table>::Io l2_io(BlockNode &file, uint64_t cluster_size, std::funct
     TableCache<L2Table>::Io io;
     io.load = [&file, cluster_size](uint64_t offset) -> Result<std::shared_ptr<L2Table>> {
         std::vector<uint8_t> raw(cluster_size);
+        file.debug_event(BlkdebugEvent::L2Load);
         QIMG_TRY(read_padded(file, offset, raw.data(), raw.size()));
         auto t = std::make_shared<L2Table>(cluster_size / 8);
         for (size_t i = 0; i < t->size(); i++) (*t)[i] = be64(&raw[i * 8]);
@@ -41,6 +42,7 @@ TableCache<L2Table>::Io l2_io(BlockNode &file, uint64_t cluster_size, std::funct
     io.store = [&file, cluster_size](uint64_t offset, const L2Table &t) -> Result<void> {
         std::vector<uint8_t> raw(cluster_size);
         for (size_t i = 0; i < t.size(); i++) put_be64(&raw[i * 8], t[i]);
+        file.debug_event(BlkdebugEvent::L2Update);
         return file.write(offset, raw.data(), raw.size());
     };
     io.before_write = std::move(before_write);
