@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "block/debug_event.h"
 #include "block/perm.h"
 #include "util/result.h"
 
@@ -289,6 +290,14 @@ public:
     // (the file protocol into QEMU's lock bytes) and fail when another user
     // conflicts; the default accepts anything.
     virtual Result<void> set_perm(Perms p) { (void)p; return ok(); }
+
+    // --- debug events (block/debug_event.h) -------------------------------
+    // A format announces the I/O it is about to do on this node (its file
+    // child); a blkdebug filter acts on it. Default: passed to file(), as
+    // QEMU's bdrv_debug_event follows the primary child.
+    virtual void debug_event(BlkdebugEvent e) {
+        if (file_) file_->debug_event(e);
+    }
 
     // --- graph ----------------------------------------------------------
     // Every child, in the order attached. flush(), cache_advice() and

@@ -65,7 +65,15 @@ Result<void> take_cache_options(OptionMap &opts, OpenFlags &flags) {
     return ok();
 }
 
+ProtocolFilter g_protocol_filter = nullptr;
+
 }  // namespace
+
+void set_protocol_filter(ProtocolFilter f) { g_protocol_filter = f; }
+
+NodePtr filter_protocol(NodePtr node, const OpenFlags &flags) {
+    return g_protocol_filter ? g_protocol_filter(std::move(node), flags) : node;
+}
 
 std::string combine_backing_path(const std::string &image, const std::string &backing) {
     if (backing.empty() || backing[0] == '/' || protocol_prefix(backing)) return backing;
@@ -138,6 +146,8 @@ Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, con
     QIMG_ASSIGN(NodePtr node, d->open(req));
     req.options.erase("filename");
     QIMG_TRY(reject_leftovers(req.options, *d));
+    // Filters (blkdebug) over a child already have it filtered below them.
+    if (node->children().empty()) node = filter_protocol(std::move(node), flags);
     return node;
 }
 

@@ -61,6 +61,13 @@ public:
     // set, those of a format node's data child).
     Result<NodePtr> open_protocol(const std::string &filename, const OptionMap &opts, const OpenFlags &flags,
                                   unsigned role = kRoleData);
+    // Opens the one child of a filter driver (blkdebug's "image"): named by
+    // `filename` (a string, parsed for a protocol prefix) or by `opts` (any
+    // driver, a format too). No permissions are taken: the filter passes
+    // its own on to it (FilterNode::set_perm).
+    Result<NodePtr> open_filtered(const std::string &filename, const OptionMap &opts, const OpenFlags &flags) {
+        return open_protocol_node(filename, opts, flags);
+    }
     // Creates the protocol-level file (create/truncate it to `size`).
     Result<void> create_protocol(const std::string &filename, uint64_t size, Prealloc prealloc);
     // The same with all of a creation request's options (the protocol's own
@@ -84,6 +91,18 @@ private:
     int depth_ = 0;
     std::vector<std::string> chain_names_;  // for loop detection
 };
+
+// A filter the opener puts above every protocol node it opens (a node with
+// no children of its own: file, null-co, ...), whatever asked for it (an
+// image, its backing files and data files, a blkdebug's image, create): the
+// crash tests' fault injection (filter/fault/), which registers itself at
+// start-up when its environment asks for it. Unset, nothing is inserted.
+using ProtocolFilter = NodePtr (*)(NodePtr node, const OpenFlags &flags);
+void set_protocol_filter(ProtocolFilter f);
+// `node` under the protocol filter, or `node` itself when none is set. A
+// protocol driver that makes a node outside the opener (file's create)
+// passes it through here too.
+NodePtr filter_protocol(NodePtr node, const OpenFlags &flags);
 
 // Combines a backing file name recorded in `image` with the image's directory,
 // as QEMU's path_combine does (absolute names and protocol URIs are kept).

@@ -2,6 +2,7 @@
 // default its immediate backing file, or -b BASE further down the chain)
 // into the base, then empties the image unless -d/-b. The copy is the
 // engine's (engine/commit.h).
+#include <cstring>
 #include <stdlib.h>
 
 #include <cstdio>
@@ -100,7 +101,9 @@ int cmd_commit(int argc, char **argv) {
     // (ENOTSUP) keeps its data, which QEMU accepts silently too.
     if (!drop) {
         auto e = node->make_empty();
-        if (!e && e.error().code != ENOTSUP) return fail_progress(e.error().message);
+        // QEMU's bdrv_make_empty words a driver's failure by its errno.
+        if (!e && e.error().code != ENOTSUP)
+            return fail_progress("Failed to empty " + node->filename() + ": " + std::strerror(e.error().code));
     }
     progress::print(100.f, 0);
     progress::end();

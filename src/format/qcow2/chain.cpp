@@ -53,6 +53,7 @@ Result<void> Qcow2Node::reset_to_initial_layout_locked() {
         if (e & kL1OffsetMask) l2_cache_->drop(e & kL1OffsetMask);
     {
         std::vector<uint8_t> zero(l1_clusters * cluster_size_, 0);
+        file_->debug_event(BlkdebugEvent::L1Update);
         QIMG_TRY(file_->write(header_.l1_table_offset, zero.data(), zero.size()));
         QIMG_TRY(file_->flush());
         std::fill(l1_table_.begin(), l1_table_.end(), 0);

@@ -89,11 +89,13 @@ TableCache<L2Table>::Io l2_io(BlockNode &file, uint64_t cluster_size, std::funct
     TableCache<L2Table>::Io io;
     io.load = [&file, cluster_size](uint64_t offset) -> Result<std::shared_ptr<L2Table>> {
         std::vector<uint8_t> raw(cluster_size);
+        file.debug_event(BlkdebugEvent::L2Load);
         QIMG_TRY(read_padded(file, offset, raw.data(), raw.size()));
         return std::make_shared<L2Table>(decode_l2_table(raw));
     };
     io.store = [&file](uint64_t offset, const L2Table &t) -> Result<void> {
         std::vector<uint8_t> raw = encode_l2_table(t);
+        file.debug_event(BlkdebugEvent::L2Update);
         return file.write(offset, raw.data(), raw.size());
     };
     io.before_write = std::move(before_write);

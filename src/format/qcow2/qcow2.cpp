@@ -310,10 +310,12 @@ Result<void> Qcow2Node::read_range_unlocked(uint64_t off, uint8_t *p, size_t len
             std::memset(p, 0, n);
             break;
         case SubclusterType::Normal:
+            file_->debug_event(BlkdebugEvent::ReadAio);
             QIMG_TRY(read_padded(*data_file_, m.host, p, n));
             break;
         case SubclusterType::Compressed:
             n = size_t(std::min<uint64_t>(n, cluster_size_ - (off & (cluster_size_ - 1))));
+            file_->debug_event(BlkdebugEvent::ReadCompressed);
             QIMG_TRY(read_compressed(m.l2_entry, off & (cluster_size_ - 1), p, n));
             break;
         case SubclusterType::Invalid:
@@ -662,6 +664,7 @@ Result<Qcow2Node::Slot> Qcow2Node::l2_slot_for_write(uint64_t off) {
         l1_table_[l1_index] = n | kOflagCopied;
         uint8_t e[8];
         put_be64(e, l1_table_[l1_index]);
+        file_->debug_event(BlkdebugEvent::L1Update);
         QIMG_TRY(file_->write(header_.l1_table_offset + l1_index * 8, e, 8));
         QIMG_TRY(file_->flush());  // qcow2_write_l1_entry writes with bdrv_pwrite_sync
         l2_cache_->put_new(n, t);
@@ -809,6 +812,7 @@ Result<uint64_t> Qcow2Node::write_new_clusters(uint64_t off, const uint8_t *buf,
     if (n == 0) return uint64_t{0};
     QIMG_ASSIGN(uint64_t host, refcounts_->alloc_clusters(n));
     g.unlock();
+    file_->debug_event(BlkdebugEvent::WriteAio);
     auto wr = data_file_->write(host, buf, n * cluster_size_);
     g.lock();
     if (!wr) {
@@ -865,6 +869,7 @@ Result<void> Qcow2Node::write(uint64_t off, const void *buf, size_t len) {
                 if ((e & kOflagCopied) && (l1_table_[l1_index] & kOflagCopied)) {
                     if (!header_.has_data_file()) QIMG_TRY(check_metadata_overlap(m.host, n));
                     g.unlock();
+                    file_->debug_event(BlkdebugEvent::WriteAio);
                     QIMG_TRY(data_file_->write(m.host, p, n));
                     done = true;
                 }

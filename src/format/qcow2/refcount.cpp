@@ -27,10 +27,12 @@ TableCache<std::vector<uint8_t>>::Io block_io(BlockNode &file, uint64_t cluster_
     TableCache<std::vector<uint8_t>>::Io io;
     io.load = [&file, cluster_size](uint64_t offset) -> Result<std::shared_ptr<std::vector<uint8_t>>> {
         auto b = std::make_shared<std::vector<uint8_t>>(cluster_size);
+        file.debug_event(BlkdebugEvent::RefblockLoad);
         QIMG_TRY(read_padded(file, offset, b->data(), cluster_size));
         return b;
     };
     io.store = [&file](uint64_t offset, const std::vector<uint8_t> &b) -> Result<void> {
+        file.debug_event(BlkdebugEvent::RefblockUpdate);
         return file.write(offset, b.data(), b.size());
     };
     return io;

@@ -36,12 +36,14 @@ public:
 
     Result<void> read(uint64_t off, void *buf, size_t len) override {
         QIMG_TRY(check_range(off, len));
+        file_->debug_event(BlkdebugEvent::ReadAio);  // guest data, for a blkdebug below
         return file_->read(offset_ + off, buf, len);
     }
 
     Result<void> write(uint64_t off, const void *buf, size_t len) override {
         QIMG_TRY(check_range(off, len));
         if (probed_ && off < kProbeSector) QIMG_TRY(check_block0_write(off, buf, len));
+        file_->debug_event(BlkdebugEvent::WriteAio);
         return file_->write(offset_ + off, buf, len);
     }
 

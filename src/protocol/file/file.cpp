@@ -6,10 +6,6 @@
 // Image locking: QEMU's lock bytes (lock.h), taken when the opener sets the
 // node's permissions (set_perm), released when the fd is closed.
 //
-// Crash-safety tests: every write, write_zeroes, discard, truncate and flush
-// first passes the fault-injection hook (fault.h, QIMG_FAULT_*), which can
-// kill the process or fail the call at the Nth such event.
-//
 // Concurrency: pread/pwrite on one fd are thread-safe; the cached length is
 // atomic; unaligned O_DIRECT writes (read-modify-write) take rmw_mutex_;
 // set_perm is called only while the graph is built, from one thread.
@@ -30,7 +26,6 @@
 #include "block/create.h"
 #include "block/driver.h"
 #include "block/open.h"
-#include "protocol/file/fault.h"
 #include "protocol/file/lock.h"
 
 namespace qimg {
@@ -79,7 +74,6 @@ public:
         auto *in = dynamic_cast<FileNode *>(&src);
         if (!in || read_only_ || cache_.direct || in->cache_.direct)
             return make_error(ENOTSUP, "Copy offloading is not supported");
-        QIMG_TRY(fault::before_change("copy_range", off, len));
         loff_t ioff = static_cast<loff_t>(src_off), ooff = static_cast<loff_t>(off);
         uint64_t left = len;
         while (left > 0) {
@@ -114,7 +108,6 @@ public:
 
     Result<void> write(uint64_t off, const void *buf, size_t len) override {
         if (read_only_) return make_error(EROFS, "Cannot write to a read-only file");
-        QIMG_TRY(fault::before_change("write", off, len));
         if (cache_.direct && !aligned(off, buf, len)) QIMG_TRY(bounce_write(off, buf, len));
         else QIMG_TRY(raw_write(off, static_cast<const uint8_t *>(buf), len));
         grow_to(off + len);
@@ -125,7 +118,6 @@ public:
     Result<void> write_zeroes(uint64_t off, uint64_t len, unsigned flags) override {
         if (read_only_) return make_error(EROFS, "Cannot write to a read-only file");
         if (len == 0) return ok();
-        QIMG_TRY(fault::before_change("write_zeroes", off, len));
         if (!is_block_) {
             // Holes read as zeroes; punching keeps the file size.
             if ((flags & kZeroMayUnmap) && off + len <= length() &&
@@ -151,7 +143,6 @@ public:
 
     Result<void> discard(uint64_t off, uint64_t len) override {
         if (read_only_) return make_error(EROFS, "Cannot write to a read-only file");
-        QIMG_TRY(fault::before_change("discard", off, len));
         if (is_block_) {
             uint64_t range[2] = {off, len};
             (void)ioctl(fd_, BLKDISCARD, range);  // advisory
@@ -163,13 +154,11 @@ public:
 
     Result<void> flush() override {
         if (cache_.no_flush) return ok();
-        QIMG_TRY(fault::before_change("flush", 0, 0));
         return sync();
     }
 
     Result<void> truncate(uint64_t new_size, Prealloc prealloc, bool exact) override {
         if (read_only_) return make_error(EROFS, "Cannot write to a read-only file");
-        QIMG_TRY(fault::before_change("truncate", new_size, 0));
         if (is_block_) {
             // QEMU's blk_is_available (cdrom_is_inserted), then raw_co_truncate.
             if (cdrom_ && ioctl(fd_, CDROM_DRIVE_STATUS, CDSL_CURRENT) != CDS_DISC_OK)
@@ -463,17 +452,22 @@ Result<void> file_create(CreateRequest &req) {
         ::close(fd);
         return ok();  // block devices are used as they are
     }
-    FileNode node(fd, false, CacheMode{}, 0, filelock::have_ofd_locks());
-    node.set_read_only(false);
-    node.set_filename(path);
+    auto file = std::make_shared<FileNode>(fd, false, CacheMode{}, 0, filelock::have_ofd_locks());
+    file->set_read_only(false);
+    file->set_filename(path);
+    // Under the opener's protocol filter like every file node it opens (the
+    // crash tests count this truncate).
+    OpenFlags rw;
+    rw.read_write = true;
+    NodePtr node = filter_protocol(file, rw);
     // QEMU's raw_co_create: write and resize, sharing all but resize, so that
     // an image in use elsewhere is refused before it is emptied.
-    QIMG_TRY(node.set_perm(Perms{kPermWrite | kPermResize, kPermAll & ~kPermResize}));
+    QIMG_TRY(node->set_perm(Perms{kPermWrite | kPermResize, kPermAll & ~kPermResize}));
     if (ftruncate(fd, 0) != 0) return errno_error(errno, "Could not resize file");
     if (size > static_cast<uint64_t>(INT64_MAX)) return errno_error(EINVAL, "Could not resize file");
     if (prealloc == Prealloc::Metadata)
         return make_error(ENOTSUP, "Unsupported preallocation mode: metadata");
-    return node.truncate(size, prealloc, true);
+    return node->truncate(size, prealloc, true);
 }
 
 const Driver *make_file_driver() {
