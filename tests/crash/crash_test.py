@@ -676,8 +676,8 @@ def main():
     ap.add_argument("-k", default="", help="only operations whose name contains this")
     ap.add_argument("-j", type=int, default=2)
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--points", type=int, default=MAX_POINTS,
-                    help=f"kill points per operation (default {MAX_POINTS}; 0: kill and fail at every event, for a thorough local run)")
+    ap.add_argument("--points", type=int, default=int(os.environ.get("CRASH_POINTS", MAX_POINTS)),
+                    help=f"kill points per operation (default $CRASH_POINTS or {MAX_POINTS}; 0: kill and fail at every event, for a thorough local run)")
     a = ap.parse_args()
     qimg = os.path.abspath(a.qimg)
     ops = [o for o in OPERATIONS if a.k in o.name]
