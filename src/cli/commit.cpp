@@ -96,7 +96,10 @@ int cmd_commit(int argc, char **argv) {
     co.write_behind = default_write_behind();
     co.on_progress = [](float p) { progress::print(p, 0); };
     auto r = engine::commit_image(*node, *base_node, co);
-    if (!r) return fail_progress(r.error().message);
+    // Everything commit_image does is QEMU's commit job (growing the base
+    // too), whose failure qemu-img reports by its errno alone
+    // (common_block_job_cb).
+    if (!r) return fail_progress(std::string("Block job failed: ") + std::strerror(r.error().code ? r.error().code : EIO));
     // Without -d the committed image is emptied; a format that cannot
     // (ENOTSUP) keeps its data, which QEMU accepts silently too.
     if (!drop) {
