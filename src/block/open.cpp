@@ -228,11 +228,15 @@ Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenO
     if (o.flags.force_share && o.flags.read_write)
         return make_error(EINVAL, "force-share=on can only be used with read-only images");
     OptionMap opts;
+    // The options as the user typed them, for the name the opened node shows.
+    TypedOptions given;
     std::string display = filename;
     if (o.image_opts) {
         QIMG_ASSIGN(opts, parse_image_opts(filename));
     } else if (is_json_filename(filename)) {
-        QIMG_ASSIGN(opts, parse_json_filename(filename));
+        QIMG_ASSIGN(nlohmann::ordered_json tree, parse_json_filename_tree(filename));
+        opts = flatten_json_options(tree);
+        given = flatten_json_typed(tree);
     } else {
         // The image is named after its file: "file:x" shows as "x".
         display = strip_file_prefix(filename);
@@ -261,13 +265,8 @@ Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenO
                       });
         if (simple) display = f->second;
     }
-    // The options as the user typed them, for the name the opened node shows.
-    TypedOptions given;
     if (o.image_opts || is_json_filename(filename)) {
-        if (!o.image_opts) {
-            if (auto tree = parse_json_filename_tree(filename)) given = flatten_json_typed(*tree);
-        }
-        for (const auto &[k, v] : opts) given.try_emplace(k, v);
+        for (const auto &[k, v] : opts) given.try_emplace(k, v);  // -f, extra options: strings
     }
     // A child given by reference to an existing node (a string where the
     // child's options belong, e.g. the implied key of --image-opts):
