@@ -160,7 +160,7 @@ run_fuzzers() {
 if [[ ${SKIP_FUZZ:-0} != 1 && $FUZZ_TIME -gt 0 ]]; then
     if command -v clang++ >/dev/null && compgen -G 'tests/fuzz/fuzz_*.cpp' >/dev/null; then
         stage "build-fuzz/ (clang, libFuzzer)"
-        if CXX=clang++ configure_and_build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIMG_FUZZ=ON; then
+        if CXX=clang++ configure_and_build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIMG_FUZZ=ON -DQIMG_TEST_FORMATS=ON; then
             run_fuzzers
         else
             build_failed fuzz
