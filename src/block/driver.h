@@ -139,6 +139,13 @@ struct Driver {
     // of its file child, or of its "filename" option.
     std::function<std::string(const nlohmann::ordered_json &full)> refresh_filename;
 
+    // A filter (QEMU's is_filter drivers: throttle, copy-on-read): its one
+    // child "file" is required ("A block device must be specified for
+    // \"file\""), is opened as the options say (a protocol without
+    // probing, or a format with its backing chain) and shows through the
+    // filter unchanged (BlockNode::filtered_child()).
+    bool is_filter = false;
+
     // --- Capabilities: what the driver can do, declared here once. The CLI
     // and the engine ask these and print qemu-img's message where one is
     // missing; nothing outside a driver's own folder tests its name. What

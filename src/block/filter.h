@@ -1,4 +1,4 @@
-// FilterNode: the base of filter drivers (filter/: fault, blkdebug), nodes
+// FilterNode: the base of filter drivers (filter/: fault, blkdebug, ...), nodes
 // that sit above one child and show it unchanged (QEMU's is_filter drivers
 // with a FILTERED|PRIMARY "file"/"image" child). Every BlockNode call passes
 // to the child; a filter overrides the calls it acts on (fails, counts,
@@ -69,6 +69,25 @@ public:
     bool encrypted() const override { return file_->encrypted(); }
     Result<void> set_perm(Perms p) override { return file_->set_perm(p); }
     void debug_event(BlkdebugEvent e) override { file_->debug_event(e); }
+};
+
+// The node of one of QEMU's is_filter drivers (throttle, copy-on-read):
+// the generic walks look through it (filtered_child), it has no
+// format-specific information of its own, and it must see every byte that
+// passes, so offloaded copies, which would go around it, are refused (the
+// caller falls back to reads and writes).
+class QemuFilterNode : public FilterNode {
+public:
+    using FilterNode::FilterNode;
+
+    BlockNode *filtered_child() const override { return file_.get(); }
+    nlohmann::ordered_json specific_info() const override { return nullptr; }
+    Result<void> copy_range_from(uint64_t, BlockNode &, uint64_t, uint64_t) override {
+        return make_error(ENOTSUP, "Copy offloading is not supported");
+    }
+    Result<void> copy_range_to(BlockNode &, uint64_t, uint64_t, uint64_t) override {
+        return make_error(ENOTSUP, "Copy offloading is not supported");
+    }
 };
 
 }  // namespace qimg

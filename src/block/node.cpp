@@ -176,6 +176,16 @@ Result<void> BlockNode::make_empty() {
     return make_error(ENOTSUP, "Driver " + std::string(driver_name()) + " does not support emptying");
 }
 
+BlockNode *skip_filters(BlockNode *node) {
+    while (node && node->filtered_child()) node = node->filtered_child();
+    return node;
+}
+
+BlockNode *backing_chain_next(BlockNode *node) {
+    node = skip_filters(node);
+    return node ? skip_filters(node->backing()) : nullptr;
+}
+
 Result<void> read_padded(BlockNode &node, uint64_t off, void *buf, size_t len) {
     uint64_t end = node.length();
     uint8_t *p = static_cast<uint8_t *>(buf);

@@ -300,6 +300,10 @@ public:
     }
 
     // --- graph ----------------------------------------------------------
+    // The child a filter node shows unchanged (QEMU's bdrv_filter_bs of an
+    // is_filter driver: throttle, copy-on-read), or nullptr. The generic
+    // walks (block/status.h, backing_chain_next) look through it.
+    virtual BlockNode *filtered_child() const { return nullptr; }
     // Every child, in the order attached. flush(), cache_advice() and
     // allocated_size() cover them by default (backing files excepted, and
     // a data file is left out of allocated_size() as qemu-img 7.2 does).
@@ -339,6 +343,13 @@ protected:
     std::string backing_filename_, backing_format_, full_backing_filename_;
     bool read_only_ = true;
 };
+
+// QEMU's bdrv_skip_filters(): the first node from `node` down that is not
+// a filter.
+BlockNode *skip_filters(BlockNode *node);
+// QEMU's bdrv_backing_chain_next(): the backing node of `node`'s first
+// non-filter node, itself with filters skipped; nullptr when none.
+BlockNode *backing_chain_next(BlockNode *node);
 
 // Reads that may cross the end of `node`: the part past length() reads as zeroes.
 Result<void> read_padded(BlockNode &node, uint64_t off, void *buf, size_t len);

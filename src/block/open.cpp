@@ -105,7 +105,7 @@ std::string strip_file_prefix(const std::string &name) {
 }
 
 Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, const OptionMap &in,
-                                                const OpenFlags &flags_in) {
+                                                const OpenFlags &flags_in, bool with_backing) {
     OptionMap opts = in;
     // Only a name given as a string is parsed for a "file:" prefix; one given
     // as an option is taken literally (QEMU's parse_filename).
@@ -134,9 +134,13 @@ Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, con
         opts["driver"] = drv_name;
         OpenOptions o;
         o.flags = flags;
-        o.flags.no_backing = true;
+        o.flags.no_backing = o.flags.no_backing || !with_backing;
         o.warn_probed_raw = false;
-        return open_options(std::move(opts), filename, o, 1);
+        // A filter's format child is named after its file, so that its
+        // backing file is found next to it.
+        std::string display = filename;
+        if (display.empty() && with_backing && opts.count("file.filename")) display = opts["file.filename"];
+        return open_options(std::move(opts), display, o, 1);
     }
     OpenRequest req;
     req.filename = opts["filename"];
@@ -319,9 +323,13 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
     }
 
     OptionMap file_opts = extract_prefix(opts, "file");
+    // A filter's child is opened as its options say, with its backing chain
+    // (QEMU's bdrv_open_file_child of an is_filter driver).
+    const bool filter = fd && fd->is_filter;
+    if (filter && file_opts.empty()) return make_error(EINVAL, "A block device must be specified for \"file\"");
     // Unlocked until the format is known (QEMU probes before it attaches
     // the file to its format node).
-    QIMG_ASSIGN(NodePtr file, open_protocol_node({}, file_opts, o.flags));
+    QIMG_ASSIGN(NodePtr file, open_protocol_node({}, file_opts, o.flags, filter));
 
     bool probed = false;
     if (!fd) {

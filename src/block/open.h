@@ -86,7 +86,10 @@ private:
                                 const std::string &what) const;
     Result<void> open_recorded_backing(BlockNode &node, OpenRequest &req);
     // open_protocol without taking permissions.
-    Result<NodePtr> open_protocol_node(const std::string &filename, const OptionMap &opts, const OpenFlags &flags);
+    // With `with_backing`, a format opened there gets its backing chain (a
+    // filter's child); otherwise it is opened alone.
+    Result<NodePtr> open_protocol_node(const std::string &filename, const OptionMap &opts, const OpenFlags &flags,
+                                       bool with_backing = false);
     Result<NodePtr> open_options(OptionMap opts, const std::string &display_name, const OpenOptions &o, int depth);
     int depth_ = 0;
     std::vector<std::string> chain_names_;  // for loop detection

@@ -46,7 +46,8 @@ namespace {
 Result<ChainStatus> walk_chain(BlockNode &top, BlockNode *base, uint64_t off, uint64_t len, uint32_t stop_flags) {
     ChainStatus out;
     int depth = 0;
-    for (BlockNode *p = &top; p && p != base; p = p->backing(), ++depth) {
+    // Filters show their child unchanged and are no layer of their own.
+    for (BlockNode *p = skip_filters(&top); p && p != base; p = skip_filters(p->backing()), ++depth) {
         QIMG_ASSIGN(BlockStatus s, node_status(*p, off, len));
         if (s.bytes == 0) {
             // The layer above deferred to this one and this one ends before
@@ -69,7 +70,7 @@ Result<ChainStatus> walk_chain(BlockNode &top, BlockNode *base, uint64_t off, ui
         if (s.flags & stop_flags) break;
         // Unallocated: reads come from the backing layer, if any and if
         // above base; node_status set the zero flag when there is none.
-        if (!p->backing() || p->backing() == base) break;
+        if (!skip_filters(p->backing()) || skip_filters(p->backing()) == base) break;
     }
     return out;
 }

@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "block/driver.h"
+#include "block/object_types.h"
 #include "engine/pipeline.h"
 #include "util/memory_room.h"
 #include "crypto/secret.h"
@@ -54,7 +55,14 @@ void process_object_option(const char *arg, int fail_status) {
         std::fputs(object_help(*o).c_str(), stdout);
         std::exit(0);
     }
-    Result<void> r = o ? SecretStore::global().add(*o) : Err(o.error());
+    Result<void> r = ok();
+    if (!o) {
+        r = Err(o.error());
+    } else if (const ObjectType *t = find_object_type(o->qom_type)) {
+        r = t->create(*o, [&o]() -> Result<void> { return SecretStore::global().add(*o); });
+    } else {
+        r = SecretStore::global().add(*o);
+    }
     if (!r) {
         error_report(r.error().message);
         std::exit(fail_status);
