@@ -494,6 +494,68 @@ Result<void> visit_secret_members(MemberVisitor &v, ObjectSpec &spec, bool *load
     return ok();
 }
 
+// ThrottleLimits (qapi/block-core.json), in schema order; the x- members
+// of ThrottleGroupProperties are the same names with "x-" in front.
+constexpr std::array kThrottleLimitNames = {
+    "iops-total", "iops-total-max", "iops-total-max-length", "iops-read", "iops-read-max", "iops-read-max-length",
+    "iops-write", "iops-write-max", "iops-write-max-length", "bps-total", "bps-total-max", "bps-total-max-length",
+    "bps-read", "bps-read-max", "bps-read-max-length", "bps-write", "bps-write-max", "bps-write-max-length",
+    "iops-size"};
+
+// visit_type_int64: qemu_strtoi64(base 0, the whole string) in keyval mode,
+// a JSON integer that fits otherwise. `full` names it in messages.
+Result<int64_t> visit_int64(const Json &v, bool keyval, const std::string &full) {
+    if (keyval && v.is_string()) {
+        const std::string s = v.get<std::string>();
+        errno = 0;
+        char *end = nullptr;
+        const long long n = std::strtoll(s.c_str(), &end, 0);
+        if (s.empty() || errno != 0 || end == s.c_str() || *end != '\0')
+            return make_error(EINVAL, fmt::format("Parameter '{}' expects integer", full));
+        return int64_t(n);
+    }
+    if (keyval && (v.is_object() || v.is_array()))
+        return make_error(EINVAL, fmt::format("Parameters '{}.*' are unexpected", full));
+    if (!keyval && v.is_number_integer()) {
+        if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX))
+            return make_error(EINVAL, fmt::format("Parameter '{}' expects integer", full));
+        return v.get<int64_t>();
+    }
+    return make_error(EINVAL, fmt::format("Invalid parameter type for '{}', expected: integer", full));
+}
+
+// visit_type_ThrottleGroupProperties_members(): "limits" (a ThrottleLimits
+// object, its own unexpected members checked at its end), then the x-
+// members. Values are kept in decimal: "limits" (present), "limits.<name>",
+// "x-<name>".
+Result<void> visit_throttle_group_members(MemberVisitor &v, ObjectSpec &spec) {
+    if (v.has("limits")) {
+        Json limits = v.obj["limits"];
+        if (!limits.is_object())
+            return make_error(EINVAL, "Invalid parameter type for 'limits', expected: object");
+        spec.props["limits"] = "";
+        for (const char *name : kThrottleLimitNames) {
+            auto it = limits.find(name);
+            if (it == limits.end()) continue;
+            const std::string full = std::string("limits.") + name;
+            QIMG_ASSIGN(int64_t n, visit_int64(*it, v.keyval, full));
+            spec.props[full] = std::to_string(n);
+            limits.erase(it);
+        }
+        if (!limits.empty())
+            return make_error(EINVAL, fmt::format("Parameter 'limits.{}' is unexpected", qdict_order(limits).front()));
+        v.consume("limits");
+    }
+    for (const char *name : kThrottleLimitNames) {
+        const std::string x = std::string("x-") + name;
+        if (!v.has(x.c_str())) continue;
+        QIMG_ASSIGN(int64_t n, visit_int64(v.obj[x], v.keyval, x));
+        spec.props[x] = std::to_string(n);
+        v.consume(x.c_str());
+    }
+    return ok();
+}
+
 Result<ObjectSpec> build_object(Json obj, bool keyval) {
     ObjectSpec spec;
     MemberVisitor v{obj, keyval};
@@ -508,8 +570,9 @@ Result<ObjectSpec> build_object(Json obj, bool keyval) {
     v.consume("id");
 
     bool loaded_set = false;
-    if (spec.qom_type == "secret") {
-        QIMG_TRY(visit_secret_members(v, spec, &loaded_set));
+    if (spec.qom_type == "secret" || spec.qom_type == "throttle-group") {
+        if (spec.qom_type == "secret") QIMG_TRY(visit_secret_members(v, spec, &loaded_set));
+        else QIMG_TRY(visit_throttle_group_members(v, spec));
         if (!obj.empty()) {
             return make_error(EINVAL, fmt::format("Parameter '{}' is unexpected", qdict_order(obj).front()));
         }
@@ -565,6 +628,15 @@ std::string object_help(const ObjectSpec &spec) {
                "  format=<QCryptoSecretFormat>\n"
                "  iv=<string>\n"
                "  keyid=<string>\n";
+    }
+    if (spec.qom_type == "throttle-group") {
+        // QEMU sorts the property list by name ("-max" after "-max-length").
+        std::vector<std::string> names = {"limits=<ThrottleLimits>"};
+        for (const char *n : kThrottleLimitNames) names.push_back(fmt::format("x-{}=<int>", n));
+        std::sort(names.begin(), names.end());
+        std::string out = "throttle-group options:\n";
+        for (const std::string &n : names) out += "  " + n + "\n";
+        return out;
     }
     std::string out = "List of user creatable objects:\n";
     for (const char *t : kQemuImgObjectTypes) out += fmt::format("  {}\n", t);
