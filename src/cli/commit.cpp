@@ -61,10 +61,12 @@ int cmd_commit(int argc, char **argv) {
     progress::print(0.f, 100);
     BlockNode *base_node = nullptr;
     if (have_base) {
-        base_node = find_backing_image(*node, base);
+        base_node = find_backing_image(*skip_filters(node.get()), base);
         if (!base_node) return fail_progress(fmt::format("Did not find '{}' in the backing chain of '{}'", base, filename));
     } else {
-        base_node = node->backing();
+        // A filter on top (copy-on-read) is read through: its base is its
+        // child's backing file (QEMU's bdrv_backing_chain_next).
+        base_node = backing_chain_next(node.get());
         if (!base_node) return fail_progress("Image does not have a backing file");
     }
     // The base is written: like QEMU's commit job, which reopens it
@@ -73,7 +75,7 @@ int cmd_commit(int argc, char **argv) {
     // without the open's "Could not open ...: " prefixes.
     if (base_node->read_only()) {
         int level = 0;
-        for (BlockNode *p = node.get(); p != base_node; p = p->backing()) ++level;
+        for (BlockNode *p = node.get(); p && p != base_node; p = backing_chain_next(p)) ++level;
         node.reset();
         BlockOpener rw_opener;
         OpenOptions o;
@@ -87,7 +89,7 @@ int cmd_commit(int argc, char **argv) {
         if (!reopened) return fail_progress(strip_open_prefixes(reopened.error().message));
         node = *reopened;
         base_node = node.get();
-        for (int i = 0; i < level && base_node; ++i) base_node = base_node->backing();
+        for (int i = 0; i < level && base_node; ++i) base_node = backing_chain_next(base_node);
         if (!base_node) return fail_progress("Image does not have a backing file");
         opener = std::move(rw_opener);
     }

@@ -33,6 +33,30 @@ Result<std::vector<Extent>> commit_extents(BlockNode &top, BlockNode &base, uint
     return out;
 }
 
+// QEMU's commit job is a mirror that copies whole chunks of its dirty
+// bitmap's granularity (the base's cluster size, within [4k, 64k]). Reads
+// through a filter on top can have side effects (copy-on-read writes what
+// they read into the top), so there the extents are widened to those
+// chunks, merged, and copied as data.
+std::vector<Extent> widen_to_granularity(const std::vector<Extent> &in, uint64_t granularity, uint64_t size,
+                                         uint64_t chunk) {
+    std::vector<Extent> merged;
+    for (const Extent &e : in) {
+        uint64_t lo = e.off / granularity * granularity;
+        uint64_t hi = std::min(size, (e.off + e.len + granularity - 1) / granularity * granularity);
+        if (!merged.empty() && lo <= merged.back().off + merged.back().len) {
+            merged.back().len = std::max(merged.back().off + merged.back().len, hi) - merged.back().off;
+        } else {
+            merged.push_back({lo, hi - lo, false});
+        }
+    }
+    std::vector<Extent> out;
+    for (const Extent &m : merged) {
+        for (uint64_t o = m.off; o < m.off + m.len; o += chunk) out.push_back({o, std::min(chunk, m.off + m.len - o), false});
+    }
+    return out;
+}
+
 class CommitJob final : public PipelineJob {
 public:
     CommitJob(BlockNode &top, BlockNode &base, std::vector<Extent> extents, const CommitOptions &o)
@@ -84,6 +108,11 @@ Result<void> commit_image(BlockNode &top, BlockNode &base, const CommitOptions &
     if (base.length() < size) QIMG_TRY(base.truncate(size, Prealloc::Off, false));
     uint64_t chunk = std::max<uint64_t>(o.chunk, 512);
     QIMG_ASSIGN(std::vector<Extent> extents, commit_extents(top, base, chunk));
+    if (top.filtered_child()) {
+        const uint64_t granularity = std::clamp<uint64_t>(base.cluster_size(), 4096, 65536);
+        chunk = std::max(chunk / granularity * granularity, granularity);
+        extents = widen_to_granularity(extents, granularity, size, chunk);
+    }
     CommitJob job(top, base, std::move(extents), o);
     PipelineOptions po;
     po.in_flight = o.in_flight;
