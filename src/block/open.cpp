@@ -65,6 +65,19 @@ Result<void> take_cache_options(OptionMap &opts, OpenFlags &flags) {
     return ok();
 }
 
+// BDRV_OPT_FORCE_SHARE, a node option (`force-share=on` in --image-opts or
+// json:) that, like -U, shares every permission on this node and, as QEMU's
+// inherited options, its children; only a read-only node may have it.
+Result<void> take_force_share(OptionMap &opts, OpenFlags &flags) {
+    if (auto it = opts.find("force-share"); it != opts.end()) {
+        QIMG_ASSIGN(flags.force_share, parse_bool_opt("force-share", it->second));
+        opts.erase(it);
+    }
+    if (flags.force_share && flags.read_write)
+        return make_error(EINVAL, "force-share=on can only be used with read-only images");
+    return ok();
+}
+
 ProtocolFilter g_protocol_filter = nullptr;
 
 }  // namespace
@@ -112,6 +125,7 @@ Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, con
     if (!filename.empty() && !opts.count("filename")) opts["filename"] = strip_file_prefix(filename);
     OpenFlags flags = flags_in;
     QIMG_TRY(take_cache_options(opts, flags));
+    QIMG_TRY(take_force_share(opts, flags));
     std::string drv_name;
     if (auto it = opts.find("driver"); it != opts.end()) {
         drv_name = it->second;
@@ -247,6 +261,9 @@ Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenO
         opts["file.filename"] = display;
     }
     for (const auto &[k, v] : o.extra) opts[k] = v;
+    // -U is the root's force-share=on, over what json: says (qemu-img's
+    // img_open_file; --image-opts conflicts are the CLI's to report).
+    if (o.flags.force_share) opts["force-share"] = "on";
     if (!o.format.empty()) {
         auto it = opts.find("driver");
         if (it != opts.end() && it->second != o.format)
@@ -294,6 +311,7 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
     if (depth > depth_limit) return make_error(EINVAL, "Backing chain too deep");
     OpenOptions o = o_in;
     QIMG_TRY(take_cache_options(opts, o.flags));
+    QIMG_TRY(take_force_share(opts, o.flags));
     std::string fmt;
     if (auto it = opts.find("driver"); it != opts.end()) {
         fmt = it->second;

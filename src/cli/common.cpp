@@ -113,6 +113,18 @@ NodePtr open_image(BlockOpener &opener, const std::string &filename, const Image
         return nullptr;
     }
     o.flags.cache = *cache;
+    // qemu-img's img_open_opts: -U adds force-share=on to --image-opts,
+    // where any other value given is a conflict.
+    if (a.force_share && a.image_opts) {
+        auto given = parse_image_opts(filename);
+        if (given) {
+            auto fs = given->find("force-share");
+            if (fs != given->end() && fs->second != "on") {
+                error_report("--force-share/-U conflicts with image options");
+                return nullptr;
+            }
+        }
+    }
     auto r = opener.open_image(filename, o);
     if (!r) {
         error_reportf("Could not open '{}': {}", filename, r.error().message);

@@ -220,8 +220,13 @@ public:
         while (r < 0 && errno == EINTR);
     }
 
+    void set_force_share(bool on) { force_share_ = on; }
+
     Result<void> set_perm(Perms p) override {
         if (!use_lock_) return ok();
+        // force-share=on on this node (or inherited, or -U): every user
+        // shares everything with others (QEMU's bdrv_child_perm).
+        if (force_share_) p.shared = kPermAll;
         return lock_.set_perm(fd_, p, filename());
     }
 
@@ -381,6 +386,7 @@ private:
     std::atomic<uint64_t> length_;
     std::mutex rmw_mutex_;
     bool use_lock_;
+    bool force_share_ = false;
     filelock::LockState lock_;
 };
 
@@ -422,6 +428,7 @@ Result<NodePtr> file_open(OpenRequest &req) {
         return make_error(EINVAL, "'file' driver requires '" + path + "' to be a regular file");
     }
     auto node = std::make_shared<FileNode>(fd, is_block, req.flags.cache, len, use_lock);
+    node->set_force_share(req.flags.force_share);
     node->set_filename(path);
     node->set_read_only(!req.flags.read_write);
     // Locks are taken when the opener sets the node's permissions: like
