@@ -75,10 +75,18 @@ public:
 // the generic walks look through it (filtered_child), it has no
 // format-specific information of its own, and it must see every byte that
 // passes, so offloaded copies, which would go around it, are refused (the
-// caller falls back to reads and writes).
+// caller falls back to reads and writes). Internal snapshots are its
+// child's (QEMU's bdrv_snapshot_fallback to the primary child).
 class QemuFilterNode : public FilterNode {
 public:
     using FilterNode::FilterNode;
+
+    Result<std::vector<SnapshotInfo>> snapshot_list() override { return file_->snapshot_list(); }
+    Result<void> snapshot_create(const SnapshotInfo &sn) override { return file_->snapshot_create(sn); }
+    Result<void> snapshot_goto(const std::string &name) override { return file_->snapshot_goto(name); }
+    Result<void> snapshot_delete(const std::string &id, const std::string &name) override {
+        return file_->snapshot_delete(id, name);
+    }
 
     BlockNode *filtered_child() const override { return file_.get(); }
     nlohmann::ordered_json specific_info() const override { return nullptr; }
