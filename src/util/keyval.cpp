@@ -516,11 +516,8 @@ Result<int64_t> visit_int64(const Json &v, bool keyval, const std::string &full)
     }
     if (keyval && (v.is_object() || v.is_array()))
         return make_error(EINVAL, fmt::format("Parameters '{}.*' are unexpected", full));
-    if (!keyval && v.is_number_integer()) {
-        if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX))
-            return make_error(EINVAL, fmt::format("Parameter '{}' expects integer", full));
+    if (!keyval && v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)))
         return v.get<int64_t>();
-    }
     return make_error(EINVAL, fmt::format("Invalid parameter type for '{}', expected: integer", full));
 }
 
