@@ -226,7 +226,9 @@ Refreshed refresh_filename(const BlockNode &node, const TypedOptions &given, con
     if (d && d->refresh_filename) {
         r.exact = d->refresh_filename(r.full);
     } else if (has_file) {
-        if (!strong) r.exact = file_exact;
+        // A filter is never named after its child (QEMU: only a format
+        // node over a protocol is).
+        if (!strong && !(d && d->is_filter)) r.exact = file_exact;
     } else if (auto f = given.find(prefix + "filename"); f != given.end() && f->second.is_string()) {
         r.exact = f->second.get<std::string>();
     }

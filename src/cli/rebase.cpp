@@ -60,16 +60,26 @@ int cmd_rebase(int argc, char **argv) {
     if (compress && node->compressed_cluster_size() == 0)
         return fail_progress("Compression not supported for this file format");
 
+    // Through a filter (throttle, copy-on-read) the image is the node
+    // below it (QEMU's bdrv_skip_filters). qimg also writes the preserved
+    // data there directly, where QEMU writes it through the filter (only a
+    // throttle's timing differs).
+    BlockNode &image = *skip_filters(node.get());
     if (!unsafe) {
-        BlockNode *old_backing = node->backing();
+        BlockNode *old_backing = image.backing();
         BlockNode *new_backing = nullptr, *prefix = nullptr;
         NodePtr new_owned;
         BlockOpener new_opener;
         if (!base.empty()) {
+            // bdrv_get_full_backing_filename_from_filename(): a relative
+            // name cannot be resolved against a json: name (a throttle node's).
+            if (node->filename().starts_with("json:") && base[0] != '/' && !protocol_prefix(base))
+                return fail_progress("Could not resolve backing filename: Cannot use relative backing file names for '" +
+                                     node->filename() + "'");
             std::string real = combine_backing_path(node->filename(), base);
             // Rebasing onto an image further down the chain needs to look
             // only at what changed above it.
-            prefix = find_backing_image(*node, real_path(real));
+            prefix = find_backing_image(image, real_path(real));
             if (prefix) {
                 new_backing = prefix;
             } else {
@@ -87,7 +97,7 @@ int cmd_rebase(int argc, char **argv) {
         ro.compress = compress;
         ro.write_behind = default_write_behind();
         ro.on_progress = [](float step) { progress::print(step, 100); };
-        if (auto p = engine::rebase_preserve(*node, old_backing, new_backing, prefix, ro); !p)
+        if (auto p = engine::rebase_preserve(image, old_backing, new_backing, prefix, ro); !p)
             return fail_progress(p.error().message);
         // The preserved data must be durable before the header stops
         // pointing at the old backing file.
@@ -102,7 +112,7 @@ int cmd_rebase(int argc, char **argv) {
     if (named && !have_base_fmt)
         r = make_error(EINVAL, "Invalid argument");
     else
-        r = node->change_backing_file(named ? base : std::string(), named ? base_fmt : std::string());
+        r = image.change_backing_file(named ? base : std::string(), named ? base_fmt : std::string());
     if (!r) {
         std::string shown = have_base ? base : std::string("(null)");
         if (r.error().code == ENOSPC)
