@@ -135,9 +135,10 @@ struct Driver {
     std::vector<std::string> strong_options;
     // QEMU's bdrv_refresh_filename of a driver that names its nodes itself:
     // the plain name for a node with these full options (driver, filename,
-    // strong options, children), or "" for a json: name. nullptr: the name
-    // of its file child, or of its "filename" option.
-    std::function<std::string(const nlohmann::ordered_json &full)> refresh_filename;
+    // strong options, children; `file_exact`: its file child's plain name,
+    // "" if none), or "" for a json: name. nullptr: the name of its file
+    // child, or of its "filename" option.
+    std::function<std::string(const nlohmann::ordered_json &full, const std::string &file_exact)> refresh_filename;
 
     // A filter (QEMU's is_filter drivers: throttle, copy-on-read): its one
     // child "file" is required ("A block device must be specified for

@@ -14,10 +14,12 @@ namespace qimg {
 
 class FilterNode : public BlockNode {
 public:
-    explicit FilterNode(NodePtr child) {
+    // `child_name`: the child's name in options and json: names (QEMU's
+    // blkdebug calls it "image").
+    explicit FilterNode(NodePtr child, std::string child_name = "file") {
         set_filename(child->filename());
         set_read_only(child->read_only());
-        set_file(std::move(child));
+        attach_child(ChildKind::File, std::move(child_name), std::move(child));
     }
 
     uint64_t length() const override { return file_->length(); }

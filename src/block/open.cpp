@@ -99,6 +99,20 @@ std::string combine_backing_path(const std::string &image, const std::string &ba
     return image.substr(0, keep) + backing;
 }
 
+std::optional<std::string> resolve_base(const BlockNode &image) {
+    const BlockNode *n = &image;
+    while (n->file()) n = n->file();
+    const std::string &name = n->filename();
+    if (name.empty() || is_json_filename(name)) return std::nullopt;
+    return name;
+}
+
+std::string resolve_recorded_name(const BlockNode &image, const std::string &name) {
+    if (name.empty() || name[0] == '/' || protocol_prefix(name)) return name;
+    std::optional<std::string> base = resolve_base(image);
+    return base ? combine_backing_path(*base, name) : std::string();
+}
+
 void warn_probed_raw(const std::string &display) {
     std::fprintf(stderr,
                  "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
@@ -224,7 +238,7 @@ Refreshed refresh_filename(const BlockNode &node, const TypedOptions &given, con
         }
     }
     if (d && d->refresh_filename) {
-        r.exact = d->refresh_filename(r.full);
+        r.exact = d->refresh_filename(r.full, file_exact);
     } else if (has_file) {
         // A filter is never named after its child (QEMU: only a format
         // node over a protocol is).
@@ -431,7 +445,7 @@ Result<NodePtr> BlockOpener::open_child(BlockNode &parent, const OpenFlags &flag
         QIMG_ASSIGN(node, open_protocol({}, spec.options, f, spec.role));
     } else {
         std::string resolved = spec.relative_to_image
-                                   ? strip_file_prefix(combine_backing_path(parent.filename(), spec.recorded))
+                                   ? strip_file_prefix(resolve_recorded_name(parent, spec.recorded))
                                    : spec.recorded;
         QIMG_TRY(check_implicit(parent, spec.recorded, resolved, spec.what));
         QIMG_ASSIGN(node, open_protocol(spec.relative_to_image ? resolved : spec.recorded, {}, flags, spec.role));
@@ -445,8 +459,20 @@ Result<NodePtr> BlockOpener::open_backing(BlockNode &child, const std::string &n
     auto given = overrides.find("file.filename");
     // A "file:" name is stored as given but opened (and shown) without it;
     // a name given as an option is taken literally.
-    std::string full = given != overrides.end() ? given->second
-                                                : strip_file_prefix(combine_backing_path(child.filename(), name));
+    std::string full;
+    if (given != overrides.end()) {
+        full = given->second;
+    } else {
+        full = resolve_recorded_name(child, name);
+        if (full.empty()) {
+            // QEMU's bdrv_dirname, where no file below names a directory.
+            const BlockNode *leaf = &child;
+            while (leaf->file()) leaf = leaf->file();
+            return make_error(EINVAL, "Cannot generate a base directory for " + std::string(leaf->driver_name()) +
+                                          " nodes");
+        }
+        full = strip_file_prefix(full);
+    }
     // A chain that names a file already in it would recurse forever. A file
     // the options name is opened once more, as QEMU does (no recursion).
     if (given == overrides.end()) {
@@ -513,7 +539,7 @@ BlockNode *find_backing_image(BlockNode &top, const std::string &name) {
     for (BlockNode *p = &top; p->backing(); p = p->backing()) {
         BlockNode *b = p->backing();
         if (p->backing_filename() == name) return b;
-        if (real_path(strip_file_prefix(combine_backing_path(p->filename(), name))) == real_path(b->filename())) return b;
+        if (real_path(strip_file_prefix(resolve_recorded_name(*p, name))) == real_path(b->filename())) return b;
     }
     return nullptr;
 }

@@ -2,6 +2,7 @@
 // format probing, backing chains. The only entry point the CLI and engine use.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "block/driver.h"
@@ -63,10 +64,11 @@ public:
                                   unsigned role = kRoleData);
     // Opens the one child of a filter driver (blkdebug's "image"): named by
     // `filename` (a string, parsed for a protocol prefix) or by `opts` (any
-    // driver, a format too). No permissions are taken: the filter passes
-    // its own on to it (FilterNode::set_perm).
+    // driver, a format too, with its backing chain as QEMU opens it). No
+    // permissions are taken: the filter passes its own on to it
+    // (FilterNode::set_perm).
     Result<NodePtr> open_filtered(const std::string &filename, const OptionMap &opts, const OpenFlags &flags) {
-        return open_protocol_node(filename, opts, flags);
+        return open_protocol_node(filename, opts, flags, true);
     }
     // Creates the protocol-level file (create/truncate it to `size`).
     Result<void> create_protocol(const std::string &filename, uint64_t size, Prealloc prealloc);
@@ -110,6 +112,19 @@ NodePtr filter_protocol(NodePtr node, const OpenFlags &flags);
 // Combines a backing file name recorded in `image` with the image's directory,
 // as QEMU's path_combine does (absolute names and protocol URIs are kept).
 std::string combine_backing_path(const std::string &image, const std::string &backing);
+
+// What a relative name recorded in `image` (a backing file, a data file, an
+// extent) is resolved against, as QEMU's bdrv_dirname: the name of the file
+// below `image` through its file children (filters included), so that an
+// image named by json: options or opened through blkdebug resolves against
+// the directory of the file that holds it. std::nullopt where that file has
+// no such name (a json: name, none): the name cannot be resolved.
+std::optional<std::string> resolve_base(const BlockNode &image);
+
+// `name` recorded in `image`, resolved (QEMU's bdrv_make_absolute_filename):
+// absolute names and protocol URIs as they are, relative ones combined with
+// resolve_base(image); "" where that has no answer.
+std::string resolve_recorded_name(const BlockNode &image, const std::string &name);
 
 // A file name given as a string (command line, image header) with its
 // protocol prefix removed where the rest is a host path ("file:",

@@ -32,7 +32,7 @@ Result<BlockStatus> node_status(BlockNode &node, uint64_t off, uint64_t len) {
     s.flags &= ~kStatusRecurse;
 
     if (!(s.flags & kStatusAllocated)) {
-        BlockNode *b = node.backing();
+        BlockNode *b = skip_filters(&node)->backing();
         if ((!b && node.unallocated_reads_zero()) || (b && off >= b->length())) s.flags |= kStatusZero;
     }
     if (off + s.bytes >= size) s.flags |= kStatusEof;
@@ -46,8 +46,9 @@ namespace {
 Result<ChainStatus> walk_chain(BlockNode &top, BlockNode *base, uint64_t off, uint64_t len, uint32_t stop_flags) {
     ChainStatus out;
     int depth = 0;
-    // Filters show their child unchanged and are no layer of their own.
-    for (BlockNode *p = skip_filters(&top); p && p != base; p = skip_filters(p->backing()), ++depth) {
+    // A filter answers for the image below it (and may fail: blkdebug), and
+    // the chain goes on below that image (QEMU's bdrv_filter_or_cow_bs).
+    for (BlockNode *p = &top; p && p != base; p = skip_filters(p)->backing(), ++depth) {
         QIMG_ASSIGN(BlockStatus s, node_status(*p, off, len));
         if (s.bytes == 0) {
             // The layer above deferred to this one and this one ends before
@@ -70,7 +71,8 @@ Result<ChainStatus> walk_chain(BlockNode &top, BlockNode *base, uint64_t off, ui
         if (s.flags & stop_flags) break;
         // Unallocated: reads come from the backing layer, if any and if
         // above base; node_status set the zero flag when there is none.
-        if (!skip_filters(p->backing()) || skip_filters(p->backing()) == base) break;
+        BlockNode *next = skip_filters(p)->backing();
+        if (!next || next == base) break;
     }
     return out;
 }

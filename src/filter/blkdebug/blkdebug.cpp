@@ -33,10 +33,13 @@ using blkdebug::IoType;
 class BlkdebugNode final : public FilterNode {
 public:
     BlkdebugNode(NodePtr image, std::vector<blkdebug::Rule> rules, IoLimits lim, CacheMode cache)
-        : FilterNode(std::move(image)), rules_(std::move(rules)), lim_(lim), no_flush_(cache.no_flush),
+        : FilterNode(std::move(image), "image"), rules_(std::move(rules)), lim_(lim), no_flush_(cache.no_flush),
           writethrough_(cache.writethrough) {}
 
     std::string_view driver_name() const override { return "blkdebug"; }
+    // QEMU's blkdebug is a filter: map, commit and the backing chain look
+    // through it to the image below.
+    BlockNode *filtered_child() const override { return file_.get(); }
 
     Result<void> read(uint64_t off, void *buf, size_t len) override {
         if (lim_.trivial()) return checked_read(off, buf, len);
@@ -259,6 +262,19 @@ const Driver *make_blkdebug_driver() {
         d.is_protocol = true;
         d.protocol_prefixes = {"blkdebug"};
         d.open = blkdebug_open;
+        // QEMU's blkdebug strong_runtime_opts (its rule lists aside) and
+        // blkdebug_refresh_filename: "blkdebug:CONFIG:IMAGE" while nothing
+        // but a config file names what it does.
+        d.strong_options = {"config", "align", "max-transfer", "opt-write-zero", "max-write-zero", "opt-discard",
+                            "max-discard"};
+        d.refresh_filename = [](const nlohmann::ordered_json &full, const std::string &image) {
+            if (image.empty()) return std::string();
+            for (auto it = full.begin(); it != full.end(); ++it)
+                if (it.key() != "config" && it.key() != "image" && it.key() != "x-image" && it.key() != "driver")
+                    return std::string();
+            return "blkdebug:" + (full.contains("config") ? full["config"].get<std::string>() : std::string()) + ":" +
+                   image;
+        };
         return d;
     }();
     return &d;

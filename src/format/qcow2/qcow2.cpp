@@ -145,7 +145,7 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     if (rw && !req.flags.check && (hh.incompatible & kIncompatDirty)) QIMG_TRY(node->repair_dirty());
     // The opener opens the backing file the header names (block/open.h).
     if (!hh.backing_file.empty())
-        node->set_backing_names(hh.backing_file, hh.backing_format, combine_backing_path(req.filename, hh.backing_file));
+        node->set_backing_names(hh.backing_file, hh.backing_format, resolve_recorded_name(*node, hh.backing_file));
     return node;
 }
 
@@ -598,7 +598,7 @@ Result<void> Qcow2Node::set_backing_file(const std::string &name, const std::str
         header_ = saved;
         return r;
     }
-    set_backing_names(name, fmt, combine_backing_path(filename(), name));
+    set_backing_names(name, fmt, resolve_recorded_name(*this, name));
     return ok();
 }
 

@@ -103,7 +103,7 @@ Driver null_driver(const char *name) {
     d.strong_options = {"size", "read-zeroes"};
     // QEMU's null_refresh_filename: "null-co://" while only the latency
     // (which does not change what is read) was given.
-    d.refresh_filename = [driver = std::string(name)](const nlohmann::ordered_json &full) {
+    d.refresh_filename = [driver = std::string(name)](const nlohmann::ordered_json &full, const std::string &) {
         for (auto it = full.begin(); it != full.end(); ++it)
             if (it.key() != "filename" && it.key() != "driver" && it.key() != "latency-ns") return std::string();
         return driver + "://";
