@@ -790,30 +790,64 @@ Result<void> Qcow2Node::write_cluster_locked(uint64_t off, const uint8_t *buf, s
     return ok();
 }
 
-// Writes the leading whole clusters of [off, off+len) that have no host
-// cluster yet (unallocated or zero without a host) into one run of freshly
+// Writes the leading clusters of [off, off+len) that have no host cluster
+// yet (unallocated, or zero without a host) into one run of freshly
 // allocated contiguous clusters: the refcounts are taken under the lock, the
 // data goes out in one write without it (so other requests allocate and
 // write meanwhile, and the file sees large sequential writes), and the L2
 // entries are set afterwards. Stays within one L2 table. Returns the bytes
-// written, 0 if the first cluster does not qualify.
+// of [off, off+len) written, 0 if the first cluster does not qualify.
+//
+// A request that starts or ends inside a cluster (a copy whose source
+// extents are not cluster-aligned) takes its partial first and last
+// clusters into the same run: their uncovered parts (zeroes, or what the
+// backing file shows there) are written beside the data, as QEMU merges
+// copy-on-write areas into the guest write, instead of each partial cluster
+// being written whole under the lock and then again by the neighbouring
+// request. Extended L2 entries keep per-subcluster state and so take only
+// whole clusters here.
 Result<uint64_t> Qcow2Node::write_new_clusters(uint64_t off, const uint8_t *buf, uint64_t len) {
     std::unique_lock g(mu_);
-    if (header_.has_data_file() || (off & (cluster_size_ - 1)) || len < cluster_size_) return uint64_t{0};
-    uint64_t max_n = std::min<uint64_t>(len >> cluster_bits_, l2_entries_ - ((off >> cluster_bits_) & (l2_entries_ - 1)));
-    QIMG_ASSIGN(Slot s, l2_slot_for_write(off));
+    if (header_.has_data_file() || len == 0) return uint64_t{0};
+    const bool ext = l2_entry_words_ == 2;
+    const uint64_t head = off & (cluster_size_ - 1);
+    if (ext && (head || len < cluster_size_)) return uint64_t{0};
+    const uint64_t start = off - head;
+    // Clusters the request touches (whole ones only with extended L2).
+    uint64_t want = ext ? len >> cluster_bits_ : (head + len + cluster_size_ - 1) >> cluster_bits_;
+    uint64_t max_n = std::min<uint64_t>(want, l2_entries_ - ((start >> cluster_bits_) & (l2_entries_ - 1)));
+    QIMG_ASSIGN(Slot s, l2_slot_for_write(start));
     std::vector<std::pair<uint64_t, uint64_t>> old;  // entry, extended-L2 bitmap
     for (uint64_t i = 0; i < max_n; i++) {
         uint64_t e = (*s.table)[(s.index + i) * l2_entry_words_];
         if ((e & kOflagCompressed) || entry_host(e)) break;
-        old.emplace_back(e, l2_entry_words_ == 2 ? (*s.table)[(s.index + i) * 2 + 1] : 0);
+        old.emplace_back(e, ext ? (*s.table)[(s.index + i) * 2 + 1] : 0);
     }
     const uint64_t n = old.size();
     if (n == 0) return uint64_t{0};
+    const uint64_t run_end = start + n * cluster_size_;
+    const uint64_t data_end = std::min(off + len, run_end);
     QIMG_ASSIGN(uint64_t host, refcounts_->alloc_clusters(n));
     g.unlock();
+
+    // The uncovered parts of the first and last cluster: what the cluster
+    // showed before (zeroes for a zero cluster, else the backing file's
+    // data, zeroes past the image's end).
+    // Zeroes are written as a zeroing (fallocate on a file, as QEMU's
+    // handle_alloc_space), so the padding the next request overwrites costs
+    // no copy.
+    auto pad = [&](uint64_t a, uint64_t b, uint64_t entry) -> Result<void> {
+        if (a >= b) return ok();
+        const uint64_t vis_end = std::min(b, header_.size);
+        if ((entry & kOflagZero) || !backing_ || a >= vis_end) return data_file_->write_zeroes(host + (a - start), b - a, 0);
+        std::vector<uint8_t> tmp(b - a, 0);
+        QIMG_TRY(read_unallocated(a, tmp.data(), vis_end - a));
+        return data_file_->write(host + (a - start), tmp.data(), tmp.size());
+    };
     file_->debug_event(BlkdebugEvent::WriteAio);
-    auto wr = data_file_->write(host, buf, n * cluster_size_);
+    auto wr = pad(start, off, old.front().first);
+    if (wr) wr = data_file_->write(host + head, buf, data_end - off);
+    if (wr) wr = pad(data_end, run_end, old.back().first);
     g.lock();
     if (!wr) {
         pending_frees_.emplace_back(host, n * cluster_size_);
@@ -822,22 +856,24 @@ Result<uint64_t> Qcow2Node::write_new_clusters(uint64_t off, const uint8_t *buf,
     // Publish: the data is written, the refcounts are in the cache (and reach
     // the disk before any L2 table that points at them, L2Cache::before_write).
     for (uint64_t i = 0; i < n; i++) {
-        const uint64_t coff = off + i * cluster_size_;
+        const uint64_t coff = start + i * cluster_size_;
         QIMG_ASSIGN(Slot s2, l2_slot_for_write(coff));
         uint64_t &e = (*s2.table)[s2.index * l2_entry_words_];
-        uint64_t bm = l2_entry_words_ == 2 ? (*s2.table)[s2.index * 2 + 1] : 0;
+        uint64_t bm = ext ? (*s2.table)[s2.index * 2 + 1] : 0;
         if (e != old[i].first || bm != old[i].second) {
             // Changed while unlocked (a concurrent write or zeroing of the
-            // same cluster): give ours back and redo this cluster normally.
+            // same cluster): give ours back and redo our part of this
+            // cluster normally.
             pending_frees_.emplace_back(host + i * cluster_size_, cluster_size_);
-            QIMG_TRY(write_cluster_locked(coff, buf + i * cluster_size_, cluster_size_));
+            const uint64_t a = std::max(coff, off), b = std::min(coff + cluster_size_, data_end);
+            QIMG_TRY(write_cluster_locked(a, buf + (a - off), b - a));
             continue;
         }
         e = (host + i * cluster_size_) | kOflagCopied;
-        if (l2_entry_words_ == 2) (*s2.table)[s2.index * 2 + 1] = 0xffffffffull;
+        if (ext) (*s2.table)[s2.index * 2 + 1] = 0xffffffffull;
         l2_cache_->mark_dirty(s2.l2_offset);
     }
-    return n * cluster_size_;
+    return data_end - off;
 }
 
 Result<void> Qcow2Node::write(uint64_t off, const void *buf, size_t len) {
