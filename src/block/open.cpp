@@ -327,7 +327,10 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
     if (!fd) {
         std::vector<uint8_t> head(kProbeBytes, 0);
         size_t n = static_cast<size_t>(std::min<uint64_t>(kProbeBytes, file->length()));
-        QIMG_TRY(file->read(0, head.data(), n));
+        // QEMU's find_image_format: the protocol's own message (a
+        // network error) is its business; this one names the errno.
+        if (auto r = file->read(0, head.data(), n); !r)
+            return errno_error(r.error().code, "Could not read image for determining its format");
         head.resize(n);
         int best = 0;
         for (const Driver *d : all_drivers()) {
