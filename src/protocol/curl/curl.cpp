@@ -152,15 +152,11 @@ public:
         curl_easy_setopt(e, CURLOPT_HEADERDATA, &accept_ranges);
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body_cb);
         CURLcode rc = curl_easy_perform(e);
-        if (rc != CURLE_OK) return open_error(h->error(rc));
-        curl_off_t cl = -1;
-        if (curl_easy_getinfo(e, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) != CURLE_OK) return open_error(h->errbuf);
-        if (cl < 0) return open_error("Server didn't report file size.");
-        // Rounded up to a sector, the length must stay a valid offset.
-        if (static_cast<uint64_t>(cl) > (uint64_t(INT64_MAX) & ~uint64_t{511}))
-            return open_error("Server reported a file size too large.");
-        size_ = static_cast<uint64_t>(cl);
-        if (is_http_ && !accept_ranges) return open_error("Server does not support 'range' (byte ranges).");
+        std::string problem = rc != CURLE_OK ? h->error(rc) : size_problem(e, accept_ranges);
+        if (!problem.empty()) {
+            drop_handle(std::move(h));
+            return make_error(EINVAL, "CURL: Error opening file: " + problem);
+        }
         curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
         release(std::move(h));
@@ -168,7 +164,19 @@ public:
     }
 
 private:
-    static Error open_error(const std::string &msg) { return make_error(EINVAL, "CURL: Error opening file: " + msg); }
+    // What is wrong with the HEAD answer, or "" (then size_ is set).
+    std::string size_problem(CURL *e, bool accept_ranges) {
+        curl_off_t cl = -1;
+        if (curl_easy_getinfo(e, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl) != CURLE_OK)
+            return "Could not read the file size from the answer.";
+        if (cl < 0) return "Server didn't report file size.";
+        // Rounded up to a sector, the length must stay a valid offset.
+        if (static_cast<uint64_t>(cl) > (uint64_t(INT64_MAX) & ~uint64_t{511}))
+            return "Server reported a file size too large.";
+        size_ = static_cast<uint64_t>(cl);
+        if (is_http_ && !accept_ranges) return "Server does not support 'range' (byte ranges).";
+        return "";
+    }
 
     // An easy handle set up with the node's options (QEMU's curl_init_state),
     // from the pool when one is idle.
@@ -199,7 +207,7 @@ private:
     }
 
     // A handle whose connection is in an unknown state is not reused.
-    void discard(HandlePtr h) {
+    void drop_handle(HandlePtr h) {
         h.reset();
         give_back_slot();
     }
@@ -282,7 +290,7 @@ private:
         if (rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && sink.overflow)) problem = h->error(rc);
         else problem = check_answer(sink, off);
         // The rest of a longer body is still on the connection.
-        if (sink.overflow || !problem.empty()) discard(std::move(h));
+        if (sink.overflow || !problem.empty()) drop_handle(std::move(h));
         else release(std::move(h));
         if (!problem.empty()) {
             report_transfer_error(problem);
