@@ -253,6 +253,7 @@ private:
     // [off, off+len), at most max_transfer: from a readahead buffer, or one
     // range request (with readahead for a small read).
     Result<void> read_piece(uint64_t off, uint8_t *buf, size_t len) {
+        if (len == 0) return ok();
         if (off >= size_) {
             std::memset(buf, 0, len);
             return ok();
