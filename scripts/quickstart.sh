@@ -13,8 +13,8 @@ say() { printf '\n>>> %s\n' "$*"; }
 PACKAGES=(
     build-essential cmake ninja-build pkg-config
     libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev
-    zlib1g-dev libzstd-dev libisal-dev libssl-dev
-    qemu-utils python3
+    zlib1g-dev libzstd-dev libisal-dev libssl-dev libcurl4-openssl-dev
+    qemu-utils qemu-block-extra python3
 )
 
 missing=()

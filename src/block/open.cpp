@@ -256,6 +256,40 @@ std::string refreshed_filename(const BlockNode &node, const std::map<std::string
     return r.exact.empty() ? "json:" + to_qemu_json(r.full, false) : r.exact;
 }
 
+namespace {
+
+// The name QEMU's bdrv_refresh_filename gives the protocol node below an
+// image named by options (json:, --image-opts): its driver's own plain name
+// (Driver::refresh_filename: http's URL), or its filename while none of its
+// strong options is given; "" when it has none. An image's relative backing
+// file names are resolved against it (QEMU's bdrv_dirname asks the image's
+// file), whatever options the image itself has.
+std::string file_plain_name(const OptionMap &opts) {
+    auto fn = opts.find("file.filename");
+    const Driver *fd = nullptr;
+    if (auto d = opts.find("file.driver"); d != opts.end()) {
+        fd = find_driver(d->second);
+    } else if (fn != opts.end()) {
+        auto r = find_protocol_driver(fn->second);
+        if (r) fd = *r;
+    }
+    if (!fd || !fd->is_protocol) return {};
+    nlohmann::ordered_json full = nlohmann::ordered_json::object();
+    full["driver"] = fd->name;
+    if (fn != opts.end()) full["filename"] = fn->second;
+    bool strong = false;
+    for (const std::string &k : fd->strong_options) {
+        if (auto it = opts.find("file." + k); it != opts.end()) {
+            full[k] = it->second;
+            strong = true;
+        }
+    }
+    if (fd->refresh_filename) return fd->refresh_filename(full);
+    return strong || fn == opts.end() ? std::string() : fn->second;
+}
+
+}  // namespace
+
 Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenOptions &o) {
     // QEMU's bdrv_open_inherit: sharing every permission (-U) is only safe
     // for a reader; a writer must hold its image exclusively.
@@ -301,6 +335,16 @@ Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenO
                           return kWeak.count(kv.first) != 0;
                       });
         if (simple) display = f->second;
+    }
+    // Otherwise the image is named by its options, but its file may still
+    // have a plain name for relative backing names to follow (the image's
+    // own name is refreshed below). With backing options given, the name
+    // stays as typed.
+    const bool backing_opts = std::any_of(opts.begin(), opts.end(), [](const auto &kv) {
+        return kv.first == "backing" || kv.first.starts_with("backing.");
+    });
+    if ((o.image_opts || is_json_filename(filename)) && display == filename && !backing_opts) {
+        if (std::string n = file_plain_name(opts); !n.empty()) display = n;
     }
     if (o.image_opts || is_json_filename(filename)) {
         for (const auto &[k, v] : opts) given.try_emplace(k, v);  // -f, extra options: strings
@@ -369,7 +413,10 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
     if (!fd) {
         std::vector<uint8_t> head(kProbeBytes, 0);
         size_t n = static_cast<size_t>(std::min<uint64_t>(kProbeBytes, file->length()));
-        QIMG_TRY(file->read(0, head.data(), n));
+        // QEMU's find_image_format: the protocol's own message (a
+        // network error) is its business; this one names the errno.
+        if (auto r = file->read(0, head.data(), n); !r)
+            return errno_error(r.error().code, "Could not read image for determining its format");
         head.resize(n);
         int best = 0;
         for (const Driver *d : all_drivers()) {

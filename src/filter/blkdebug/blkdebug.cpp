@@ -104,7 +104,6 @@ public:
     // QEMU names blkdebug a protocol, which has no allocated size of its
     // own ("disk size: unavailable").
     Result<uint64_t> allocated_size() override { return make_error(ENOTSUP, "allocated size unknown"); }
-    bool has_driver_info() const override { return false; }
     nlohmann::ordered_json specific_info() const override { return nullptr; }
 
     // QEMU's bdrv_check_perm: a node whose size is not a multiple of its

@@ -33,6 +33,9 @@ public:
     }
 
     bool has_zero_init() const override { return file_->has_zero_init(); }
+    // QEMU's raw_get_info asks the file: over a protocol without
+    // bdrv_get_info (null-co, http) info shows no dirty flag.
+    bool has_driver_info() const override { return file_->has_driver_info(); }
 
     Result<void> read(uint64_t off, void *buf, size_t len) override {
         QIMG_TRY(check_range(off, len));
