@@ -284,7 +284,7 @@ std::string file_plain_name(const OptionMap &opts) {
             strong = true;
         }
     }
-    if (fd->refresh_filename) return fd->refresh_filename(full);
+    if (fd->refresh_filename) return fd->refresh_filename(full, {});
     return strong || fn == opts.end() ? std::string() : fn->second;
 }
 

@@ -382,7 +382,9 @@ Driver curl_driver(const char *name) {
     // what is read.
     d.strong_options = {"url",      "sslverify",       "cookie",         "cookie-secret",
                         "username", "password-secret", "proxy-username", "proxy-password-secret"};
-    d.refresh_filename = curl::curl_plain_name;
+    d.refresh_filename = [](const nlohmann::ordered_json &full, const std::string &) {
+        return curl::curl_plain_name(full);
+    };
     return d;
 }
 
