@@ -131,7 +131,8 @@ struct Driver {
 
     // The options that change what a node is (QEMU's strong_runtime_opts,
     // beside "driver" and "filename"): given, they name the image as a
-    // json: string (raw's offset/size) instead of its file's name.
+    // json: string (raw's offset/size) instead of its file's name. One
+    // ending in "." takes every key below it (blkdebug's "inject-error.").
     std::vector<std::string> strong_options;
     // QEMU's bdrv_refresh_filename of a driver that names its nodes itself:
     // the plain name for a node with these full options (driver, filename,

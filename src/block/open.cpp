@@ -215,6 +215,16 @@ Refreshed refresh_filename(const BlockNode &node, const TypedOptions &given, con
     const Driver *d = driver_of(node);
     bool strong = false;
     auto take = [&](const std::string &key, bool counts) {
+        if (key.ends_with('.')) {
+            // A list or dict option ("inject-error."): its flattened keys,
+            // as QEMU's append_strong_runtime_options keeps them.
+            const std::string p = prefix + key;
+            for (auto it = given.lower_bound(p); it != given.end() && it->first.starts_with(p); ++it) {
+                r.full[it->first.substr(prefix.size())] = it->second;
+                strong = strong || counts;
+            }
+            return;
+        }
         auto it = given.find(prefix + key);
         if (it == given.end()) return;
         r.full[key] = it->second;

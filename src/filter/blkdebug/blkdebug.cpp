@@ -261,11 +261,11 @@ const Driver *make_blkdebug_driver() {
         d.is_protocol = true;
         d.protocol_prefixes = {"blkdebug"};
         d.open = blkdebug_open;
-        // QEMU's blkdebug strong_runtime_opts (its rule lists aside) and
+        // QEMU's blkdebug strong_runtime_opts and
         // blkdebug_refresh_filename: "blkdebug:CONFIG:IMAGE" while nothing
         // but a config file names what it does.
-        d.strong_options = {"config", "align", "max-transfer", "opt-write-zero", "max-write-zero", "opt-discard",
-                            "max-discard"};
+        d.strong_options = {"config",         "inject-error.", "set-state.",  "align",      "max-transfer",
+                            "opt-write-zero", "max-write-zero", "opt-discard", "max-discard"};
         d.refresh_filename = [](const nlohmann::ordered_json &full, const std::string &image) {
             if (image.empty()) return std::string();
             for (auto it = full.begin(); it != full.end(); ++it)

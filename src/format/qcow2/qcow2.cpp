@@ -806,6 +806,13 @@ Result<void> Qcow2Node::write_cluster_locked(uint64_t off, const uint8_t *buf, s
 // being written whole under the lock and then again by the neighbouring
 // request. Extended L2 entries keep per-subcluster state and so take only
 // whole clusters here.
+void Qcow2Node::wait_inflight_locked(std::unique_lock<std::mutex> &g, uint64_t start, uint64_t end) {
+    inflight_done_.wait(g, [&] {
+        return std::none_of(inflight_allocs_.begin(), inflight_allocs_.end(),
+                            [&](const auto &r) { return r.first < end && start < r.second; });
+    });
+}
+
 Result<uint64_t> Qcow2Node::write_new_clusters(uint64_t off, const uint8_t *buf, uint64_t len) {
     std::unique_lock g(mu_);
     if (header_.has_data_file() || len == 0) return uint64_t{0};
@@ -816,6 +823,8 @@ Result<uint64_t> Qcow2Node::write_new_clusters(uint64_t off, const uint8_t *buf,
     // Clusters the request touches (whole ones only with extended L2).
     uint64_t want = ext ? len >> cluster_bits_ : (head + len + cluster_size_ - 1) >> cluster_bits_;
     uint64_t max_n = std::min<uint64_t>(want, l2_entries_ - ((start >> cluster_bits_) & (l2_entries_ - 1)));
+    if (max_n == 0) return uint64_t{0};
+    wait_inflight_locked(g, start, start + max_n * cluster_size_);
     QIMG_ASSIGN(Slot s, l2_slot_for_write(start));
     std::vector<std::pair<uint64_t, uint64_t>> old;  // entry, extended-L2 bitmap
     for (uint64_t i = 0; i < max_n; i++) {
@@ -828,6 +837,7 @@ Result<uint64_t> Qcow2Node::write_new_clusters(uint64_t off, const uint8_t *buf,
     const uint64_t run_end = start + n * cluster_size_;
     const uint64_t data_end = std::min(off + len, run_end);
     QIMG_ASSIGN(uint64_t host, refcounts_->alloc_clusters(n));
+    inflight_allocs_.emplace_back(start, run_end);
     g.unlock();
 
     // The uncovered parts of the first and last cluster: what the cluster
@@ -849,6 +859,9 @@ Result<uint64_t> Qcow2Node::write_new_clusters(uint64_t off, const uint8_t *buf,
     if (wr) wr = data_file_->write(host + head, buf, data_end - off);
     if (wr) wr = pad(data_end, run_end, old.back().first);
     g.lock();
+    // Whatever happens below, the range is no longer being written.
+    std::erase(inflight_allocs_, std::pair<uint64_t, uint64_t>(start, run_end));
+    inflight_done_.notify_all();
     if (!wr) {
         pending_frees_.emplace_back(host, n * cluster_size_);
         return wr.error();
@@ -897,6 +910,8 @@ Result<void> Qcow2Node::write(uint64_t off, const void *buf, size_t len) {
         bool done = false;
         {
             std::unique_lock g(mu_);
+            const uint64_t cstart = off & ~(cluster_size_ - 1);
+            wait_inflight_locked(g, cstart, cstart + cluster_size_);
             QIMG_ASSIGN(Mapping m, map_locked(off, n));
             if (m.type == SubclusterType::Normal && m.bytes >= n) {
                 uint64_t l1_index = off >> (cluster_bits_ + l2_index_bits_);

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <condition_variable>
 #include <mutex>
 #include <optional>
 
@@ -271,6 +272,13 @@ private:
     std::unique_ptr<Refcounts> refcounts_;
     std::unique_ptr<L2Cache> l2_cache_;
     std::vector<std::pair<uint64_t, uint64_t>> pending_frees_;  // (offset, length) after L2 write-back
+    // Guest ranges [start, end) whose new clusters write_new_clusters() is
+    // writing with mu_ released: a write to a cluster in one waits until it
+    // is published (QEMU's handle_dependencies), so two requests never
+    // allocate the same guest cluster twice.
+    std::vector<std::pair<uint64_t, uint64_t>> inflight_allocs_;
+    std::condition_variable inflight_done_;
+    void wait_inflight_locked(std::unique_lock<std::mutex> &g, uint64_t start, uint64_t end);
     bool first_write_done_ = false;
     bool signaled_corruption_ = false;  // qcow2_signal_corruption reported once
     bool lazy_dirty_set_ = false;
