@@ -67,6 +67,24 @@ Result<void> take_cache_options(OptionMap &opts, OpenFlags &flags) {
 
 ProtocolFilter g_protocol_filter = nullptr;
 
+// A protocol node opened from a name given as a string (its only option
+// is that name) whose driver names its nodes itself (Driver::
+// refresh_filename): QEMU's bdrv_refresh_filename renames it, and the image
+// over it, after what the name stands for ("nbd:unix:s" shows as
+// "nbd+unix://?socket=s").
+bool names_itself_plainly(const OptionMap &protocol_opts, const std::string &display) {
+    if (protocol_opts.size() - protocol_opts.count("driver") != 1) return false;
+    auto f = protocol_opts.find("filename");
+    if (f == protocol_opts.end() || f->second != display) return false;
+    auto d = find_protocol_driver(display);
+    return d && (*d)->refresh_filename;
+}
+
+// The name such a node gave itself, or `display` when it has none.
+std::string self_name(const BlockNode &node, const std::string &display) {
+    return node.filename().empty() ? display : node.filename();
+}
+
 }  // namespace
 
 void set_protocol_filter(ProtocolFilter f) { g_protocol_filter = f; }
@@ -311,17 +329,20 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
                     ++it;
                 }
             }
+            const bool plain = names_itself_plainly(popts, display);
             QIMG_ASSIGN(NodePtr n, open_protocol_node({}, popts, o.flags));
             QIMG_TRY(n->set_perm(node_perms(o.flags)));
-            n->set_filename(display);
+            n->set_filename(plain ? self_name(*n, display) : display);
             return n;
         }
     }
 
     OptionMap file_opts = extract_prefix(opts, "file");
+    const bool plain = names_itself_plainly(file_opts, display);
     // Unlocked until the format is known (QEMU probes before it attaches
     // the file to its format node).
     QIMG_ASSIGN(NodePtr file, open_protocol_node({}, file_opts, o.flags));
+    const std::string shown = plain ? self_name(*file, display) : display;
 
     bool probed = false;
     if (!fd) {
@@ -332,7 +353,7 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
         int best = 0;
         for (const Driver *d : all_drivers()) {
             if (d->is_protocol || !d->probe) continue;
-            int score = d->probe(head, display);
+            int score = d->probe(head, shown);
             if (score > best) {
                 best = score;
                 fd = d;
@@ -347,13 +368,13 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
     if (fd->read_only && o.flags.read_write)
         return make_error(EACCES, fd->read_only_reason.empty() ? "Image is read-only" : fd->read_only_reason);
 
-    if (probed && fd->name == "raw" && o.flags.read_write && o.warn_probed_raw) warn_probed_raw(display);
+    if (probed && fd->name == "raw" && o.flags.read_write && o.warn_probed_raw) warn_probed_raw(shown);
 
     if (depth == 0) chain_names_.push_back(file_identity(file->filename()));
     const Perms perms = node_perms(o.flags);
     QIMG_TRY(file->set_perm(file_perms(*fd, opts, perms, o.flags)));
     OpenRequest req;
-    req.filename = display;
+    req.filename = shown;
     req.options = std::move(opts);
     req.flags = o.flags;
     req.flags.perms = perms;
@@ -363,7 +384,7 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
     QIMG_ASSIGN(NodePtr node, fd->open(req));
     req.options.erase("x-probed");
     node->set_file(node->file() ? node->file_ptr() : file);
-    node->set_filename(display);
+    node->set_filename(shown);
     node->set_read_only(!o.flags.read_write);
     if (fd->supports_backing) QIMG_TRY(open_recorded_backing(*node, req));
     QIMG_TRY(reject_leftovers(req.options, *fd));
