@@ -15,6 +15,7 @@ PACKAGES=(
     libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev
     zlib1g-dev libzstd-dev libisal-dev libssl-dev
     qemu-utils python3
+    libnbd-dev nbdkit
 )
 
 missing=()
