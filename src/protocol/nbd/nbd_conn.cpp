@@ -190,6 +190,11 @@ Result<std::unique_ptr<Connection>> Connection::open(const Config &c) {
             return make_error(EINVAL, "server minimum block size " + std::to_string(min_block) + " is not valid");
         i.min_block = static_cast<uint32_t>(min_block);
     }
+    // QEMU's client refuses such an export too: its last block could be
+    // neither read nor written whole.
+    if (i.size % i.min_block != 0)
+        return make_error(EINVAL, "export size " + std::to_string(i.size) + " is not multiple of minimum block size " +
+                                      std::to_string(i.min_block));
     i.max_block = kMaxBuffer;
     if (max_block > 0 && static_cast<uint64_t>(max_block) < kMaxBuffer) i.max_block = static_cast<uint32_t>(max_block);
     i.max_block = std::max(i.min_block, i.max_block / i.min_block * i.min_block);
@@ -217,8 +222,9 @@ Connection::~Connection() {
         io_.join();
     }
     if (h_) {
-        // NBD_CMD_DISC, so that the server sees a clean end.
-        if (nbd_aio_is_ready(h_) == 1) (void)nbd_shutdown(h_, 0);
+        // NBD_CMD_DISC, so that the server sees a clean end; not waited
+        // for (nbd_shutdown would wait for a server that may never close).
+        if (nbd_aio_is_ready(h_) == 1) (void)nbd_aio_disconnect(h_, 0);
         nbd_close(h_);
     }
     if (wake_fd_ >= 0) ::close(wake_fd_);
