@@ -250,9 +250,11 @@ const Driver *make_nbd_driver() {
         // bdrv_co_create_opts_simple).
         d.create = [](CreateRequest &req) { return create_by_opening(*find_driver("nbd"), req); };
         d.create_options = create_by_opening_options();
-        // QEMU's nbd strong_runtime_opts ("server." is a prefix there).
+        // QEMU's nbd strong_runtime_opts ("server." is a prefix there, its
+        // keys taken in the order of QEMU's option dictionary: the order
+        // here gives its json: names, e.g. server.host before server.port).
         d.strong_options = {"path",        "host",          "port",        "export",     "tls-creds",
-                            "server.type", "server.host",   "server.port", "server.path", "server.numeric",
+                            "server.type", "server.port",   "server.host", "server.path", "server.numeric",
                             "server.to",   "server.ipv4",   "server.ipv6", "server.keep-alive",
                             "server.mptcp", "server.abstract", "server.tight"};
         d.refresh_filename = nbd_refresh_filename;
