@@ -266,16 +266,24 @@ void Connection::io_loop() {
     cv_.notify_all();
 }
 
+namespace {
+
+// A lost connection fails requests with EIO, as QEMU's client reports
+// them (libnbd says ENOTCONN or ESHUTDOWN).
+int request_errno(int e) { return e == ENOTCONN || e == ESHUTDOWN || e == 0 ? EIO : e; }
+
+}  // namespace
+
 Result<void> Connection::wait(const std::shared_ptr<Op> &op, int64_t cookie, const char *what) {
     if (cookie < 0) {
-        int e = nbd_get_errno();
-        return make_error(e ? e : EIO, std::string(what) + ": " + (nbd_get_error() ? nbd_get_error() : "failed"));
+        int e = request_errno(nbd_get_errno());
+        return make_error(e, std::string(what) + ": " + (nbd_get_error() ? nbd_get_error() : "failed"));
     }
     wake();
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return op->done || dead_; });
     if (!op->done) return make_error(EIO, std::string(what) + ": the NBD connection was lost");
-    if (op->error) return errno_error(op->error, what);
+    if (op->error) return errno_error(request_errno(op->error), what);
     return ok();
 }
 

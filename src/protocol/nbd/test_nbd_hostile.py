@@ -108,6 +108,7 @@ class HostileServer:
                 self.opt_reply(conn, opt, REP_ERR_UNSUP)
 
     def transmission(self, conn):
+        reads = 0
         while True:
             magic, flags, cmd, cookie, offset, length = struct.unpack(">IHHQQI", recv_exact(conn, 28))
             if cmd == CMD_WRITE:
@@ -115,6 +116,9 @@ class HostileServer:
             if cmd == CMD_DISC:
                 return
             if cmd == CMD_READ:
+                reads += 1
+                if self.mode == "hangup" and reads > 3:  # the server goes away mid-copy
+                    raise EOFError
                 self.read_reply(conn, cookie, offset, length)
             elif cmd == CMD_BLOCK_STATUS:
                 self.status_reply(conn, cookie, offset, length)
@@ -168,6 +172,7 @@ def main():
         # libnbd zeroes read buffers first: what the server leaves out reads as zeroes.
         ("short-read", {}, [["convert", "-O", "raw", "@", "out.raw"]], {0, 1}),
         ("read-outside", {}, [["convert", "-O", "raw", "@", "out.raw"]], {1}),
+        ("hangup", {"size": 64 << 20}, [["convert", "-O", "raw", "@", "out.raw"]], {1}),
         ("honest", {"size": (1 << 63) - 1}, [["info"]], {0}),
         ("honest", {"size": 1000, "min_block": 512}, [["info"], ["convert", "-O", "raw", "@", "out.raw"]], {1}),
         # Block sizes libnbd ignores (not a power of two, too large) or qimg refuses.
