@@ -93,9 +93,23 @@ NodePtr filter_protocol(NodePtr node, const OpenFlags &flags) {
     return g_protocol_filter ? g_protocol_filter(std::move(node), flags) : node;
 }
 
+namespace {
+
+// QEMU's bdrv_dirname failing: the protocol of `image` has no directories
+// (nbd), so a relative name in it cannot be resolved; its message, or
+// nullptr.
+const std::string *no_dirname_reason(const std::string &image) {
+    if (!protocol_prefix(image)) return nullptr;
+    auto d = find_protocol_driver(image);
+    return d && !(*d)->no_dirname_reason.empty() ? &(*d)->no_dirname_reason : nullptr;
+}
+
+}  // namespace
+
 std::string combine_backing_path(const std::string &image, const std::string &backing) {
     if (backing.empty() || backing[0] == '/' || protocol_prefix(backing)) return backing;
     if (image.rfind("json:", 0) == 0) return backing;
+    if (no_dirname_reason(image)) return {};  // info: "(cannot determine actual path)"
     // path_combine keeps the image's protocol prefix ("file:dir/top" gives
     // "file:dir/base"), so the base is opened the way the image was.
     size_t keep = protocol_prefix(image) ? image.find(':') + 1 : 0;
@@ -436,6 +450,9 @@ Result<NodePtr> BlockOpener::open_child(BlockNode &parent, const OpenFlags &flag
 Result<NodePtr> BlockOpener::open_backing(BlockNode &child, const std::string &name, const std::string &format,
                                           const OpenFlags &flags, const OptionMap &overrides) {
     auto given = overrides.find("file.filename");
+    if (given == overrides.end() && !name.empty() && name[0] != '/' && !protocol_prefix(name)) {
+        if (const std::string *reason = no_dirname_reason(child.filename())) return make_error(EINVAL, *reason);
+    }
     // A "file:" name is stored as given but opened (and shown) without it;
     // a name given as an option is taken literally.
     std::string full = given != overrides.end() ? given->second

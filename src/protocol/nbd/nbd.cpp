@@ -245,6 +245,8 @@ const Driver *make_nbd_driver() {
         d.name = "nbd";
         d.is_protocol = true;
         d.protocol_prefixes = {"nbd", "nbd+tcp", "nbd+unix"};
+        // Export names are not paths: no directory for relative names.
+        d.no_dirname_reason = "Cannot generate a base directory for NBD nodes";
         d.open = nbd_open;
         // An export exists already: "creating" one opens it (QEMU's
         // bdrv_co_create_opts_simple).
