@@ -81,7 +81,7 @@ public:
         if (!i.can_zero) {
             // No NBD_CMD_WRITE_ZEROES: written zero buffers, as QEMU's
             // block layer falls back to.
-            std::vector<uint8_t> zero(static_cast<size_t>(std::min<uint64_t>(n, lim_.max_transfer)));
+            std::vector<uint8_t> zero(static_cast<size_t>(std::min<uint64_t>({n, lim_.max_transfer, 1u << 20})));
             for (uint64_t done = 0; done < n;) {
                 size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, zero.size()));
                 QIMG_TRY(limited_write(lim_, off + done, zero.data(), k, reader(), writer(), rmw_mutex_));
@@ -134,8 +134,8 @@ public:
         uint64_t end = std::min<uint64_t>(off + len, align_down(INT32_MAX, align) + start);
         end = (end + align - 1) / align * align;
         if (!conn_->info().has_status || end > size_) {
-            // No status to ask for, or no aligned request fits in the
-            // export (an odd-sized tail under a minimum block size).
+            // No status to ask for (or, defensively, no aligned request
+            // that stays inside the export).
             s.flags |= kStatusData;
             return s;
         }
@@ -168,9 +168,8 @@ private:
         return ok();
     }
 
-    // One aligned request of at most max_block bytes. An export whose size
-    // is not a multiple of its minimum block cannot be read past its end:
-    // the rest of that block reads as zeroes.
+    // One aligned request of at most max_block bytes; what lies past the
+    // export's end (the rest of its last sector) reads as zeroes.
     Result<void> server_read(uint64_t off, void *buf, size_t len) {
         size_t n = off >= size_ ? 0 : static_cast<size_t>(std::min<uint64_t>(len, size_ - off));
         std::memset(static_cast<uint8_t *>(buf) + n, 0, len - n);
