@@ -15,6 +15,7 @@ PACKAGES=(
     libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev
     zlib1g-dev libzstd-dev libisal-dev libssl-dev libcurl4-openssl-dev
     qemu-utils qemu-block-extra python3
+    libnbd-dev nbdkit
 )
 
 missing=()

@@ -114,6 +114,10 @@ struct Driver {
     // bdrv_parse_filename_strip_prefix: "file:a.img", "host_device:/dev/sdb"):
     // the prefix is dropped where a name is given as a string (strip_file_prefix).
     bool path_after_prefix = false;
+    // A protocol whose names have no directory that relative names (a
+    // backing file's) could be resolved against: QEMU's bdrv_dirname error
+    // ("Cannot generate a base directory for NBD nodes"). Empty: they have.
+    std::string no_dirname_reason;
     // Format probing: a score for the first bytes of the image (up to 2048),
     // 0 = not this format. raw answers 1 so that anything else wins.
     std::function<int(std::span<const uint8_t> head, const std::string &filename)> probe;

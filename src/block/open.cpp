@@ -80,6 +80,24 @@ Result<void> take_force_share(OptionMap &opts, OpenFlags &flags) {
 
 ProtocolFilter g_protocol_filter = nullptr;
 
+// A protocol node opened from a name given as a string (its only option
+// is that name) whose driver names its nodes itself (Driver::
+// refresh_filename): QEMU's bdrv_refresh_filename renames it, and the image
+// over it, after what the name stands for ("nbd:unix:s" shows as
+// "nbd+unix://?socket=s").
+bool names_itself_plainly(const OptionMap &protocol_opts, const std::string &display) {
+    if (protocol_opts.size() - protocol_opts.count("driver") != 1) return false;
+    auto f = protocol_opts.find("filename");
+    if (f == protocol_opts.end() || f->second != display) return false;
+    auto d = find_protocol_driver(display);
+    return d && (*d)->refresh_filename;
+}
+
+// The name such a node gave itself, or `display` when it has none.
+std::string self_name(const BlockNode &node, const std::string &display) {
+    return node.filename().empty() ? display : node.filename();
+}
+
 }  // namespace
 
 void set_protocol_filter(ProtocolFilter f) { g_protocol_filter = f; }
@@ -88,9 +106,23 @@ NodePtr filter_protocol(NodePtr node, const OpenFlags &flags) {
     return g_protocol_filter ? g_protocol_filter(std::move(node), flags) : node;
 }
 
+namespace {
+
+// QEMU's bdrv_dirname failing: the protocol of `image` has no directories
+// (nbd), so a relative name in it cannot be resolved; its message, or
+// nullptr.
+const std::string *no_dirname_reason(const std::string &image) {
+    if (!protocol_prefix(image)) return nullptr;
+    auto d = find_protocol_driver(image);
+    return d && !(*d)->no_dirname_reason.empty() ? &(*d)->no_dirname_reason : nullptr;
+}
+
+}  // namespace
+
 std::string combine_backing_path(const std::string &image, const std::string &backing) {
     if (backing.empty() || backing[0] == '/' || protocol_prefix(backing)) return backing;
     if (image.rfind("json:", 0) == 0) return backing;
+    if (no_dirname_reason(image)) return {};  // info: "(cannot determine actual path)"
     // path_combine keeps the image's protocol prefix ("file:dir/top" gives
     // "file:dir/base"), so the base is opened the way the image was.
     size_t keep = protocol_prefix(image) ? image.find(':') + 1 : 0;
@@ -403,9 +435,10 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
                     ++it;
                 }
             }
+            const bool plain = names_itself_plainly(popts, display);
             QIMG_ASSIGN(NodePtr n, open_protocol_node({}, popts, o.flags));
             QIMG_TRY(n->set_perm(node_perms(o.flags)));
-            n->set_filename(display);
+            n->set_filename(plain ? self_name(*n, display) : display);
             return n;
         }
     }
@@ -415,9 +448,11 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
     // (QEMU's bdrv_open_file_child of an is_filter driver).
     const bool filter = fd && fd->is_filter;
     if (filter && file_opts.empty()) return make_error(EINVAL, "A block device must be specified for \"file\"");
+    const bool plain = names_itself_plainly(file_opts, display);
     // Unlocked until the format is known (QEMU probes before it attaches
     // the file to its format node).
     QIMG_ASSIGN(NodePtr file, open_protocol_node({}, file_opts, o.flags, filter));
+    const std::string shown = plain ? self_name(*file, display) : display;
 
     bool probed = false;
     if (!fd) {
@@ -431,7 +466,7 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
         int best = 0;
         for (const Driver *d : all_drivers()) {
             if (d->is_protocol || !d->probe) continue;
-            int score = d->probe(head, display);
+            int score = d->probe(head, shown);
             if (score > best) {
                 best = score;
                 fd = d;
@@ -446,13 +481,13 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
     if (fd->read_only && o.flags.read_write)
         return make_error(EACCES, fd->read_only_reason.empty() ? "Image is read-only" : fd->read_only_reason);
 
-    if (probed && fd->name == "raw" && o.flags.read_write && o.warn_probed_raw) warn_probed_raw(display);
+    if (probed && fd->name == "raw" && o.flags.read_write && o.warn_probed_raw) warn_probed_raw(shown);
 
     if (depth == 0) chain_names_.push_back(file_identity(file->filename()));
     const Perms perms = node_perms(o.flags);
     QIMG_TRY(file->set_perm(file_perms(*fd, opts, perms, o.flags)));
     OpenRequest req;
-    req.filename = display;
+    req.filename = shown;
     req.options = std::move(opts);
     req.flags = o.flags;
     req.flags.perms = perms;
@@ -462,7 +497,7 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
     QIMG_ASSIGN(NodePtr node, fd->open(req));
     req.options.erase("x-probed");
     node->set_file(node->file() ? node->file_ptr() : file);
-    node->set_filename(display);
+    node->set_filename(shown);
     node->set_read_only(!o.flags.read_write);
     if (fd->supports_backing) QIMG_TRY(open_recorded_backing(*node, req));
     QIMG_TRY(reject_leftovers(req.options, *fd));
@@ -514,6 +549,9 @@ Result<NodePtr> BlockOpener::open_child(BlockNode &parent, const OpenFlags &flag
 Result<NodePtr> BlockOpener::open_backing(BlockNode &child, const std::string &name, const std::string &format,
                                           const OpenFlags &flags, const OptionMap &overrides) {
     auto given = overrides.find("file.filename");
+    if (given == overrides.end() && !name.empty() && name[0] != '/' && !protocol_prefix(name)) {
+        if (const std::string *reason = no_dirname_reason(child.filename())) return make_error(EINVAL, *reason);
+    }
     // A "file:" name is stored as given but opened (and shown) without it;
     // a name given as an option is taken literally.
     std::string full;
@@ -525,6 +563,7 @@ Result<NodePtr> BlockOpener::open_backing(BlockNode &child, const std::string &n
             // QEMU's bdrv_dirname, where no file below names a directory.
             const BlockNode *leaf = &child;
             while (leaf->file()) leaf = leaf->file();
+            if (const std::string *reason = no_dirname_reason(leaf->filename())) return make_error(EINVAL, *reason);
             return make_error(EINVAL, "Cannot generate a base directory for " + std::string(leaf->driver_name()) +
                                           " nodes");
         }

@@ -80,8 +80,12 @@ public:
         file_->cache_advice(a, offset_ + off, len);
     }
 
-    // Every guest byte has its fixed place in the file.
-    bool layout_follows_write_order() const override { return false; }
+    // Every guest byte has its fixed place in the file; whether the file's
+    // own layout follows the order of writes is the file's to say (a host
+    // file: no; an NBD export of a qcow2 image: yes).
+    bool layout_follows_write_order() const override { return file_->layout_follows_write_order(); }
+    // QEMU's raw_get_info asks the file (a file answers, an NBD export not).
+    bool has_driver_info() const override { return file_->has_driver_info(); }
 
     Result<void> truncate(uint64_t new_size, Prealloc prealloc, bool exact) override {
         // A size option fixes the window; an offset only shifts it.
@@ -102,8 +106,11 @@ public:
         }
         s.flags &= ~kStatusEof;
         // A file that cannot say what it holds (null-co) leaves the range
-        // unallocated, and then it has no place to map to either.
-        if (!(s.flags & (kStatusData | kStatusZero))) return s;
+        // unallocated, and then it has no place to map to either; nor has
+        // what the file itself maps nowhere (the zeroes an NBD export of an
+        // odd size shows up to the end of its last sector): QEMU's raw
+        // hands over the file's answer as it is.
+        if (!(s.flags & (kStatusData | kStatusZero)) || !(s.flags & kStatusOffsetValid)) return s;
         s.flags |= kStatusOffsetValid;
         s.host_offset = offset_ + off;
         s.host_node = file_.get();

@@ -62,6 +62,8 @@ public:
     // rounded up to a sector; the tail past the real end reads as zeroes.
     uint64_t length() const override { return (length_.load() + 511) / 512 * 512; }
     uint32_t request_alignment() const override { return cache_.direct ? kDirectAlign : 1; }
+    // Every byte has its fixed place in the file, whatever the write order.
+    bool layout_follows_write_order() const override { return false; }
 
     Result<void> copy_range_from(uint64_t off, BlockNode &dst, uint64_t dst_off, uint64_t len) override {
         return dst.copy_range_to(*this, off, dst_off, len);

@@ -54,6 +54,7 @@ public:
         return s;
     }
     bool unallocated_reads_zero() const override { return false; }
+    bool layout_follows_write_order() const override { return false; }  // nothing is kept
     Result<uint64_t> allocated_size() override { return uint64_t{0}; }
     bool has_driver_info() const override { return false; }
 
