@@ -84,8 +84,6 @@ public:
     // own layout follows the order of writes is the file's to say (a host
     // file: no; an NBD export of a qcow2 image: yes).
     bool layout_follows_write_order() const override { return file_->layout_follows_write_order(); }
-    // QEMU's raw_get_info asks the file (a file answers, an NBD export not).
-    bool has_driver_info() const override { return file_->has_driver_info(); }
 
     Result<void> truncate(uint64_t new_size, Prealloc prealloc, bool exact) override {
         // A size option fixes the window; an offset only shifts it.

@@ -258,7 +258,9 @@ const Driver *make_nbd_driver() {
                             "server.type", "server.port",   "server.host", "server.path", "server.numeric",
                             "server.to",   "server.ipv4",   "server.ipv6", "server.keep-alive",
                             "server.mptcp", "server.abstract", "server.tight"};
-        d.refresh_filename = nbd_refresh_filename;
+        d.refresh_filename = [](const nlohmann::ordered_json &full, const std::string &) {
+            return nbd_refresh_filename(full);
+        };
         return d;
     }();
     return &d;
