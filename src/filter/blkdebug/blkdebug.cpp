@@ -249,6 +249,8 @@ Result<NodePtr> blkdebug_open(OpenRequest &req) {
     lim.align = std::max<uint64_t>(align, 1);
 
     auto node = std::make_shared<BlkdebugNode>(std::move(image), std::move(rules), lim, req.flags.cache);
+    // Named by a string ("blkdebug:CONFIG:IMAGE"), the node keeps it.
+    if (!req.filename.empty()) node->set_filename(req.filename);
     node->debug_event(BlkdebugEvent::None);  // rules on "none" are armed from the start
     return NodePtr(node);
 }
