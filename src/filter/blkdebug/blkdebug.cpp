@@ -273,8 +273,11 @@ const Driver *make_blkdebug_driver() {
             for (auto it = full.begin(); it != full.end(); ++it)
                 if (it.key() != "config" && it.key() != "image" && it.key() != "x-image" && it.key() != "driver")
                     return std::string();
-            return "blkdebug:" + (full.contains("config") ? full["config"].get<std::string>() : std::string()) + ":" +
-                   image;
+            // A config given as a number in json: ({"config": 42}) is named as written.
+            std::string config;
+            if (auto it = full.find("config"); it != full.end())
+                config = it->is_string() ? it->get<std::string>() : it->dump();
+            return "blkdebug:" + config + ":" + image;
         };
         return d;
     }();
