@@ -549,15 +549,13 @@ Result<NodePtr> BlockOpener::open_child(BlockNode &parent, const OpenFlags &flag
 Result<NodePtr> BlockOpener::open_backing(BlockNode &child, const std::string &name, const std::string &format,
                                           const OpenFlags &flags, const OptionMap &overrides) {
     auto given = overrides.find("file.filename");
-    if (given == overrides.end() && !name.empty() && name[0] != '/' && !protocol_prefix(name)) {
-        if (const std::string *reason = no_dirname_reason(child.filename())) return make_error(EINVAL, *reason);
-    }
     // A "file:" name is stored as given but opened (and shown) without it;
-    // a name given as an option is taken literally.
+    // a name given as an option is taken literally. Without either, the
+    // "backing.*" options alone say what to open (backing.driver=null-co).
     std::string full;
     if (given != overrides.end()) {
         full = given->second;
-    } else {
+    } else if (!name.empty()) {
         full = resolve_recorded_name(child, name);
         if (full.empty()) {
             // QEMU's bdrv_dirname, where no file below names a directory.
