@@ -146,28 +146,34 @@ private:
         }
     }
 
+    // After a failure, the requests planned before the failed one still run
+    // (they were in flight, as in qemu-img) and a failure among them takes
+    // its place: the error reported is the one at the lowest plan position,
+    // whichever thread met its error first.
+    bool cancelled(const PipelineRequest &r) const { return r.seq >= failed_seq_.load(); }
+
     void process(PipelineRequest r) {
-        if (!failed_.load()) {
-            if (auto rr = job_.read(r); !rr) fail(rr.error());
+        if (!cancelled(r)) {
+            if (auto rr = job_.read(r); !rr) fail(rr.error(), r.seq);
         }
         std::unique_lock lk(mu_);
         reading_.erase(reading_.find(r.offset));
         if (!o_.in_order) {
             lk.unlock();
-            if (!failed_.load()) write_unordered(r);
+            if (!cancelled(r)) write_unordered(r);
             release(r);
             return;
         }
-        if (failed_) {
+        if (cancelled(r)) {
             release_locked(r);
-            drop_ready_locked();
+            drop_cancelled_locked();
             return;
         }
         uint64_t seq = r.seq;
         ready_.emplace(seq, std::move(r));
         if (writer_active_) return;
         writer_active_ = true;
-        while (!failed_ && !ready_.empty() && ready_.begin()->first == write_cursor_) {
+        while (!ready_.empty() && ready_.begin()->first == write_cursor_ && !cancelled(ready_.begin()->second)) {
             PipelineRequest w = std::move(ready_.begin()->second);
             ready_.erase(ready_.begin());
             lk.unlock();
@@ -176,7 +182,7 @@ private:
             ++write_cursor_;
             release_locked(w);
         }
-        if (failed_) drop_ready_locked();
+        drop_cancelled_locked();
         writer_active_ = false;
     }
 
@@ -197,7 +203,7 @@ private:
             });
             active_.push_back(range);
         }
-        write_checked(r);
+        if (!cancelled(r)) write_checked(r);
         std::lock_guard lk(mu_);
         active_.erase(std::find(active_.begin(), active_.end(), range));
         cv_conflict_.notify_all();
@@ -205,7 +211,7 @@ private:
 
     void write_checked(PipelineRequest &r) {
         if (auto wr = job_.write(r); !wr) {
-            fail(wr.error());
+            fail(wr.error(), r.seq);
             return;
         }
         if (o_.on_bytes && r.counted) o_.on_bytes(done_bytes_ += r.length, o_.total_bytes);
@@ -249,10 +255,11 @@ private:
         }
     }
 
-    void fail(const Error &e) {
+    void fail(const Error &e, uint64_t seq) {
         std::lock_guard lk(mu_);
-        if (failed_) return;
+        if (seq >= failed_seq_.load()) return;
         error_ = e;
+        failed_seq_ = seq;
         failed_ = true;
         cv_free_.notify_all();
         std::lock_guard wl(wb_mu_);
@@ -267,9 +274,12 @@ private:
         free_bufs_.push_back(r.buf);
         cv_free_.notify_all();
     }
-    void drop_ready_locked() {
-        for (auto &[_, q] : ready_) release_locked(q);
-        ready_.clear();
+    // Releases the ready requests at or after the failed one.
+    void drop_cancelled_locked() {
+        for (auto it = ready_.lower_bound(failed_seq_.load()); it != ready_.end();) {
+            release_locked(it->second);
+            it = ready_.erase(it);
+        }
     }
 
     PipelineJob &job_;
@@ -286,6 +296,7 @@ private:
     bool writer_active_ = false;
     bool closing_ = false;
     std::atomic<bool> failed_{false};
+    std::atomic<uint64_t> failed_seq_{UINT64_MAX};  // plan position of the failure reported
     Error error_;
     std::multiset<uint64_t> reading_;  // offsets of the requests planned and not yet read
     uint64_t planned_end_ = 0;          // end of the last planned request

@@ -91,7 +91,8 @@ public:
     // kind, rate_bytes, counted, drain_after. Returns false at the end.
     virtual Result<bool> plan(PipelineRequest &r) = 0;
     // Worker threads, concurrently and in any order: reads (and transforms)
-    // what the request will write. Not called once the pipeline failed.
+    // what the request will write. Not called for a request planned after one
+    // that failed.
     virtual Result<void> read(PipelineRequest &r) = 0;
     // Worker threads: writes the request; in plan order with `in_order`,
     // otherwise as soon as it is read.
@@ -144,7 +145,8 @@ inline uint64_t write_granule(const BlockNode &target) {
     return std::max<uint64_t>(target.cluster_size(), target.request_alignment());
 }
 
-// Runs `job` to its end or its first error (the error its stage returned).
+// Runs `job` to its end or its first error in plan order (the error its
+// stage returned; requests planned before a failed one still run).
 Result<void> run_pipeline(PipelineJob &job, const PipelineOptions &o);
 
 }  // namespace qimg::engine
