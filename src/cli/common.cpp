@@ -96,6 +96,11 @@ bool parse_output_format(std::string_view arg, OutputFormat &out) {
 }
 
 NodePtr open_image(BlockOpener &opener, const std::string &filename, const ImageOpenArgs &a) {
+    // qemu-img's img_open: -f names a driver, --image-opts carries its own.
+    if (a.image_opts && !a.format.empty()) {
+        error_report("--image-opts and --format are mutually exclusive");
+        return nullptr;
+    }
     OpenOptions o;
     o.format = a.format;
     o.image_opts = a.image_opts;
