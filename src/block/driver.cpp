@@ -33,8 +33,8 @@ std::optional<std::string> protocol_prefix(std::string_view filename) {
     return std::string(filename.substr(0, p));
 }
 
-Result<const Driver *> find_protocol_driver(std::string_view filename) {
-    std::optional<std::string> prefix = protocol_prefix(filename);
+Result<const Driver *> find_protocol_driver(std::string_view filename, bool allow_prefix) {
+    std::optional<std::string> prefix = allow_prefix ? protocol_prefix(filename) : std::nullopt;
     if (!prefix) {
         // QEMU's find_hdev_driver: a device path is its device driver's; on
         // equal scores the later-registered wins, as QEMU's list is newest

@@ -118,6 +118,12 @@ struct Driver {
     // backing file's) could be resolved against: QEMU's bdrv_dirname error
     // ("Cannot generate a base directory for NBD nodes"). Empty: they have.
     std::string no_dirname_reason;
+    // QEMU's bdrv_parse_filename: the driver reads its options out of a
+    // name given as a string ("nbd://h/x", "http://...",
+    // "blkdebug:CONF:IMAGE", "null-co://"). A "filename" given as an option
+    // (json:, --image-opts) is not parsed: the driver never sees it, and
+    // it is left over as an option the driver does not take.
+    bool parses_filename = false;
     // Format probing: a score for the first bytes of the image (up to 2048),
     // 0 = not this format. raw answers 1 so that anything else wins.
     std::function<int(std::span<const uint8_t> head, const std::string &filename)> probe;
@@ -206,10 +212,12 @@ const Driver *driver_of(const BlockNode &node);
 // names a protocol ("nbd://h/x", "file:a", and ":a" with an empty one); the
 // prefix before that ':', or nullopt for a plain path.
 std::optional<std::string> protocol_prefix(std::string_view filename);
-// bdrv_find_protocol(filename, allow_protocol_prefix=true): plain paths and
-// "file:" names are the file driver's; a registered protocol prefix picks
-// that driver; anything else fails with "Unknown protocol '<prefix>'".
-Result<const Driver *> find_protocol_driver(std::string_view filename);
+// bdrv_find_protocol(filename, allow_protocol_prefix): plain paths and
+// "file:" names are the file driver's (a host device path its device
+// driver's); a registered protocol prefix picks that driver; anything else
+// fails with "Unknown protocol '<prefix>'". Without `allow_prefix` (a name
+// given as an option, not a string) any name is a path.
+Result<const Driver *> find_protocol_driver(std::string_view filename, bool allow_prefix = true);
 
 struct DriverRegistrar {
     explicit DriverRegistrar(const Driver *d) { register_driver(d); }

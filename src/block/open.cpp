@@ -139,6 +139,22 @@ std::optional<std::string> resolve_base(const BlockNode &image) {
     return name;
 }
 
+namespace {
+
+// The file name of a protocol node's options when it was given as a string
+// (OpenOptions::file_name_parsed), taken out of them so that
+// open_protocol_node parses it; "" when the options carry it literally.
+std::string take_parsed_name(OptionMap &opts, const OpenOptions &o) {
+    if (!o.file_name_parsed) return {};
+    auto it = opts.find("filename");
+    if (it == opts.end()) return {};
+    std::string name = std::move(it->second);
+    opts.erase(it);
+    return name;
+}
+
+}  // namespace
+
 std::string resolve_recorded_name(const BlockNode &image, const std::string &name) {
     if (name.empty() || name[0] == '/' || protocol_prefix(name)) return name;
     std::optional<std::string> base = resolve_base(image);
@@ -166,9 +182,11 @@ std::string strip_file_prefix(const std::string &name) {
 Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, const OptionMap &in,
                                                 const OpenFlags &flags_in, bool with_backing) {
     OptionMap opts = in;
-    // Only a name given as a string is parsed for a "file:" prefix; one given
-    // as an option is taken literally (QEMU's parse_filename).
-    if (!filename.empty() && !opts.count("filename")) opts["filename"] = strip_file_prefix(filename);
+    // Only a name given as a string is parsed, for a protocol prefix and by
+    // its driver; one given as an option is taken literally (QEMU's
+    // parse_filename).
+    const bool from_string = !filename.empty() && !opts.count("filename");
+    if (from_string) opts["filename"] = strip_file_prefix(filename);
     OpenFlags flags = flags_in;
     QIMG_TRY(take_cache_options(opts, flags));
     QIMG_TRY(take_force_share(opts, flags));
@@ -179,7 +197,7 @@ Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, con
     }
     const Driver *d = nullptr;
     if (drv_name.empty()) {
-        QIMG_ASSIGN(d, find_protocol_driver(opts["filename"]));
+        QIMG_ASSIGN(d, find_protocol_driver(opts["filename"], from_string || !opts.count("filename")));
     } else {
         d = find_driver(drv_name);
         if (!d) return make_error(EINVAL, "Unknown driver '" + drv_name + "'");
@@ -189,11 +207,13 @@ Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, con
         // A format where a child node is expected (file.driver=raw,
         // data-file.driver=raw): QEMU opens any node there; it gets its own
         // protocol child from its "file." options.
-        if (!filename.empty() && !opts.count("file.filename")) opts["file.filename"] = opts["filename"];
+        const bool name_to_child = from_string && !opts.count("file.filename");
+        if (name_to_child) opts["file.filename"] = opts["filename"];
         opts.erase("filename");
         opts["driver"] = drv_name;
         OpenOptions o;
         o.flags = flags;
+        o.file_name_parsed = name_to_child;
         o.flags.no_backing = o.flags.no_backing || !with_backing;
         o.warn_probed_raw = false;
         // A filter's format child is named after its file, so that its
@@ -202,6 +222,13 @@ Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, con
         if (display.empty() && with_backing && opts.count("file.filename")) display = opts["file.filename"];
         return open_options(std::move(opts), display, o, 1);
     }
+    std::optional<std::string> unparsed;
+    if (d->parses_filename && !from_string) {
+        if (auto it = opts.find("filename"); it != opts.end()) {
+            unparsed = it->second;
+            opts.erase(it);
+        }
+    }
     OpenRequest req;
     req.filename = opts["filename"];
     req.options = opts;
@@ -209,6 +236,7 @@ Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, con
     req.opener = this;
     QIMG_ASSIGN(NodePtr node, d->open(req));
     req.options.erase("filename");
+    if (unparsed) req.options["filename"] = *unparsed;
     QIMG_TRY(reject_leftovers(req.options, *d));
     // Filters (blkdebug) over a child already have it filtered below them.
     if (node->children().empty()) node = filter_protocol(std::move(node), flags);
@@ -352,6 +380,8 @@ Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenO
         display = strip_file_prefix(filename);
         opts["file.filename"] = display;
     }
+    OpenOptions oo = o;
+    oo.file_name_parsed = !o.image_opts && !is_json_filename(filename);
     for (const auto &[k, v] : o.extra) opts[k] = v;
     // -U is the root's force-share=on, over what json: says (qemu-img's
     // img_open_file; --image-opts conflicts are the CLI's to report).
@@ -398,7 +428,7 @@ Result<NodePtr> BlockOpener::open_image(const std::string &filename, const OpenO
         return make_error(EINVAL, "Cannot find device='" + f->second + "' nor node-name='" + f->second + "'");
     chain_names_.clear();
     depth_ = 0;
-    QIMG_ASSIGN(NodePtr node, open_options(std::move(opts), display, o, 0));
+    QIMG_ASSIGN(NodePtr node, open_options(std::move(opts), display, oo, 0));
     // With the backing file overridden QEMU names the backing options too;
     // those names keep what the user typed.
     const bool backing_given = std::any_of(given.begin(), given.end(), [](const auto &kv) {
@@ -436,7 +466,7 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
                 }
             }
             const bool plain = names_itself_plainly(popts, display);
-            QIMG_ASSIGN(NodePtr n, open_protocol_node({}, popts, o.flags));
+            QIMG_ASSIGN(NodePtr n, open_protocol_node(take_parsed_name(popts, o), popts, o.flags));
             QIMG_TRY(n->set_perm(node_perms(o.flags)));
             n->set_filename(plain ? self_name(*n, display) : display);
             return n;
@@ -447,11 +477,15 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
     // A filter's child is opened as its options say, with its backing chain
     // (QEMU's bdrv_open_file_child of an is_filter driver).
     const bool filter = fd && fd->is_filter;
-    if (filter && file_opts.empty()) return make_error(EINVAL, "A block device must be specified for \"file\"");
+    // No file child named: QEMU never opens one from a "filename" beside
+    // the format's options.
+    if (file_opts.empty())
+        return make_error(EINVAL, fmt.empty() ? "Must specify either driver or file"
+                                              : "A block device must be specified for \"file\"");
     const bool plain = names_itself_plainly(file_opts, display);
     // Unlocked until the format is known (QEMU probes before it attaches
     // the file to its format node).
-    QIMG_ASSIGN(NodePtr file, open_protocol_node({}, file_opts, o.flags, filter));
+    QIMG_ASSIGN(NodePtr file, open_protocol_node(take_parsed_name(file_opts, o), file_opts, o.flags, filter));
     const std::string shown = plain ? self_name(*file, display) : display;
 
     bool probed = false;
@@ -601,6 +635,7 @@ Result<NodePtr> BlockOpener::open_backing(BlockNode &child, const std::string &n
         QIMG_ASSIGN(opts, parse_json_filename(full));
     } else {
         opts["file.filename"] = full;
+        o.file_name_parsed = true;
     }
     for (const auto &[k, v] : overrides) opts[k] = v;
     if (!format.empty() && !overrides.count("driver")) opts["driver"] = format;

@@ -17,6 +17,11 @@ struct OpenOptions {
     OptionMap extra;           // extra options merged over the parsed ones
     // Print qemu's warning when a probed raw image is opened for writing.
     bool warn_probed_raw = true;
+    // The "file.filename" of the options is a name given as a string (a
+    // plain image name, a backing file name an image records): parsed for
+    // a protocol prefix and by its protocol, as QEMU's bdrv_open_child with
+    // a filename. Otherwise it was given as an option and is taken literally.
+    bool file_name_parsed = false;
 };
 
 // A child a format driver opens for its node (a qcow2 data file, vmdk

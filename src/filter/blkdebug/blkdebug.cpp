@@ -261,6 +261,7 @@ const Driver *make_blkdebug_driver() {
         d.name = "blkdebug";
         // QEMU registers it as a protocol ("blkdebug:" names, its messages).
         d.is_protocol = true;
+        d.parses_filename = true;  // QEMU's bdrv_parse_filename
         d.protocol_prefixes = {"blkdebug"};
         d.open = blkdebug_open;
         // QEMU's blkdebug strong_runtime_opts and

@@ -364,10 +364,10 @@ Result<NodePtr> curl_open(OpenRequest &req, const std::string &protocol) {
     if (req.flags.read_write) return make_error(EACCES, "curl driver does not support writes");
     QIMG_TRY(global_init());
     QIMG_ASSIGN(CurlOptions opts, curl::take_curl_options(req.options, protocol, *req.secrets));
-    std::string url = opts.url;
+    std::string name = opts.url_says_all() ? opts.url : std::string();
     auto node = std::make_shared<CurlNode>(protocol, std::move(opts));
     QIMG_TRY(node->fetch_size());
-    node->set_filename(url);
+    node->set_filename(name);
     node->set_read_only(true);
     return NodePtr(node);
 }
@@ -376,6 +376,7 @@ Driver curl_driver(const char *name) {
     Driver d;
     d.name = name;
     d.is_protocol = true;
+    d.parses_filename = true;  // QEMU's bdrv_parse_filename
     d.protocol_prefixes = {name};
     d.open = [protocol = std::string(name)](OpenRequest &req) { return curl_open(req, protocol); };
     // QEMU's curl_strong_runtime_opts; readahead and timeout do not change

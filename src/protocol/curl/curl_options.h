@@ -31,6 +31,14 @@ struct CurlOptions {
     std::optional<std::string> cookie;   // given, or read from cookie-secret
     std::optional<std::string> username, password;
     std::optional<std::string> proxy_username, proxy_password;
+
+    // Whether the URL alone reads what these options read (curl_plain_name):
+    // otherwise the node has no plain name, and a relative backing file name
+    // has no directory to be resolved against (QEMU's bdrv_dirname:
+    // "Cannot generate a base directory for https nodes").
+    bool url_says_all() const {
+        return sslverify && !cookie && !username && !password && !proxy_username && !proxy_password;
+    }
 };
 
 // Takes the driver's options out of `opts` (leaving anything else for the

@@ -99,6 +99,7 @@ Driver null_driver(const char *name) {
     Driver d;
     d.name = name;
     d.is_protocol = true;
+    d.parses_filename = true;  // QEMU's bdrv_parse_filename
     d.protocol_prefixes = {name};
     d.open = [driver = std::string(name)](OpenRequest &req) { return null_open(req, driver); };
     d.strong_options = {"size", "read-zeroes"};
