@@ -196,14 +196,17 @@ private:
     std::mutex rmw_mutex_;
 };
 
-// QEMU's nbd_get_tls_creds(): qimg has no TLS credential objects, so an
-// id names nothing, a secret, or an object it cannot use.
-Error tls_error(const std::string &id, const SecretStore &secrets) {
+// QEMU's nbd_get_tls_creds(): client credentials by id; the store of
+// --object ids tells an unknown id from another kind of object.
+Result<nbd::TlsCreds> tls_creds(const std::string &id, const SecretStore &secrets) {
+    if (auto c = nbd::find_tls_creds(id)) {
+        if (!c->client) return make_error(EINVAL, "Expected TLS credentials for a client endpoint");
+        return *c;
+    }
     auto s = secrets.lookup(id);
-    if (s) return make_error(EINVAL, "Object with id '" + id + "' is not TLS credentials");
-    if (s.error().message.starts_with("No secret with id"))
+    if (!s && s.error().message.starts_with("No secret with id"))
         return make_error(EINVAL, "No TLS credentials with id '" + id + "'");
-    return make_error(ENOTSUP, "NBD over TLS is not supported by qimg");
+    return make_error(EINVAL, "Object with id '" + id + "' is not TLS credentials");
 }
 
 Result<NodePtr> nbd_open(OpenRequest &req) {
@@ -215,8 +218,11 @@ Result<NodePtr> nbd_open(OpenRequest &req) {
         if (!name.empty()) QIMG_TRY(nbd::parse_filename(name, o));
     }
     QIMG_ASSIGN(nbd::Config c, nbd::take_config(o));
-    if (c.tls_creds) return Err(tls_error(*c.tls_creds, *req.secrets));
-    QIMG_ASSIGN(std::unique_ptr<Connection> conn, Connection::open(c));
+    std::optional<nbd::TlsCreds> tls;
+    if (c.tls_creds) {
+        QIMG_ASSIGN(tls, tls_creds(*c.tls_creds, *req.secrets));
+    }
+    QIMG_ASSIGN(std::unique_ptr<Connection> conn, Connection::open(c, tls ? &*tls : nullptr));
     // QEMU's bdrv_apply_auto_read_only, whose message is lost on the way.
     if (conn->info().read_only && req.flags.read_write)
         return make_error(EACCES, "Could not open image: Permission denied");
@@ -243,6 +249,7 @@ const Driver *make_nbd_driver() {
         Driver d;
         d.name = "nbd";
         d.is_protocol = true;
+        d.parses_filename = true;  // QEMU's bdrv_parse_filename
         d.protocol_prefixes = {"nbd", "nbd+tcp", "nbd+unix"};
         // Export names are not paths: no directory for relative names.
         d.no_dirname_reason = "Cannot generate a base directory for NBD nodes";

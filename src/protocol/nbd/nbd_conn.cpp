@@ -136,23 +136,54 @@ int Connection::on_extent(void *user_data, const char *context, uint64_t, uint32
     return 0;
 }
 
-Result<std::unique_ptr<Connection>> Connection::open(const Config &c) {
+Result<std::unique_ptr<Connection>> Connection::open(const Config &c, const TlsCreds *tls) {
     std::unique_ptr<Connection> conn(new Connection());
+    if (tls && tls->kind == TlsCreds::Kind::Anon)
+        return make_error(ENOTSUP, "NBD over TLS with anonymous credentials (tls-creds-anon) is not supported by qimg");
+    const bool inet = c.server.type == ServerAddress::Type::Inet;
+    const bool check_host = tls && tls->kind == TlsCreds::Kind::X509 && tls->verify_peer;
+    // The name the certificate must carry: QEMU's tls-hostname, else the
+    // host connected to (none over a unix socket). libnbd can only check
+    // the host it connects to itself.
+    std::optional<std::string> cert_host = c.tls_hostname;
+    if (!cert_host && inet) cert_host = c.server.host;
+    if (check_host && cert_host && (!inet || *cert_host != c.server.host))
+        return make_error(ENOTSUP, "tls-hostname other than the server's host is not supported by qimg");
+    const bool libnbd_connects = check_host && inet;
+
     // open-timeout: keep trying to connect for that many seconds.
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(c.open_timeout);
-    Result<int> fd = connect_socket(c.server);
-    while (!fd && c.open_timeout && std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    Result<int> fd = -1;
+    if (!libnbd_connects) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(c.open_timeout);
         fd = connect_socket(c.server);
+        while (!fd && c.open_timeout && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+            fd = connect_socket(c.server);
+        }
+        if (!fd) return Err(fd.error());
+        // QEMU's TLS handshake: an x509 peer is checked against a name.
+        if (check_host && !cert_host) {
+            ::close(*fd);
+            return make_error(EINVAL, "No hostname for certificate validation");
+        }
     }
-    if (!fd) return Err(fd.error());
 
     nbd_handle *h = nbd_create();
     if (!h) {
-        ::close(*fd);
+        if (*fd >= 0) ::close(*fd);
         return make_error(ENOMEM, nbd_get_error() ? nbd_get_error() : "Could not create an NBD handle");
     }
     conn->h_ = h;
+    if (tls) {
+        nbd_set_tls(h, LIBNBD_TLS_REQUIRE);
+        if (tls->kind == TlsCreds::Kind::X509) {
+            nbd_set_tls_certificates(h, tls->dir.c_str());
+            nbd_set_tls_verify_peer(h, tls->verify_peer);
+        } else {
+            nbd_set_tls_psk_file(h, (tls->dir + "/keys.psk").c_str());
+            nbd_set_tls_username(h, tls->username.c_str());
+        }
+    }
     conn->context_ = c.x_dirty_bitmap.value_or(LIBNBD_CONTEXT_BASE_ALLOCATION);
     std::string server_message;
     nbd_set_export_name(h, c.export_name.value_or("").c_str());
@@ -163,12 +194,21 @@ Result<std::unique_ptr<Connection>> Connection::open(const Config &c) {
     nbd_set_strict_mode(h, nbd_get_strict_mode(h) & ~LIBNBD_STRICT_BOUNDS);
     nbd_set_debug_callback(h, nbd_debug_callback{capture_server_message, &server_message, nullptr});
     nbd_set_debug(h, true);
-    int r = nbd_connect_socket(h, *fd);  // libnbd owns the socket from here
+    int r = libnbd_connects ? nbd_connect_tcp(h, c.server.host.c_str(), c.server.port.c_str())
+                            : nbd_connect_socket(h, *fd);  // libnbd owns the socket from here
     nbd_set_debug(h, false);
     nbd_clear_debug_callback(h);  // it points at server_message
     if (r < 0) {
         int e = nbd_get_errno();
         std::string libnbd_msg = nbd_get_error() ? nbd_get_error() : "NBD handshake failed";
+        if (libnbd_connects && nbd_aio_is_created(h) == 1 && e)
+            return errno_error(e, "Failed to connect to '" + c.server.host + ":" + c.server.port + "'");
+        // A server that insists on TLS, asked without it.
+        if (!tls && libnbd_msg.find("server requires TLS") != std::string::npos) {
+            std::string m = "TLS negotiation required before option 7 (go)\nDid you forget a valid tls-creds?";
+            if (!server_message.empty()) m += "\nserver reported: " + server_message;
+            return make_error(EINVAL, m);
+        }
         if (e == ENOENT) {
             std::string m = "Requested export not available";
             if (!server_message.empty()) m += "\nserver reported: " + server_message;

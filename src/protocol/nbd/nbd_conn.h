@@ -20,6 +20,7 @@
 #include <libnbd.h>
 
 #include "protocol/nbd/nbd_name.h"
+#include "protocol/nbd/tls_creds.h"
 #include "util/result.h"
 
 namespace qimg::nbd {
@@ -44,8 +45,11 @@ public:
     // Connects to `c.server` and negotiates `c.export_name` with the meta
     // context `c.x_dirty_bitmap`, or base:allocation. Errors in qemu-img's
     // words ("Failed to connect to 'x': ...", "Requested export not
-    // available", ...).
-    static Result<std::unique_ptr<Connection>> open(const Config &c);
+    // available", ...). With `tls`, the handshake requires TLS with those
+    // (client) credentials; over TCP with x509 the server's certificate must
+    // name the host, as QEMU checks it (libnbd checks it when it makes the
+    // TCP connection itself).
+    static Result<std::unique_ptr<Connection>> open(const Config &c, const TlsCreds *tls = nullptr);
     ~Connection();
     Connection(const Connection &) = delete;
     Connection &operator=(const Connection &) = delete;
