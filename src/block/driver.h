@@ -55,6 +55,11 @@ class BlockOpener;
 // What a driver's open() receives.
 struct OpenRequest {
     std::string filename;   // the name to report (may be empty for json:/image-opts)
+    // Protocols: options["filename"] is a name given as a string (command
+    // line, image header), not a "filename" option of json:/--image-opts,
+    // which QEMU's bdrv_parse_filename does not see (rbd reads such an
+    // option in its legacy way).
+    bool name_is_string = false;
     OptionMap options;      // this node's options, child prefixes stripped ("offset", "size", ...)
     OpenFlags flags;
     NodePtr file;           // format drivers: the opened protocol child

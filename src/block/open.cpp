@@ -231,6 +231,7 @@ Result<NodePtr> BlockOpener::open_protocol_node(const std::string &filename, con
     }
     OpenRequest req;
     req.filename = opts["filename"];
+    req.name_is_string = from_string;
     req.options = opts;
     req.flags = flags;
     req.opener = this;
