@@ -146,6 +146,20 @@ public:
         return object_size_ > UINT32_MAX ? 0 : static_cast<uint32_t>(object_size_);
     }
 
+    // qemu_rbd_get_specific_info: the image's encryption format, told by a
+    // LUKS header at its start.
+    nlohmann::ordered_json specific_info() const override {
+        static const char kLuks1[8] = {'L', 'U', 'K', 'S', '\xba', '\xbe', 0, 1};
+        static const char kLuks2[8] = {'L', 'U', 'K', 'S', '\xba', '\xbe', 0, 2};
+        nlohmann::ordered_json data = nlohmann::ordered_json::object();
+        char head[8] = {};
+        if (size_.load() >= sizeof head && rbd_read(image_, 0, sizeof head, head) == sizeof head) {
+            if (std::memcmp(head, kLuks1, sizeof head) == 0) data["encryption-format"] = "luks";
+            if (std::memcmp(head, kLuks2, sizeof head) == 0) data["encryption-format"] = "luks2";
+        }
+        return {{"type", "rbd"}, {"data", std::move(data)}};
+    }
+
     Result<void> read(uint64_t off, void *buf, size_t len) override {
         auto *p = static_cast<uint8_t *>(buf);
         const uint64_t size = size_.load();
@@ -374,6 +388,10 @@ Result<void> RbdNode::snapshot_create(const SnapshotInfo &sn) {
 Result<Location> take_request_location(OptionMap &o) {
     rbd::KeyPairs keypairs;
     auto f = o.find("filename");
+    if (f != o.end() && f->second.empty()) {
+        o.erase(f);  // the opener's placeholder, not a name
+        f = o.end();
+    }
     if (f != o.end()) {
         std::string name = f->second;
         o.erase(f);
@@ -402,7 +420,7 @@ Result<Location> take_request_location(OptionMap &o) {
 
 Result<NodePtr> open_rbd(OpenRequest &req) {
     OptionMap &o = req.options;
-    const bool string_name = o.size() == 1 && o.count("filename");
+    const bool string_name = o.size() == 1 && o.count("filename") && !o["filename"].empty();
     const std::string given_name = string_name ? o["filename"] : std::string();
     QIMG_ASSIGN(Location loc, take_request_location(o));
     o.clear();  // all taken (QEMU's visitor accepts nothing else)
@@ -447,7 +465,9 @@ Result<void> create_rbd(CreateRequest &req) {
     Location loc;
     loc.pool = o["pool"];
     loc.image = o["image"];
-    if (o.count("snapshot")) return make_error(EINVAL, "Can't use snapshot name for image creation");
+    // QEMU's create_opts never passes the snapshot on (its "Can't use
+    // snapshot name for image creation" is for blockdev-create): the image
+    // of "rbd:pool/img@snap" is created.
     if (auto it = o.find("namespace"); it != o.end()) loc.ns = it->second;
     if (auto it = o.find("conf"); it != o.end()) loc.conf = it->second;
     if (auto it = o.find("user"); it != o.end()) loc.user = it->second;
@@ -480,8 +500,11 @@ const Driver *make_rbd_driver() {
         d.name = "rbd";
         d.is_protocol = true;
         d.protocol_prefixes = {"rbd"};
-        // QEMU's bdrv_dirname: an rbd node has no exact file name.
-        d.no_dirname_reason = "Cannot generate a base directory for rbd nodes";
+        // No no_dirname_reason: a name given as a string combines with a
+        // relative one as a path (QEMU's path_combine: "rbd:pool/base"
+        // beside "rbd:pool/top"), while an opened node, named json:, has no
+        // directory (the generic "Cannot generate a base directory for rbd
+        // nodes").
         d.open = open_rbd;
         d.create = create_rbd;
         // QEMU's qemu_rbd_create_opts, in its order.
