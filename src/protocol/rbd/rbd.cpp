@@ -383,9 +383,10 @@ Result<void> RbdNode::snapshot_create(const SnapshotInfo &sn) {
 }
 
 // The options of an open request as QEMU's rbd driver reads them: a name
-// given as a string is parsed strictly; a "filename" beside the modern
-// options is QEMU's legacy form (parsed over them, with its warning).
-Result<Location> take_request_location(OptionMap &o) {
+// given as a string is parsed strictly; a "filename" option (json:,
+// --image-opts) is QEMU's legacy form, parsed over the other options with
+// its warning.
+Result<Location> take_request_location(OptionMap &o, bool name_is_string) {
     rbd::KeyPairs keypairs;
     auto f = o.find("filename");
     if (f != o.end() && f->second.empty()) {
@@ -395,7 +396,7 @@ Result<Location> take_request_location(OptionMap &o) {
     if (f != o.end()) {
         std::string name = f->second;
         o.erase(f);
-        if (o.empty()) {
+        if (name_is_string) {
             QIMG_TRY(rbd::parse_filename(name, o, keypairs));
         } else {
             OptionMap first = o;
@@ -420,9 +421,11 @@ Result<Location> take_request_location(OptionMap &o) {
 
 Result<NodePtr> open_rbd(OpenRequest &req) {
     OptionMap &o = req.options;
-    const bool string_name = o.size() == 1 && o.count("filename") && !o["filename"].empty();
-    const std::string given_name = string_name ? o["filename"] : std::string();
-    QIMG_ASSIGN(Location loc, take_request_location(o));
+    const bool string_name = req.name_is_string && o.count("filename") && !o["filename"].empty();
+    // QEMU names a node opened from a legacy "filename" option by it.
+    const bool legacy_name = !string_name && o.count("filename") && !o["filename"].empty();
+    const std::string given_name = o.count("filename") ? o["filename"] : std::string();
+    QIMG_ASSIGN(Location loc, take_request_location(o, string_name));
     o.clear();  // all taken (QEMU's visitor accepts nothing else)
     auto conn = std::make_unique<Connection>();
     QIMG_TRY(connect(*conn, loc, !req.flags.cache.direct, *req.secrets));
@@ -448,7 +451,7 @@ Result<NodePtr> open_rbd(OpenRequest &req) {
     auto node = std::make_shared<RbdNode>(std::move(conn), image, info.size, info.obj_size, loc.snapshot.has_value(),
                                           req.flags.cache);
     // A name given as a string shows as the options it stands for.
-    node->set_filename(string_name ? rbd::string_name(given_name) : req.filename);
+    node->set_filename(string_name ? rbd::string_name(given_name) : legacy_name ? given_name : req.filename);
     node->set_read_only(!req.flags.read_write);
     return NodePtr(node);
 }
@@ -489,10 +492,15 @@ Result<void> create_rbd(CreateRequest &req) {
     return ok();
 }
 
-// A node opened from json:/--image-opts options is named by them (QEMU's
-// strong options); one opened from a string shows its parsed options
-// (set by open_rbd). Either way never a plain name.
-std::string rbd_refresh_filename(const nlohmann::ordered_json &) { return {}; }
+// A node opened from json:/--image-opts options is named by a legacy
+// "filename" option when there is one (QEMU keeps it as the node's exact
+// name, whatever else is given), else by its options (QEMU's strong
+// options); one opened from a string shows its parsed options (set by
+// open_rbd).
+std::string rbd_refresh_filename(const nlohmann::ordered_json &full) {
+    auto f = full.find("filename");
+    return f != full.end() && f->is_string() ? f->get<std::string>() : std::string();
+}
 
 const Driver *make_rbd_driver() {
     static Driver d = [] {
