@@ -3,7 +3,8 @@
 // messages, and its reading of allocation (fast-diff's rbd_diff_iterate2,
 // whole objects: a missing object reads as zeroes, everything else as data).
 // An image named with "@snapshot" is that snapshot, read-only. Images are
-// created with rbd_create (`qemu-img create`, convert's target); the
+// created with rbd_create (`qemu-img create`, convert's target), LUKS
+// encrypted by librbd with encrypt.* (and read with them); the
 // image's own snapshots are listed, made, applied and removed through it
 // (`qemu-img snapshot`, through raw as QEMU's snapshot fallback does).
 //
@@ -382,6 +383,49 @@ Result<void> RbdNode::snapshot_create(const SnapshotInfo &sn) {
     return ok();
 }
 
+// librbd's LUKS formats (QEMU's qemu_rbd_encryption_load/format).
+rbd_encryption_format_t luks_format(const std::string &format) {
+    return format == "luks2" ? RBD_ENCRYPTION_FORMAT_LUKS2 : RBD_ENCRYPTION_FORMAT_LUKS1;
+}
+
+// Both LUKS option structs have the same members.
+static_assert(sizeof(rbd_encryption_luks1_format_options_t) == sizeof(rbd_encryption_luks2_format_options_t));
+
+Result<void> load_encryption(rbd_image_t image, const Location &loc, const SecretStore &secrets) {
+    QIMG_ASSIGN(std::string passphrase, secrets.lookup(loc.encrypt_key_secret));
+    rbd_encryption_luks1_format_options_t o{};
+    o.passphrase = passphrase.data();
+    o.passphrase_size = passphrase.size();
+    if (int r = rbd_encryption_load(image, luks_format(*loc.encrypt_format), &o, sizeof o); r < 0)
+        return Err(errno_error(-r, "encryption load fail"));
+    return ok();
+}
+
+// Formats a new image and grows it by what the header takes, so that its
+// effective size is the one asked for.
+Result<void> format_encryption(rbd_image_t image, const rbd::EncryptCreate &e, const SecretStore &secrets) {
+    uint64_t raw_size = 0, effective_size = 0;
+    if (int r = rbd_get_size(image, &raw_size); r < 0) return Err(errno_error(-r, "cannot get raw image size"));
+    QIMG_ASSIGN(std::string passphrase, secrets.lookup(e.key_secret));
+    rbd_encryption_luks1_format_options_t o{};
+    switch (e.cipher_alg) {
+    case -1:
+    case 2: o.alg = RBD_ENCRYPTION_ALGORITHM_AES256; break;  // the default, aes-256
+    case 0: o.alg = RBD_ENCRYPTION_ALGORITHM_AES128; break;
+    default:
+        return Err(errno_error(ENOTSUP, "unknown encryption algorithm: " + std::to_string(e.cipher_alg)));
+    }
+    o.passphrase = passphrase.data();
+    o.passphrase_size = passphrase.size();
+    if (int r = rbd_encryption_format(image, luks_format(e.format), &o, sizeof o); r < 0)
+        return Err(errno_error(-r, "encryption format fail"));
+    if (int r = rbd_get_size(image, &effective_size); r < 0)
+        return Err(errno_error(-r, "cannot get effective image size"));
+    if (int r = rbd_resize(image, raw_size + (raw_size - effective_size)); r < 0)
+        return Err(errno_error(-r, "cannot resize image after format"));
+    return ok();
+}
+
 // The options of an open request as QEMU's rbd driver reads them: a name
 // given as a string is parsed strictly; a "filename" option (json:,
 // --image-opts) is QEMU's legacy form, parsed over the other options with
@@ -434,9 +478,11 @@ Result<NodePtr> open_rbd(OpenRequest &req) {
     if (int r = rbd_open(conn->ioctx, loc.image.c_str(), &image, loc.snapshot ? loc.snapshot->c_str() : nullptr);
         r < 0)
         return Err(errno_error(-r, "error reading header from " + loc.image));
-    if (loc.encrypt) {
-        rbd_close(image);
-        return make_error(ENOTSUP, "RBD image encryption is not supported by qimg");
+    if (loc.encrypt_format) {
+        if (auto r = load_encryption(image, loc, *req.secrets); !r) {
+            rbd_close(image);
+            return Err(r.error());
+        }
     }
     rbd_image_info_t info;
     if (int r = rbd_stat(image, &info, sizeof info); r < 0) {
@@ -462,8 +508,7 @@ Result<void> create_rbd(CreateRequest &req) {
     OptionMap o;
     rbd::KeyPairs keypairs;
     QIMG_TRY(rbd::parse_filename(req.filename, o, keypairs));
-    if (req.has("encrypt.format") || req.has("encrypt.cipher-alg") || req.has("encrypt.key-secret"))
-        return make_error(ENOTSUP, "RBD image encryption is not supported by qimg");
+    QIMG_ASSIGN(std::optional<rbd::EncryptCreate> encrypt, rbd::encrypt_create_options(req.options));
     const uint64_t size = (req.size + 511) / 512 * 512;
     Location loc;
     loc.pool = o["pool"];
@@ -489,6 +534,17 @@ Result<void> create_rbd(CreateRequest &req) {
     QIMG_TRY(connect(c, loc, false, *req.secrets));
     if (int r = rbd_create(c.ioctx, loc.image.c_str(), size, &order); r < 0)
         return Err(errno_error(-r, "error rbd create"));
+    if (encrypt) {
+        rbd_image_t image = nullptr;
+        if (int r = rbd_open(c.ioctx, loc.image.c_str(), &image, nullptr); r < 0)
+            return Err(errno_error(-r, "error opening image '" + loc.image + "' for encryption format"));
+        auto formatted = format_encryption(image, *encrypt, *req.secrets);
+        rbd_close(image);
+        if (!formatted) {
+            rbd_remove(c.ioctx, loc.image.c_str());  // as QEMU: no half-made image
+            return formatted;
+        }
+    }
     return ok();
 }
 

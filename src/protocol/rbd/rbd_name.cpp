@@ -125,9 +125,13 @@ Result<void> take_auth(OptionMap &opts, Location &loc) {
     return ok();
 }
 
+// QEMU 7.2's QCryptoCipherAlgorithm, in its order.
+constexpr const char *kCipherAlgs[] = {"aes-128",     "aes-192",     "aes-256",     "des",
+                                       "3des",        "cast5-128",   "serpent-128", "serpent-192",
+                                       "serpent-256", "twofish-128", "twofish-192", "twofish-256"};
+
 // RbdEncryptionOptions: a union on "format" (luks, luks2) whose branches
-// need a key-secret. qimg reads no encrypted rbd images; the options are
-// checked as QEMU checks them so that mistakes read the same.
+// need a key-secret.
 Result<void> take_encrypt(OptionMap &opts, Location &loc) {
     if (auto it = opts.find("encrypt"); it != opts.end())
         return make_error(EINVAL, "Invalid parameter type for 'encrypt', expected: object");
@@ -137,9 +141,11 @@ Result<void> take_encrypt(OptionMap &opts, Location &loc) {
     if (!format) return Err(missing("encrypt.format"));
     if (*format != "luks" && *format != "luks2")
         return make_error(EINVAL, "Parameter 'format' does not accept value '" + *format + "'");
-    if (!take_string(e, "key-secret")) return Err(missing("encrypt.key-secret"));
+    auto secret = take_string(e, "key-secret");
+    if (!secret) return Err(missing("encrypt.key-secret"));
     QIMG_TRY(check_no_leftover(e, "encrypt."));
-    loc.encrypt = true;
+    loc.encrypt_format = *format;
+    loc.encrypt_key_secret = *secret;
     return ok();
 }
 
@@ -217,6 +223,29 @@ Result<Location> take_location(OptionMap &opts) {
     QIMG_TRY(take_servers(opts, loc));
     QIMG_TRY(check_no_leftover(opts, ""));
     return loc;
+}
+
+Result<std::optional<EncryptCreate>> encrypt_create_options(const std::map<std::string, std::string> &opts) {
+    auto get = [&](const char *k) -> const std::string * {
+        auto it = opts.find(std::string("encrypt.") + k);
+        return it == opts.end() ? nullptr : &it->second;
+    };
+    const std::string *format = get("format"), *secret = get("key-secret"), *alg = get("cipher-alg");
+    if (!format && !secret && !alg) return std::optional<EncryptCreate>();
+    // The sub-dictionary is visited on its own: names without "encrypt.".
+    if (!format) return Err(missing("format"));
+    if (*format != "luks" && *format != "luks2")
+        return make_error(EINVAL, "Parameter 'format' does not accept value '" + *format + "'");
+    if (!secret) return Err(missing("key-secret"));
+    EncryptCreate c{*format, *secret, -1};
+    if (alg) {
+        auto it = std::find_if(std::begin(kCipherAlgs), std::end(kCipherAlgs),
+                               [&](const char *a) { return *alg == a; });
+        if (it == std::end(kCipherAlgs))
+            return make_error(EINVAL, "Parameter 'cipher-alg' does not accept value '" + *alg + "'");
+        c.cipher_alg = static_cast<int>(it - std::begin(kCipherAlgs));
+    }
+    return std::optional<EncryptCreate>(std::move(c));
 }
 
 std::string mon_host(const std::vector<Server> &servers) {

@@ -6,6 +6,7 @@
 // what the unit tests check without a cluster.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -33,7 +34,9 @@ struct Location {
     std::optional<std::string> conf, snapshot, user, key_secret, password_secret;
     std::optional<std::vector<std::string>> auth_client_required;  // "cephx" / "none"
     std::vector<Server> server;
-    bool encrypt = false;  // encrypt.* given (qimg has no rbd encryption)
+    // encrypt.* (RbdEncryptionOptions): librbd's LUKS, loaded at open.
+    std::optional<std::string> encrypt_format;      // "luks" / "luks2"
+    std::string encrypt_key_secret;                 // its passphrase's secret id
     KeyPairs keypairs;
 };
 
@@ -52,6 +55,19 @@ std::string unescape(std::string_view s);
 // `opts`; errors in its order and words ("Parameter 'pool' is missing",
 // "Parameter 'server.0.port' is missing", "Parameter 'x' is unexpected", ...).
 Result<Location> take_location(OptionMap &opts);
+
+// The encrypt.* creation options (QEMU's RbdEncryptionCreateOptions, read
+// from -o encrypt.format/key-secret/cipher-alg), checked in its visitor's
+// order and words ("Parameter 'format' is missing", "Parameter 'key-secret'
+// is missing", "Parameter 'cipher-alg' does not accept value 'x'");
+// nullopt without any. cipher_alg is QEMU's QCryptoCipherAlgorithm number
+// (aes-128 0, aes-256 2, ...), -1 when not given.
+struct EncryptCreate {
+    std::string format;  // "luks" / "luks2"
+    std::string key_secret;
+    int cipher_alg = -1;
+};
+Result<std::optional<EncryptCreate>> encrypt_create_options(const std::map<std::string, std::string> &opts);
 
 // The "mon_host" value for the server list (QEMU's qemu_rbd_mon_host:
 // "host:port;[v6]:port"), empty without servers.
