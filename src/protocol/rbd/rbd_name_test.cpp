@@ -141,6 +141,25 @@ TEST(RbdOptions, AuthAndEncrypt) {
     EXPECT_EQ(*r->auth_client_required, (std::vector<std::string>{"cephx", "none"}));
 }
 
+std::string encrypt_error(const std::map<std::string, std::string> &o) {
+    auto r = encrypt_create_options(o);
+    return r ? std::string("(ok)") : r.error().message;
+}
+
+TEST(RbdCreateOptions, Encrypt) {
+    EXPECT_FALSE(*encrypt_create_options({{"cluster_size", "65536"}}));
+    EXPECT_EQ(encrypt_error({{"encrypt.key-secret", "s0"}}), "Parameter 'format' is missing");
+    EXPECT_EQ(encrypt_error({{"encrypt.format", "luks3"}}), "Parameter 'format' does not accept value 'luks3'");
+    EXPECT_EQ(encrypt_error({{"encrypt.format", "luks"}}), "Parameter 'key-secret' is missing");
+    EXPECT_EQ(encrypt_error({{"encrypt.format", "luks"}, {"encrypt.key-secret", "s"}, {"encrypt.cipher-alg", "x"}}),
+              "Parameter 'cipher-alg' does not accept value 'x'");
+    auto r = encrypt_create_options(
+        {{"encrypt.format", "luks2"}, {"encrypt.key-secret", "s"}, {"encrypt.cipher-alg", "twofish-128"}});
+    ASSERT_TRUE(r && *r);
+    EXPECT_EQ((*r)->format, "luks2");
+    EXPECT_EQ((*r)->cipher_alg, 9);  // QEMU's "unknown encryption algorithm: 9"
+}
+
 TEST(RbdName, StringName) {
     // As qemu-img info shows the node of "rbd:rbd/img1".
     EXPECT_EQ(string_name("rbd:rbd/img1"), R"(json:{"pool": "rbd", "image": "img1", "driver": "rbd", "namespace": ""})");
