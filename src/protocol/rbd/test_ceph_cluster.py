@@ -39,6 +39,38 @@ def daemons_in(root: str) -> list[int]:
     return found
 
 
+def command_group(marker: str) -> int | None:
+    """The process group of the command whose command line names `marker`."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if argv[0] == b"sh" and any(marker.encode() in a for a in argv):
+            return int(fields[2])
+    return None
+
+
+def live_in_group(pgid: int) -> list[int]:
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(d))
+    return found
+
+
 def wait_gone(root: str, timeout: float = 10) -> list[int]:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -71,7 +103,7 @@ def main() -> int:
         # leaves the daemons to PR_SET_PDEATHSIG.
         for sig in (signal.SIGTERM, signal.SIGKILL):
             marker = os.path.join(tmp, "up")
-            proc = subprocess.Popen([sys.executable, tool, "--", "sh", "-c", f'touch {marker}; exec sleep 300'],
+            proc = subprocess.Popen([sys.executable, tool, "--", "sh", "-c", f'touch {marker}; sleep 300; true'],
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             end = time.monotonic() + 60
             while not os.path.exists(marker) and proc.poll() is None and time.monotonic() < end:
@@ -81,12 +113,19 @@ def main() -> int:
                 proc.kill()
                 failures.append(f"{sig.name}: the cluster did not come up: {proc.communicate()[1].strip()}")
                 continue
+            group = command_group(marker)
             os.unlink(marker)
             root = roots[0]
+            if group is None:
+                failures.append(f"{sig.name}: the command's shell was not found (the check itself is broken)")
+                group = -1
             if not daemons_in(root):
                 failures.append(f"{sig.name}: no daemons found for {root} (the check itself is broken)")
+            t0 = time.monotonic()
             proc.send_signal(sig)
             proc.wait(timeout=30)
+            if time.monotonic() - t0 > 5:
+                failures.append(f"{sig.name}: the tool took {time.monotonic() - t0:.1f} s to end")
             left = wait_gone(root)
             if left:
                 failures.append(f"{sig.name}: daemons {left} outlived the tool")
@@ -94,6 +133,12 @@ def main() -> int:
                     os.kill(pid, signal.SIGKILL)
             if sig == signal.SIGTERM and os.path.exists(root):
                 failures.append(f"SIGTERM: {root} was not removed")
+            time.sleep(0.2)
+            left = live_in_group(group) if group > 0 else []
+            if sig == signal.SIGTERM and left:
+                failures.append(f"SIGTERM: the command's processes {left} outlived the tool")
+            for pid in left:  # after SIGKILL the command gets SIGTERM; its children may stay
+                os.kill(pid, signal.SIGKILL)
 
         # The next run removes what the SIGKILLed one left.
         r = subprocess.run([sys.executable, tool, "--", "true"], env=env, capture_output=True, text=True,
