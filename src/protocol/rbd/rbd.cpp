@@ -23,7 +23,7 @@
 
 #include "block/driver.h"
 #include "protocol/rbd/rbd_name.h"
-#include "util/qjson.h"
+#include "util/progname.h"
 
 namespace qimg {
 namespace {
@@ -377,7 +377,7 @@ Result<void> RbdNode::snapshot_create(const SnapshotInfo &sn) {
     if (!sn.id.empty() && sn.id != sn.name) return make_error(EINVAL, std::strerror(EINVAL));
     if (sn.name.size() >= 128) return make_error(ERANGE, std::strerror(ERANGE));
     if (int r = rbd_snap_create(image_, sn.name.c_str()); r < 0) {
-        std::fprintf(stderr, "qemu-img: failed to create snap: %s\n", std::strerror(-r));
+        report_error(std::string("failed to create snap: ") + std::strerror(-r));  // QEMU's error_report
         return make_error(-r, std::strerror(-r));
     }
     return ok();
@@ -447,8 +447,7 @@ Result<Location> take_request_location(OptionMap &o, bool name_is_string) {
             first["filename"] = name;
             auto modern = rbd::take_location(first);
             if (modern) return modern;  // cannot happen: "filename" is unexpected there
-            std::fprintf(stderr, "qemu-img: warning: RBD options encoded in the filename as keyvalue pairs "
-                                 "is deprecated\n");
+            report_warning("RBD options encoded in the filename as keyvalue pairs is deprecated");
             OptionMap legacy = o;
             (void)rbd::parse_filename(name, legacy, keypairs);  // best effort, as QEMU
             auto r = rbd::take_location(legacy);
@@ -502,8 +501,8 @@ Result<NodePtr> open_rbd(OpenRequest &req) {
     return NodePtr(node);
 }
 
-// qemu_rbd_co_create_opts: the name gives the location (a snapshot cannot
-// be created), cluster_size the object size.
+// qemu_rbd_co_create_opts: the name gives the location, cluster_size the
+// object size, encrypt.* a LUKS format.
 Result<void> create_rbd(CreateRequest &req) {
     OptionMap o;
     rbd::KeyPairs keypairs;
