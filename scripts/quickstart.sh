@@ -16,6 +16,7 @@ PACKAGES=(
     zlib1g-dev libzstd-dev libisal-dev libssl-dev libcurl4-openssl-dev
     qemu-utils qemu-block-extra python3
     libnbd-dev nbdkit
+    librbd-dev
 )
 
 missing=()

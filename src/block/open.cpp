@@ -98,6 +98,19 @@ std::string self_name(const BlockNode &node, const std::string &display) {
     return node.filename().empty() ? display : node.filename();
 }
 
+// The name of a format node of driver `format` over such a protocol node
+// named `file_name`: the same, unless that is a json: name (rbd's options),
+// which QEMU's bdrv_refresh_filename nests as the format's "file".
+std::string name_over(const std::string &format, const std::string &file_name) {
+    if (!is_json_filename(file_name)) return file_name;
+    auto file = parse_qemu_json(std::string_view(file_name).substr(5));
+    if (!file || !file->is_object()) return file_name;
+    nlohmann::ordered_json full = nlohmann::ordered_json::object();
+    full["driver"] = format;
+    full["file"] = std::move(*file);
+    return "json:" + to_qemu_json(full, false);
+}
+
 }  // namespace
 
 void set_protocol_filter(ProtocolFilter f) { g_protocol_filter = f; }
@@ -532,7 +545,7 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
     QIMG_ASSIGN(NodePtr node, fd->open(req));
     req.options.erase("x-probed");
     node->set_file(node->file() ? node->file_ptr() : file);
-    node->set_filename(shown);
+    node->set_filename(plain ? name_over(fd->name, shown) : shown);
     node->set_read_only(!o.flags.read_write);
     if (fd->supports_backing) QIMG_TRY(open_recorded_backing(*node, req));
     QIMG_TRY(reject_leftovers(req.options, *fd));

@@ -220,8 +220,17 @@ class Runner:
         os.makedirs(path)
         return path
 
-    def _env(self, bin_dir: str) -> dict[str, str]:
+    @staticmethod
+    def side_vars(side: str) -> dict[str, str]:
+        """Per-side environment: INTEROP_<SIDE>_<NAME>=value in the runner's
+        environment is NAME=value for that side's commands (a tool that
+        starts one service per side, e.g. tools/ceph-cluster --per-side)."""
+        prefix = f"INTEROP_{side.upper()}_"
+        return {k[len(prefix):]: v for k, v in os.environ.items() if k.startswith(prefix) and len(k) > len(prefix)}
+
+    def _env(self, bin_dir: str, side: str) -> dict[str, str]:
         env = dict(os.environ)
+        env.update(self.side_vars(side))
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
         env["QEMU_IMG_REAL"] = self.ref
         env["QIMG"] = self.qimg
@@ -254,7 +263,7 @@ class Runner:
         # A new session so that a timeout kills the whole pipeline, not just bash.
         try:
             proc = subprocess.Popen(
-                ["bash", "-o", "pipefail", "-c", command], cwd=side.directory, env=self._env(bin_dir),
+                ["bash", "-o", "pipefail", "-c", command], cwd=side.directory, env=self._env(bin_dir, side.name),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 start_new_session=True)
         except OSError as e:
@@ -269,12 +278,17 @@ class Runner:
         finally:
             _kill_group(proc.pid)  # stray background children of the command
         return Result(rc=proc.returncode,
-                      stdout=self._normalise(out, side.directory),
-                      stderr=self._normalise(err, side.directory),
+                      stdout=self._normalise(out, side),
+                      stderr=self._normalise(err, side),
                       timed_out=timed_out)
 
-    def _normalise(self, data: bytes, directory: str) -> str:
+    def _normalise(self, data: bytes, side: Side) -> str:
         text = data.decode("utf-8", errors="backslashreplace")
+        directory = side.directory
+        # A per-side value reads as its name ("$CEPH_CONF"), longest first.
+        for name, value in sorted(self.side_vars(side.name).items(), key=lambda kv: -len(kv[1])):
+            if value:
+                text = text.replace(value, "$" + name)
         # Longest first: the case dir lives inside the temp root.
         for path, name in ((directory, "$DIR"), (self.root, "$TMPROOT")):
             for variant in {path, os.path.realpath(path)}:

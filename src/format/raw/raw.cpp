@@ -36,6 +36,9 @@ public:
     // QEMU's raw_get_info asks the file: over a protocol without
     // bdrv_get_info (null-co, http) info shows no dirty flag.
     bool has_driver_info() const override { return file_->has_driver_info(); }
+    // raw_get_info hands over the file's whole answer: its cluster size
+    // too (rbd's object size), which info shows as "cluster_size".
+    uint32_t cluster_size() const override { return file_->cluster_size(); }
 
     Result<void> read(uint64_t off, void *buf, size_t len) override {
         QIMG_TRY(check_range(off, len));
@@ -116,6 +119,15 @@ public:
     }
 
     uint32_t request_alignment() const override { return file_->request_alignment(); }
+
+    // QEMU's bdrv_snapshot_list/create/delete hand a format without
+    // snapshots over to its file child (bdrv_snapshot_fallback): an rbd
+    // image's snapshots are the raw image's.
+    Result<std::vector<SnapshotInfo>> snapshot_list() override { return file_->snapshot_list(); }
+    Result<void> snapshot_create(const SnapshotInfo &sn) override { return file_->snapshot_create(sn); }
+    Result<void> snapshot_delete(const std::string &id, const std::string &name) override {
+        return file_->snapshot_delete(id, name);
+    }
 
     // QEMU's bdrv_snapshot_goto() hands a format without snapshots over to
     // its file child, closing the format and opening it again around the
