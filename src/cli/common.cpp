@@ -207,7 +207,10 @@ uint64_t default_write_behind() {
     if (const char *wb = std::getenv("QIMG_WRITE_BEHIND_MIB")) return std::strtoull(wb, nullptr, 10) << 20;
     uint64_t budget = engine::default_write_behind();
     if (std::getenv("QIMG_DEBUG_WRITE_BEHIND")) {
+        // The budget said is the one from the room said (one probe: memory
+        // charged between two would make them disagree).
         MemoryRoom room = probe_memory_room();
+        budget = engine::write_behind_budget(room);
         auto mib = [](std::optional<uint64_t> v) { return v ? fmt::format("{} MiB", *v >> 20) : std::string("-"); };
         fmt::print(stderr, "write-behind: {} MiB (cgroup limit {}, room {}; MemAvailable {})\n", budget >> 20,
                    mib(room.cgroup_limit), mib(room.cgroup_room), mib(room.mem_available));
