@@ -4,6 +4,7 @@
 
 #include "util/qjson.h"
 #include "util/keyval.h"
+#include "util/option_map.h"
 
 #include <fcntl.h>
 #include <limits.h>
@@ -159,11 +160,7 @@ namespace {
 // open_protocol_node parses it; "" when the options carry it literally.
 std::string take_parsed_name(OptionMap &opts, const OpenOptions &o) {
     if (!o.file_name_parsed) return {};
-    auto it = opts.find("filename");
-    if (it == opts.end()) return {};
-    std::string name = std::move(it->second);
-    opts.erase(it);
-    return name;
+    return take_option(opts, "filename").value_or(std::string());
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "util/keyval.h"
+#include "util/option_map.h"
 
 namespace qimg::qcow2 {
 namespace {
@@ -54,14 +55,6 @@ Result<std::optional<uint64_t>> take_number(OptionMap &opts, const char *key) {
                                  [](std::string_view k, std::string_view v) { return parse_number_opt(k, v); });
 }
 
-std::optional<std::string> take_string(OptionMap &opts, const char *key) {
-    auto it = opts.find(key);
-    if (it == opts.end()) return std::nullopt;
-    std::string v = it->second;
-    opts.erase(it);
-    return v;
-}
-
 // QEMU allocates both caches at open (qcow2_cache_create); a request larger
 // than the memory the kernel would ever commit fails there.
 bool cache_fits(uint64_t entries, uint64_t entry_size) {
@@ -83,8 +76,8 @@ Result<RuntimeOptions> take_runtime_options(OptionMap &opts, const Header &h, ui
     QIMG_ASSIGN(std::optional<bool> discard_request, take_bool(opts, "pass-discard-request"));
     QIMG_ASSIGN(std::optional<bool> discard_snapshot, take_bool(opts, "pass-discard-snapshot"));
     QIMG_ASSIGN(std::optional<bool> discard_other, take_bool(opts, "pass-discard-other"));
-    std::optional<std::string> overlap = take_string(opts, "overlap-check");
-    std::optional<std::string> overlap_template = take_string(opts, "overlap-check.template");
+    std::optional<std::string> overlap = take_option(opts, "overlap-check");
+    std::optional<std::string> overlap_template = take_option(opts, "overlap-check.template");
     std::optional<bool> overlap_bits[std::size(kOverlapMembers)];
     for (size_t i = 0; i < std::size(kOverlapMembers); i++) {
         QIMG_ASSIGN(overlap_bits[i], take_bool(opts, kOverlapMembers[i]));

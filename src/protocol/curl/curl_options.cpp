@@ -7,17 +7,10 @@
 #include <fmt/format.h>
 
 #include "util/keyval.h"
+#include "util/option_map.h"
 
 namespace qimg::curl {
 namespace {
-
-std::optional<std::string> take(OptionMap &opts, const std::string &key) {
-    auto it = opts.find(key);
-    if (it == opts.end()) return std::nullopt;
-    std::string v = std::move(it->second);
-    opts.erase(it);
-    return v;
-}
 
 bool iequals_prefix(std::string_view s, std::string_view prefix) {
     if (s.size() < prefix.size()) return false;
@@ -53,23 +46,23 @@ std::optional<uint64_t> to_u64(std::string_view s) {
 Result<CurlOptions> take_curl_options(OptionMap &opts, std::string_view protocol, const SecretStore &secrets) {
     CurlOptions o;
     // The typed values first, as qemu_opts_absorb_qdict() checks them.
-    if (auto v = take(opts, "readahead")) {
+    if (auto v = take_option(opts, "readahead")) {
         QIMG_ASSIGN(o.readahead, parse_size_opt("readahead", *v));
     }
-    if (auto v = take(opts, "timeout")) {
+    if (auto v = take_option(opts, "timeout")) {
         QIMG_ASSIGN(o.timeout, parse_number_opt("timeout", *v));
     }
-    if (auto v = take(opts, "sslverify")) {
+    if (auto v = take_option(opts, "sslverify")) {
         QIMG_ASSIGN(o.sslverify, parse_bool_opt("sslverify", *v));
     }
-    auto cookie = take(opts, "cookie");
-    auto cookie_secret = take(opts, "cookie-secret");
-    auto url = take(opts, "url");
-    auto filename = take(opts, "filename");
-    o.username = take(opts, "username");
-    auto password_secret = take(opts, "password-secret");
-    o.proxy_username = take(opts, "proxy-username");
-    auto proxy_password_secret = take(opts, "proxy-password-secret");
+    auto cookie = take_option(opts, "cookie");
+    auto cookie_secret = take_option(opts, "cookie-secret");
+    auto url = take_option(opts, "url");
+    auto filename = take_option(opts, "filename");
+    o.username = take_option(opts, "username");
+    auto password_secret = take_option(opts, "password-secret");
+    o.proxy_username = take_option(opts, "proxy-username");
+    auto proxy_password_secret = take_option(opts, "proxy-password-secret");
 
     // Then curl_open's own checks, in its order. QEMU prints the size as a
     // signed size_t (%zd).

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "util/keyval.h"
+#include "util/option_map.h"
 
 namespace qimg::nbd {
 namespace {
@@ -207,16 +208,8 @@ Result<void> parse_inet(const std::string &str, OptionMap &opts) {
     return ok();
 }
 
-std::optional<std::string> take(OptionMap &opts, const std::string &key) {
-    auto it = opts.find(key);
-    if (it == opts.end()) return std::nullopt;
-    std::string v = std::move(it->second);
-    opts.erase(it);
-    return v;
-}
-
 Result<std::optional<bool>> take_bool(OptionMap &opts, const std::string &key, const std::string &name) {
-    auto v = take(opts, key);
+    auto v = take_option(opts, key);
     if (!v) return std::optional<bool>();
     // QAPI's bool visitor on a string from a flat dict.
     if (*v == "on" || *v == "yes" || *v == "true") return std::optional<bool>(true);
@@ -226,9 +219,9 @@ Result<std::optional<bool>> take_bool(OptionMap &opts, const std::string &key, c
 
 // nbd_process_legacy_socket_options(): host/port/path into server.*.
 Result<void> legacy_socket_options(OptionMap &opts) {
-    auto path = take(opts, "path");
-    auto host = take(opts, "host");
-    auto port = take(opts, "port");
+    auto path = take_option(opts, "path");
+    auto host = take_option(opts, "host");
+    auto port = take_option(opts, "port");
     if (!path && !host && !port) return ok();
     for (const auto &kv : opts)
         if (kv.first.starts_with("server."))
@@ -252,30 +245,30 @@ Result<ServerAddress> take_server(OptionMap &opts) {
     OptionMap addr = extract_prefix(opts, "server");
     if (addr.empty()) return make_error(EINVAL, "NBD server address missing");
     ServerAddress a;
-    auto type = take(addr, "type");
+    auto type = take_option(addr, "type");
     if (!type) return make_error(EINVAL, "Parameter 'type' is missing");
     auto missing = [](const char *p) { return make_error(EINVAL, std::string("Parameter '") + p + "' is missing"); };
     if (*type == "inet") {
         a.type = ServerAddress::Type::Inet;
-        auto host = take(addr, "host");
+        auto host = take_option(addr, "host");
         if (!host) return missing("host");
-        auto port = take(addr, "port");
+        auto port = take_option(addr, "port");
         if (!port) return missing("port");
         a.host = *host;
         a.port = *port;
-        (void)take(addr, "numeric");
-        a.to_set = take(addr, "to").has_value();
+        (void)take_option(addr, "numeric");
+        a.to_set = take_option(addr, "to").has_value();
         QIMG_ASSIGN(std::optional<bool> v4, take_bool(addr, "ipv4", "ipv4"));
         QIMG_ASSIGN(std::optional<bool> v6, take_bool(addr, "ipv6", "ipv6"));
         a.ipv4_set = v4.has_value();
         a.ipv6_set = v6.has_value();
         a.ipv4 = v4.value_or(false);
         a.ipv6 = v6.value_or(false);
-        (void)take(addr, "keep-alive");
-        (void)take(addr, "mptcp");
+        (void)take_option(addr, "keep-alive");
+        (void)take_option(addr, "mptcp");
     } else if (*type == "unix") {
         a.type = ServerAddress::Type::Unix;
-        auto path = take(addr, "path");
+        auto path = take_option(addr, "path");
         if (!path) return missing("path");
         a.path = *path;
         QIMG_ASSIGN(std::optional<bool> abstract, take_bool(addr, "abstract", "abstract"));
@@ -326,10 +319,10 @@ Result<Config> take_config(OptionMap &opts) {
             opts.erase(it);
         }
     }
-    c.export_name = take(opts, "export");
-    c.tls_creds = take(opts, "tls-creds");
-    c.tls_hostname = take(opts, "tls-hostname");
-    c.x_dirty_bitmap = take(opts, "x-dirty-bitmap");
+    c.export_name = take_option(opts, "export");
+    c.tls_creds = take_option(opts, "tls-creds");
+    c.tls_hostname = take_option(opts, "tls-hostname");
+    c.x_dirty_bitmap = take_option(opts, "x-dirty-bitmap");
     QIMG_TRY(legacy_socket_options(opts));
     QIMG_ASSIGN(c.server, take_server(opts));
     if (c.export_name && c.export_name->size() > kMaxStringSize)

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "util/qjson.h"
+#include "util/option_map.h"
 
 namespace qimg::rbd {
 namespace {
@@ -60,15 +61,6 @@ Result<std::optional<size_t>> list_length(const OptionMap &opts, const std::stri
     return std::optional<size_t>(indices.size());
 }
 
-// An optional string member.
-std::optional<std::string> take_string(OptionMap &opts, const std::string &key) {
-    auto it = opts.find(key);
-    if (it == opts.end()) return std::nullopt;
-    std::string v = std::move(it->second);
-    opts.erase(it);
-    return v;
-}
-
 // QAPI's visit_check_struct: the first member left over, in QDict order
 // (of the crumpled dictionary: "a.b" counts as "a").
 Result<void> check_no_leftover(const OptionMap &opts, const std::string &prefix) {
@@ -92,9 +84,9 @@ Result<void> take_servers(OptionMap &opts, Location &loc) {
         if (auto it = opts.find(p); it != opts.end())
             return make_error(EINVAL, "Invalid parameter type for '" + p + "', expected: object");
         Server s;
-        auto host = take_string(elem, "host");
+        auto host = take_option(elem, "host");
         if (!host) return Err(missing(p + ".host"));
-        auto port = take_string(elem, "port");
+        auto port = take_option(elem, "port");
         if (!port) return Err(missing(p + ".port"));
         QIMG_TRY(check_no_leftover(elem, p + "."));
         loc.server.push_back({*host, *port});
@@ -115,7 +107,7 @@ Result<void> take_auth(OptionMap &opts, Location &loc) {
     loc.auth_client_required.emplace();
     for (size_t i = 0; i < *n; ++i) {
         const std::string key = name + "." + std::to_string(i);
-        auto v = take_string(opts, key);
+        auto v = take_option(opts, key);
         if (!v) return make_error(EINVAL, "Invalid parameter type for '" + key + "', expected: string");
         // The list's elements have no name in QEMU's message.
         if (*v != "cephx" && *v != "none")
@@ -137,11 +129,11 @@ Result<void> take_encrypt(OptionMap &opts, Location &loc) {
         return make_error(EINVAL, "Invalid parameter type for 'encrypt', expected: object");
     OptionMap e = extract_prefix(opts, "encrypt");
     if (e.empty()) return ok();
-    auto format = take_string(e, "format");
+    auto format = take_option(e, "format");
     if (!format) return Err(missing("encrypt.format"));
     if (*format != "luks" && *format != "luks2")
         return make_error(EINVAL, "Parameter 'format' does not accept value '" + *format + "'");
-    auto secret = take_string(e, "key-secret");
+    auto secret = take_option(e, "key-secret");
     if (!secret) return Err(missing("encrypt.key-secret"));
     QIMG_TRY(check_no_leftover(e, "encrypt."));
     loc.encrypt_format = *format;
@@ -203,23 +195,23 @@ Result<void> parse_filename(std::string_view filename, OptionMap &opts, KeyPairs
 
 Result<Location> take_location(OptionMap &opts) {
     Location loc;
-    loc.password_secret = take_string(opts, "password-secret");
+    loc.password_secret = take_option(opts, "password-secret");
     // qdict_crumple's checks come before any member is visited.
     QIMG_TRY(list_length(opts, "server"));
     QIMG_TRY(list_length(opts, "auth-client-required"));
-    auto pool = take_string(opts, "pool");
+    auto pool = take_option(opts, "pool");
     if (!pool) return Err(missing("pool"));
     loc.pool = *pool;
-    loc.ns = take_string(opts, "namespace");
-    auto image = take_string(opts, "image");
+    loc.ns = take_option(opts, "namespace");
+    auto image = take_option(opts, "image");
     if (!image) return Err(missing("image"));
     loc.image = *image;
-    loc.conf = take_string(opts, "conf");
-    loc.snapshot = take_string(opts, "snapshot");
+    loc.conf = take_option(opts, "conf");
+    loc.snapshot = take_option(opts, "snapshot");
     QIMG_TRY(take_encrypt(opts, loc));
-    loc.user = take_string(opts, "user");
+    loc.user = take_option(opts, "user");
     QIMG_TRY(take_auth(opts, loc));
-    loc.key_secret = take_string(opts, "key-secret");
+    loc.key_secret = take_option(opts, "key-secret");
     QIMG_TRY(take_servers(opts, loc));
     QIMG_TRY(check_no_leftover(opts, ""));
     return loc;
