@@ -42,7 +42,8 @@ TEST(Codec, RoundTripsEveryCodecAndPath) {
     auto data = random_bytes(4096, 7);
     data.resize(65536, 'x');
     for (Params p : {Params{Codec::Deflate, 12}, Params{Codec::Deflate, 15, 9}, Params{Codec::Deflate, 12, -1, true},
-                     Params{Codec::Zstd}, Params{Codec::Zstd, 15, 19}}) {
+                     Params{Codec::Zstd}, Params{Codec::Zstd, 15, 19}, Params{Codec::Zlib, 15},
+                     Params{Codec::Zlib, 15, 1, true}}) {
         auto c = compressed(p, data);
         ASSERT_FALSE(c.empty());
         EXPECT_LT(c.size(), data.size());
@@ -50,6 +51,37 @@ TEST(Codec, RoundTripsEveryCodecAndPath) {
         c.resize(c.size() + 300, 0);  // sector padding after the stream
         ASSERT_TRUE(decompress(p.codec, p.window_bits, c, back));
         EXPECT_EQ(back, data);
+    }
+}
+
+TEST(Codec, ZlibStreamHasItsWrapper) {
+    // "hello" as zlib's compress() makes it: 78 9c header, Adler-32 trailer.
+    const uint8_t hello[] = {0x78, 0x9c, 0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x06, 0x2c, 0x02, 0x15};
+    std::vector<uint8_t> out(5);
+    ASSERT_TRUE(decompress(Codec::Zlib, 15, hello, out));
+    EXPECT_EQ(std::string(out.begin(), out.end()), "hello");
+    EXPECT_FALSE(decompress(Codec::Deflate, 15, hello, out));
+    auto c = compressed(Params{Codec::Zlib, 15}, std::span<const uint8_t>(out));
+    ASSERT_GE(c.size(), 2u);
+    EXPECT_EQ(c[0], 0x78);
+}
+
+TEST(Codec, DecompressStreamWantsOneWholeStreamThatFits) {
+    auto data = random_bytes(1000, 3);
+    data.resize(5000, 'y');
+    for (Codec codec : {Codec::Deflate, Codec::Zlib, Codec::Zstd}) {
+        auto c = compressed(Params{codec, 15}, data);
+        std::vector<uint8_t> big(8192), exact(5000), small(4999);
+        auto n = decompress_stream(codec, 15, c, big);  // room to spare: the stream's own length
+        ASSERT_TRUE(n) << n.error().message;
+        EXPECT_EQ(*n, 5000u);
+        EXPECT_TRUE(std::equal(data.begin(), data.end(), big.begin()));
+        EXPECT_TRUE(decompress_stream(codec, 15, c, exact));
+        auto r = decompress_stream(codec, 15, c, small);  // larger than its room
+        ASSERT_FALSE(r);
+        EXPECT_EQ(r.error().code, EIO);
+        std::span<const uint8_t> cut(c.data(), c.size() - 3);  // truncated
+        EXPECT_FALSE(decompress_stream(codec, 15, cut, big));
     }
 }
 

@@ -106,12 +106,7 @@ public:
 
     // No allocation information of its own (QEMU's bochs has no
     // block-status): all data, mapped nowhere that could be shown.
-    Result<BlockStatus> block_status(uint64_t, uint64_t len) override {
-        BlockStatus s;
-        s.flags = kStatusData | kStatusAllocated;
-        s.bytes = len;
-        return s;
-    }
+    Result<BlockStatus> block_status(uint64_t, uint64_t len) override { return unmapped_data_status(len); }
 
 private:
     // [in_extent, in_extent+n) of the extent in `slot`: the sectors whose
