@@ -1,10 +1,12 @@
 // zlib, zstd and ISA-L behind codec.h.
 #include "codec/codec.h"
 
+#include <bzlib.h>
 #include <zlib.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include <climits>
 #include <cstring>
 #include <memory>
 #ifdef QIMG_HAVE_ISAL
@@ -154,6 +156,7 @@ bool have_isal() {
 }
 
 Result<size_t> compress(const Params &p, std::span<const uint8_t> in, std::span<uint8_t> out) {
+    if (p.codec == Codec::Bzip2) return make_error(ENOTSUP, "bzip2 compression is not supported");
     if (p.codec == Codec::Zstd) return zstd_compress(p.level, in, out);
     if (!window_valid(p.window_bits)) return make_error(EINVAL, "deflate window bits out of range");
 #ifdef QIMG_HAVE_ISAL
@@ -174,12 +177,27 @@ Result<std::vector<uint8_t>> compress_unit(const Params &p, const void *data, si
 }
 
 Result<void> decompress(Codec codec, int window_bits, std::span<const uint8_t> in, std::span<uint8_t> out) {
+    if (codec == Codec::Bzip2) {
+        QIMG_ASSIGN(size_t n, decompress_stream(codec, window_bits, in, out));
+        if (n != out.size()) return corrupt();
+        return ok();
+    }
     if (codec == Codec::Zstd) return zstd_decompress(in, out);
     if (!window_valid(window_bits)) return make_error(EINVAL, "deflate window bits out of range");
     return inflate_raw(zlib_window(codec, window_bits), in, out);
 }
 
 Result<size_t> decompress_stream(Codec codec, int window_bits, std::span<const uint8_t> in, std::span<uint8_t> out) {
+    if (codec == Codec::Bzip2) {
+        if (in.size() > UINT_MAX || out.size() > UINT_MAX) return corrupt();
+        unsigned made = static_cast<unsigned>(out.size());
+        int r = BZ2_bzBuffToBuffDecompress(reinterpret_cast<char *>(out.data()), &made,
+                                           const_cast<char *>(reinterpret_cast<const char *>(in.data())),
+                                           static_cast<unsigned>(in.size()), 0, 0);
+        if (r == BZ_MEM_ERROR) return make_error(ENOMEM, "Could not initialise bzip2");
+        if (r != BZ_OK) return corrupt();
+        return size_t{made};
+    }
     if (codec == Codec::Zstd) {
         size_t n = ZSTD_decompress(out.data(), out.size(), in.data(), in.size());
         if (ZSTD_isError(n)) return corrupt();

@@ -19,6 +19,7 @@ enum class Codec {
     Zstd,     // one or more zstd frames
     Zlib,     // deflate in a zlib wrapper (RFC 1950: header, Adler-32 trailer):
               // cloop blocks, vmdk grains
+    Bzip2,    // one bzip2 stream (dmg chunks): decompress_stream only
 };
 
 struct Params {

@@ -85,6 +85,23 @@ TEST(Codec, DecompressStreamWantsOneWholeStreamThatFits) {
     }
 }
 
+TEST(Codec, Bzip2StreamsDecompress) {
+    // "hello\n" as `bzip2 -9` makes it.
+    const uint8_t hello[] = {0x42, 0x5a, 0x68, 0x39, 0x31, 0x41, 0x59, 0x26, 0x53, 0x59, 0xc1, 0xc0, 0x80, 0xe2,
+                             0x00, 0x00, 0x01, 0x41, 0x00, 0x00, 0x10, 0x02, 0x44, 0xa0, 0x00, 0x30, 0xcd, 0x00,
+                             0xc3, 0x46, 0x29, 0x97, 0x17, 0x72, 0x45, 0x38, 0x50, 0x90, 0xc1, 0xc0, 0x80, 0xe2};
+    std::vector<uint8_t> out(100);
+    auto n = decompress_stream(Codec::Bzip2, 15, hello, out);
+    ASSERT_TRUE(n) << n.error().message;
+    EXPECT_EQ(std::string(out.begin(), out.begin() + *n), "hello\n");
+    std::vector<uint8_t> exact(6), small(5);
+    EXPECT_TRUE(decompress(Codec::Bzip2, 15, hello, exact));
+    EXPECT_FALSE(decompress_stream(Codec::Bzip2, 15, hello, small));
+    std::vector<uint8_t> cut(hello, hello + sizeof hello - 4);
+    EXPECT_FALSE(decompress_stream(Codec::Bzip2, 15, cut, out));
+    EXPECT_FALSE(compress(Params{Codec::Bzip2}, exact, out));
+}
+
 TEST(Codec, DeflateNeverReachesPastItsWindow) {
     auto data = far_repeat();
     std::vector<uint8_t> back(data.size());
