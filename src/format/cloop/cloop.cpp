@@ -23,8 +23,8 @@
 //
 // Concurrency: the offsets are immutable after open. The last block
 // inflated is kept for the next read (sequential sector-sized reads would
-// otherwise inflate the same block again and again); cache_mu_ guards that
-// one entry, and blocks are inflated outside the lock.
+// otherwise inflate the same block again and again); LastUnitCache guards that
+// one entry (block/unit_cache.h), and blocks are inflated outside the lock.
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -34,6 +34,7 @@
 
 #include "block/driver.h"
 #include "block/status.h"
+#include "block/unit_cache.h"
 #include "codec/codec.h"
 #include "util/bytes.h"
 #include "util/checked.h"
@@ -71,7 +72,7 @@ public:
         while (len > 0) {
             uint64_t index = off / l_.block_size, in_block = off % l_.block_size;
             size_t n = static_cast<size_t>(std::min<uint64_t>(len, l_.block_size - in_block));
-            QIMG_ASSIGN(std::shared_ptr<const std::vector<uint8_t>> block, get_block(index));
+            QIMG_ASSIGN(LastUnitCache::Unit block, get_block(index));
             std::memcpy(out, block->data() + in_block, n);
             off += n;
             out += n;
@@ -83,11 +84,8 @@ public:
     Result<BlockStatus> block_status(uint64_t, uint64_t len) override { return unmapped_data_status(len); }
 
 private:
-    Result<std::shared_ptr<const std::vector<uint8_t>>> get_block(uint64_t index) {
-        {
-            std::lock_guard lk(cache_mu_);
-            if (cached_ && cached_index_ == index) return cached_;
-        }
+    Result<LastUnitCache::Unit> get_block(uint64_t index) {
+        if (auto hit = cache_.find(index)) return hit;
         uint64_t start = l_.offset(index), end = l_.offset(index + 1);
         uint64_t flen = file_->length();
         uint64_t avail = start < flen ? std::min(end, flen) - start : 0;
@@ -96,16 +94,12 @@ private:
         auto block = std::make_shared<std::vector<uint8_t>>(l_.block_size);
         auto n = codec::decompress_stream(codec::Codec::Zlib, 15, in, *block);
         if (!n || *n != l_.block_size) return make_error(EIO, "Input/output error");
-        std::lock_guard lk(cache_mu_);
-        cached_ = block;
-        cached_index_ = index;
-        return std::shared_ptr<const std::vector<uint8_t>>(block);
+        cache_.store(index, block);
+        return LastUnitCache::Unit(block);
     }
 
     Layout l_;
-    std::mutex cache_mu_;
-    std::shared_ptr<const std::vector<uint8_t>> cached_;
-    uint64_t cached_index_ = 0;
+    LastUnitCache cache_;
 };
 
 // QEMU compares as much of the magic as the probe buffer holds.

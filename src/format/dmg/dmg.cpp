@@ -32,8 +32,8 @@
 // without a host offset. The probe is QEMU's: a file name ending ".dmg".
 //
 // Concurrency: the chunk table is immutable after open; the last chunk
-// decompressed is kept for the next read under cache_mu_, and chunks are
-// decompressed outside the lock.
+// decompressed is kept for the next read (block/unit_cache.h), and chunks
+// are decompressed outside the lock.
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -43,6 +43,7 @@
 
 #include "block/driver.h"
 #include "block/status.h"
+#include "block/unit_cache.h"
 #include "codec/codec.h"
 #include "util/bytes.h"
 #include "util/checked.h"
@@ -231,7 +232,7 @@ public:
             if (c->zero()) {
                 std::memset(out, 0, n);
             } else {
-                QIMG_ASSIGN(std::shared_ptr<const std::vector<uint8_t>> data, get_chunk(*c));
+                QIMG_ASSIGN(LastUnitCache::Unit data, get_chunk(*c));
                 std::memcpy(out, data->data() + (off - c->sector * 512), n);
             }
             off += n;
@@ -255,11 +256,9 @@ private:
         return &*it;
     }
 
-    Result<std::shared_ptr<const std::vector<uint8_t>>> get_chunk(const Chunk &c) {
-        {
-            std::lock_guard lk(cache_mu_);
-            if (cached_ && cached_chunk_ == &c) return cached_;
-        }
+    Result<LastUnitCache::Unit> get_chunk(const Chunk &c) {
+        uint64_t key = static_cast<uint64_t>(&c - chunks_.data());
+        if (auto hit = cache_.find(key)) return hit;
         auto data = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(c.count * 512));
         if (c.type == kRaw) {
             // QEMU reads `length` bytes into a buffer of the sector count's
@@ -274,17 +273,13 @@ private:
             auto n = codec::decompress_stream(codec, 15, in, *data);
             if (!n || *n != data->size()) return make_error(EIO, "Input/output error");
         }
-        std::lock_guard lk(cache_mu_);
-        cached_ = data;
-        cached_chunk_ = &c;
-        return std::shared_ptr<const std::vector<uint8_t>>(data);
+        cache_.store(key, data);
+        return LastUnitCache::Unit(data);
     }
 
     std::vector<Chunk> chunks_;
     uint64_t size_;
-    std::mutex cache_mu_;
-    std::shared_ptr<const std::vector<uint8_t>> cached_;
-    const Chunk *cached_chunk_ = nullptr;
+    LastUnitCache cache_;
 };
 
 // QEMU's dmg_probe: the name alone.
