@@ -320,7 +320,10 @@ OPERATIONS = [
 ]
 
 # Formats whose images the format-neutral operations below run on.
-CRASH_FORMATS = ["qcow2", "raw"]
+CRASH_FORMATS = ["qcow2", "raw", "vpc"]
+# Formats qemu-img cannot resize ("Image format driver does not support
+# resize"): no resize row for them.
+NO_RESIZE_FORMATS = {"vpc"}
 
 
 def any_format_ops(fmt):
@@ -329,7 +332,7 @@ def any_format_ops(fmt):
     def image(name, size, *writes):
         return [f"qemu-img create -q -f {fmt} {name} {size}",
                 f"qemu-io -f {fmt} " + " ".join(f"-c '{w}'" for w in writes) + f" {name}"]
-    return [
+    ops = [
         Op(f"convert -n into an existing {fmt}",
            image(f"t.{fmt}", "1M", "write -P 0x81 0 512k") +
            ["qemu-img create -q -f raw s.raw 1M", "qemu-io -f raw -c 'write -P 0x82 128k 640k' s.raw"],
@@ -340,6 +343,7 @@ def any_format_ops(fmt):
         Op(f"resize grow ({fmt})", image(f"r.{fmt}", "1M", "write -P 0x93 0 1M"),
            f"resize -f {fmt} r.{fmt} 3M", [f"r.{fmt}"], fmt=fmt),
     ]
+    return [op for op in ops if fmt not in NO_RESIZE_FORMATS or not op.name.startswith("resize")]
 
 
 # The qcow2 rows that were written for qcow2 alone come first, as before.

@@ -29,6 +29,7 @@
 // offset is known; allocation holds the lock from the first write to the
 // BAT update.
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <mutex>
 #include <vector>
