@@ -349,6 +349,16 @@ def any_format_ops(fmt):
 # The qcow2 rows that were written for qcow2 alone come first, as before.
 OPERATIONS += [op for fmt in CRASH_FORMATS for op in any_format_ops(fmt)]
 
+# vpc: new blocks appended behind the ones qemu-io made (each allocation
+# moves the footer and publishes a BAT entry) and rewrites in place.
+OPERATIONS += [
+    Op("convert -n allocating vpc blocks",
+       ["qemu-img create -q -f vpc t.vpc 8M", "qemu-io -f vpc -c 'write -P 0x81 0 512k' t.vpc",
+        "qemu-img create -q -f raw s.raw 8M",
+        "qemu-io -f raw -c 'write -P 0x82 256k 3M' -c 'write -P 0x83 6M 100k' s.raw"],
+       "convert -n -f raw -O vpc s.raw t.vpc", ["t.vpc:blocks"], fmt="vpc"),
+]
+
 
 def sh(cmd, cwd, env=None):
     return subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=cwd, env=env, stdin=subprocess.DEVNULL,

@@ -162,6 +162,69 @@ TEST(Vpc, DynamicReadWriteReopen) {
     EXPECT_EQ(st->bytes, 2u << 20);
 }
 
+// The file's writes and flushes in order, to check the allocation order.
+class LoggingNode : public test::MemNode {
+public:
+    using test::MemNode::MemNode;
+    struct Event {
+        char kind;  // 'w' write, 'f' flush
+        uint64_t off = 0, len = 0;
+    };
+    std::vector<Event> log;
+    Result<void> write(uint64_t off, const void *buf, size_t len) override {
+        log.push_back({'w', off, len});
+        return test::MemNode::write(off, buf, len);
+    }
+    Result<void> flush() override {
+        log.push_back({'f'});
+        return test::MemNode::flush();
+    }
+};
+
+TEST(Vpc, AllocationPublishesTheBatEntryLast) {
+    auto mem = std::make_shared<LoggingNode>(make_dynamic(4 << 20));
+    auto node = open_over(mem, true);
+    ASSERT_TRUE(node) << node.error().message;
+    auto a = test::pattern(4096, 7);
+    ASSERT_TRUE((*node)->write((2 << 20) + 8192, a.data(), a.size()));
+    // Block 1 goes at 2048 (after the BAT sector and the footer's old place).
+    const uint64_t start = 2048, data = start + 512, end = data + (2 << 20);
+    auto at = [&](uint64_t off, uint64_t len) {
+        for (size_t i = 0; i < mem->log.size(); ++i)
+            if (mem->log[i].kind == 'w' && mem->log[i].off == off && mem->log[i].len == len) return int(i);
+        return -1;
+    };
+    int footer = at(end, 512), payload = at(data + 8192, 4096), bitmap = at(start, 512), entry = at(1536 + 4, 4);
+    ASSERT_GE(footer, 0);
+    ASSERT_GE(payload, 0);
+    ASSERT_GE(bitmap, 0);
+    ASSERT_GE(entry, 0);
+    EXPECT_LT(footer, bitmap);   // the old footer is overwritten only once a new one exists
+    EXPECT_LT(payload, bitmap);
+    EXPECT_LT(bitmap, entry);
+    bool flushed = false;  // a flush between the data and the BAT entry
+    for (int i = payload + 1; i < entry; ++i) flushed |= mem->log[i].kind == 'f';
+    EXPECT_TRUE(flushed);
+    ASSERT_FALSE(mem->log.empty());
+    EXPECT_EQ(mem->log.back().kind, 'f');
+    EXPECT_EQ(be32(mem->bytes().data() + 1536 + 4), start / 512);
+}
+
+// A kill after the data of a new block but before its BAT entry leaves
+// bytes behind the last block; the next allocation takes that place again
+// and must not show them.
+TEST(Vpc, LeftoverTailIsNotReadBack) {
+    auto img = make_dynamic(4 << 20);
+    img.resize(img.size() + (3 << 20), 0xab);
+    auto node = open_over(std::make_shared<test::MemNode>(img), true);
+    ASSERT_TRUE(node) << node.error().message;
+    auto a = test::pattern(1000, 2);
+    ASSERT_TRUE((*node)->write(5000, a.data(), a.size()));
+    std::vector<uint8_t> want(4 << 20, 0);
+    std::copy(a.begin(), a.end(), want.begin() + 5000);
+    EXPECT_EQ(test::read_all(**node), want);
+}
+
 TEST(Vpc, UnallocatedRunsAreOneZeroExtent) {
     auto node = open_over(make_dynamic(16 << 20));
     ASSERT_TRUE(node);
