@@ -57,8 +57,8 @@ struct Dynamic {
 
 class VpcNode final : public BlockNode {
 public:
-    VpcNode(NodePtr file, const FooterBytes &footer, bool fixed, uint64_t size, Dynamic dyn)
-        : footer_(footer), fixed_(fixed), size_(size), d_(std::move(dyn)) {
+    VpcNode(NodePtr file, const FooterBytes &footer, bool fixed, uint64_t size, uint64_t footer_pos, Dynamic dyn)
+        : footer_(footer), fixed_(fixed), size_(size), footer_pos_(footer_pos), d_(std::move(dyn)) {
         file_ = std::move(file);
         bitmap_done_.assign(d_.bat.size(), false);
     }
@@ -84,7 +84,14 @@ public:
 
     Result<void> write(uint64_t off, const void *buf, size_t len) override {
         QIMG_TRY(check_range(off, len));
-        if (fixed_) return file_->write(off, buf, len);
+        if (fixed_) {
+            // A fixed disk whose size field claims more than the file holds
+            // (hostile or damaged): guest writes must not overwrite or move
+            // its only footer. QEMU would write over it.
+            if (!range_fits(off, len, footer_pos_))
+                return make_error(EIO, "block-vpc: write past the footer of a fixed disk");
+            return file_->write(off, buf, len);
+        }
         auto *in = static_cast<const uint8_t *>(buf);
         while (len > 0) {
             size_t n = chunk(off, len);
@@ -209,6 +216,7 @@ private:
     FooterBytes footer_;
     bool fixed_;
     uint64_t size_;
+    uint64_t footer_pos_;  // a fixed disk's footer, found at the end; UINT64_MAX: at 0
     std::mutex mu_;
     Dynamic d_;
     std::vector<bool> bitmap_done_;
@@ -279,11 +287,13 @@ Result<NodePtr> vpc_open(OpenRequest &req) {
     auto rr = read_padded(file, 0, fb.data(), fb.size());
     if (!rr) return Err(rr.error().prepended("Unable to read VHD header: "));
     bool at_0 = has_footer_cookie(fb);
+    uint64_t footer_pos = UINT64_MAX;
     if (!at_0) {
         // A fixed disk has its footer only at the end.
         uint64_t flen = file.length();
         if (flen < kFooterSize) return make_error(EINVAL, "File too small for a VHD header");
-        QIMG_TRY(file.read(flen - kFooterSize, fb.data(), fb.size()));
+        footer_pos = flen - kFooterSize;
+        QIMG_TRY(file.read(footer_pos, fb.data(), fb.size()));
         if (!has_footer_cookie(fb) || be32(fb.data() + footer::disk_type.offset) != kTypeFixed)
             return make_error(EINVAL, "invalid VPC image");
     }
@@ -300,7 +310,7 @@ Result<NodePtr> vpc_open(OpenRequest &req) {
     if (at_0) { QIMG_ASSIGN(d, open_dynamic(file, f, true, size)); }
     bool fixed = f.disk_type == kTypeFixed;
     if (fixed) d.block_size = 1u << 30;  // unused by the fixed data path
-    auto node = std::make_shared<VpcNode>(req.file, fb, fixed, size, std::move(d));
+    auto node = std::make_shared<VpcNode>(req.file, fb, fixed, size, footer_pos, std::move(d));
     node->set_read_only(!req.flags.read_write);
     return NodePtr(node);
 }

@@ -249,6 +249,21 @@ TEST(Vpc, FixedFooterAtTheEndOnly) {
     ASSERT_TRUE((*node)->write(1000, b.data(), b.size()));
     EXPECT_EQ(std::memcmp(mem->bytes().data() + 1000, b.data(), b.size()), 0);
     EXPECT_FALSE((*node)->write(size - 10, b.data(), 20));
+    {
+        // A size field larger than the file: reads past it are zeroes,
+        // writes there would overwrite the footer and are refused.
+        auto big = img;
+        put_be64(big.data() + size + footer::current_size.offset, 2 * size);
+        reseal(big, size);
+        auto bn = open_over(std::make_shared<test::MemNode>(big), true);
+        ASSERT_TRUE(bn) << bn.error().message;
+        EXPECT_EQ((*bn)->length(), 2 * size);
+        std::vector<uint8_t> z(100);
+        ASSERT_TRUE((*bn)->read(size + 1000, z.data(), z.size()));
+        EXPECT_EQ(z, std::vector<uint8_t>(100, 0));
+        EXPECT_TRUE((*bn)->write(size - 100, b.data(), 100));
+        EXPECT_FALSE((*bn)->write(size - 100, b.data(), 101));
+    }
     // The wrong type at the end is not a VHD.
     put_be32(img.data() + size + footer::disk_type.offset, kTypeDynamic);
     reseal(img, size);
