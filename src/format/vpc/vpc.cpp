@@ -67,6 +67,13 @@ public:
     uint64_t length() const override { return size_; }
     uint32_t cluster_size() const override { return fixed_ ? 0 : d_.block_size; }
     bool has_zero_init() const override { return fixed_ ? file_->has_zero_init() : true; }
+    // A fixed disk's guest bytes have fixed places in the file (as raw's);
+    // a dynamic disk places blocks in the order they are first written.
+    bool layout_follows_write_order() const override { return fixed_ ? file_->layout_follows_write_order() : true; }
+    void cache_advice(CacheAdvice a, uint64_t off, uint64_t len) override {
+        if (len == 0) return file_->cache_advice(a);
+        if (fixed_) file_->cache_advice(a, off, len);
+    }
 
     Result<void> read(uint64_t off, void *buf, size_t len) override {
         QIMG_TRY(check_range(off, len));
