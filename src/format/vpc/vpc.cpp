@@ -197,6 +197,8 @@ private:
     //      its data is already on disk.
     // Holds mu_ (called from write_in_block).
     Result<void> allocate(uint64_t idx, uint64_t in_block, const uint8_t *in, size_t n) {
+        // Open checked that the BAT covers the disk; kept as a guard.
+        if (idx >= d_.bat.size()) return make_error(EIO, "block-vpc: write past the BAT");
         uint64_t start = d_.free_offset;
         uint64_t data = start + d_.bitmap_size;
         uint64_t end = data + d_.block_size;
