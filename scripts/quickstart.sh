@@ -13,7 +13,7 @@ say() { printf '\n>>> %s\n' "$*"; }
 PACKAGES=(
     build-essential cmake ninja-build pkg-config
     libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev
-    zlib1g-dev libzstd-dev libisal-dev libssl-dev libcurl4-openssl-dev
+    zlib1g-dev libzstd-dev libbz2-dev libisal-dev libssl-dev libcurl4-openssl-dev
     qemu-utils qemu-block-extra python3
     libnbd-dev nbdkit
     librbd-dev

@@ -507,14 +507,20 @@ Result<NodePtr> BlockOpener::open_options(OptionMap opts, const std::string &dis
         // network error) is its business; this one names the errno.
         if (auto r = file->read(0, head.data(), n); !r)
             return errno_error(r.error().code, "Could not read image for determining its format");
-        head.resize(n);
-        int best = 0;
-        for (const Driver *d : all_drivers()) {
-            if (d->is_protocol || !d->probe) continue;
-            int score = d->probe(head, shown);
-            if (score > best) {
-                best = score;
-                fd = d;
+        // As QEMU: the probes see the whole buffer, zeroes past the end of
+        // a short file (cloop's compares only as much of its magic as the
+        // buffer holds), and an empty file is raw without asking them.
+        if (n == 0) {
+            fd = find_driver("raw");
+        } else {
+            int best = 0;
+            for (const Driver *d : all_drivers()) {
+                if (d->is_protocol || !d->probe) continue;
+                int score = d->probe(head, shown);
+                if (score > best) {
+                    best = score;
+                    fd = d;
+                }
             }
         }
         if (!fd) return make_error(EINVAL, "Could not determine image format: No format matched");

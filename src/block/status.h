@@ -14,6 +14,16 @@ struct ChainStatus {
     int depth = 0;                 // 0 = top; layer that answered
 };
 
+// What a format with no allocation information of its own answers (QEMU's
+// answer for a format driver without block-status: bochs, cloop, dmg...):
+// all `len` bytes data, allocated, at no host offset that could be shown.
+inline BlockStatus unmapped_data_status(uint64_t len) {
+    BlockStatus s;
+    s.flags = kStatusData | kStatusAllocated;
+    s.bytes = len;
+    return s;
+}
+
 // Status of one node, following kStatusRecurse into its host node so that a
 // raw image's holes show as zeroes.
 Result<BlockStatus> node_status(BlockNode &node, uint64_t off, uint64_t len);

@@ -1,10 +1,12 @@
 // zlib, zstd and ISA-L behind codec.h.
 #include "codec/codec.h"
 
+#include <bzlib.h>
 #include <zlib.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include <climits>
 #include <cstring>
 #include <memory>
 #ifdef QIMG_HAVE_ISAL
@@ -18,21 +20,43 @@ Error corrupt() { return make_error(EIO, kCorruptMessage); }
 
 bool window_valid(int bits) { return bits >= 9 && bits <= 15; }
 
-Result<void> inflate_raw(int window_bits, std::span<const uint8_t> in, std::span<uint8_t> out) {
+// zlib's windowBits for a codec: negative for raw deflate.
+int zlib_window(Codec codec, int window_bits) { return codec == Codec::Zlib ? window_bits : -window_bits; }
+
+// One inflate() call over all of `in` into `out`: zlib's return code and
+// the bytes made. (in/out beyond 4 GiB do not occur: callers pass units.)
+struct Inflated {
+    int code = Z_DATA_ERROR;
+    size_t made = 0;
+};
+Result<Inflated> inflate_once(int window_bits, std::span<const uint8_t> in, std::span<uint8_t> out) {
     z_stream z{};
-    if (inflateInit2(&z, -window_bits) != Z_OK) return make_error(ENOMEM, "Could not initialise zlib");
+    if (inflateInit2(&z, window_bits) != Z_OK) return make_error(ENOMEM, "Could not initialise zlib");
     z.next_in = const_cast<Bytef *>(in.data());
     z.avail_in = static_cast<uInt>(in.size());
     z.next_out = out.data();
     z.avail_out = static_cast<uInt>(out.size());
-    int r = inflate(&z, Z_FINISH);
-    // As QEMU: a full output buffer counts as success even if the stream
-    // goes on (the input is padded to whole sectors).
-    bool good = r == Z_STREAM_END || (r == Z_BUF_ERROR && z.avail_out == 0);
-    if (r == Z_STREAM_END && z.avail_out != 0) good = false;
+    Inflated r{inflate(&z, Z_FINISH), 0};
+    r.made = out.size() - z.avail_out;
     inflateEnd(&z);
-    if (!good) return corrupt();
+    return r;
+}
+
+Result<void> inflate_raw(int window_bits, std::span<const uint8_t> in, std::span<uint8_t> out) {
+    QIMG_ASSIGN(Inflated r, inflate_once(window_bits, in, out));
+    // As QEMU: a full output buffer counts as success even if the stream
+    // goes on (the input is padded to whole sectors); a stream that ends
+    // before filling it does not.
+    bool full = r.made == out.size();
+    if (!(r.code == Z_STREAM_END && full) && !(r.code == Z_BUF_ERROR && full)) return corrupt();
     return ok();
+}
+
+// One whole stream into at most out.size() bytes.
+Result<size_t> inflate_stream(int window_bits, std::span<const uint8_t> in, std::span<uint8_t> out) {
+    QIMG_ASSIGN(Inflated r, inflate_once(window_bits, in, out));
+    if (r.code != Z_STREAM_END) return corrupt();
+    return r.made;
 }
 
 Result<void> zstd_decompress(std::span<const uint8_t> in, std::span<uint8_t> out) {
@@ -60,13 +84,15 @@ struct ZlibState {
     }
 };
 
+// window_bits as zlib takes it: negative for raw deflate, positive with the
+// zlib wrapper (zlib_window()).
 Result<size_t> deflate_raw(int window_bits, int level, std::span<const uint8_t> in, std::span<uint8_t> out) {
     thread_local ZlibState st;
     if (st.level != level || st.window_bits != window_bits) {
         if (st.level != -100) deflateEnd(&st.z);
         st.z = z_stream{};
         st.level = -100;
-        if (deflateInit2(&st.z, level, Z_DEFLATED, -window_bits, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+        if (deflateInit2(&st.z, level, Z_DEFLATED, window_bits, 9, Z_DEFAULT_STRATEGY) != Z_OK)
             return make_error(ENOMEM, "Could not initialise zlib");
         st.level = level;
         st.window_bits = window_bits;
@@ -130,12 +156,14 @@ bool have_isal() {
 }
 
 Result<size_t> compress(const Params &p, std::span<const uint8_t> in, std::span<uint8_t> out) {
+    if (p.codec == Codec::Bzip2) return make_error(ENOTSUP, "bzip2 compression is not supported");
     if (p.codec == Codec::Zstd) return zstd_compress(p.level, in, out);
     if (!window_valid(p.window_bits)) return make_error(EINVAL, "deflate window bits out of range");
 #ifdef QIMG_HAVE_ISAL
-    if (p.fast) return isal_deflate_raw(p.window_bits, in, out);
+    if (p.fast && p.codec == Codec::Deflate) return isal_deflate_raw(p.window_bits, in, out);
 #endif
-    return deflate_raw(p.window_bits, p.fast ? 1 : p.level < 0 ? Z_DEFAULT_COMPRESSION : p.level, in, out);
+    return deflate_raw(zlib_window(p.codec, p.window_bits), p.fast ? 1 : p.level < 0 ? Z_DEFAULT_COMPRESSION : p.level,
+                       in, out);
 }
 
 Result<std::vector<uint8_t>> compress_unit(const Params &p, const void *data, size_t len, size_t unit) {
@@ -149,9 +177,34 @@ Result<std::vector<uint8_t>> compress_unit(const Params &p, const void *data, si
 }
 
 Result<void> decompress(Codec codec, int window_bits, std::span<const uint8_t> in, std::span<uint8_t> out) {
+    if (codec == Codec::Bzip2) {
+        QIMG_ASSIGN(size_t n, decompress_stream(codec, window_bits, in, out));
+        if (n != out.size()) return corrupt();
+        return ok();
+    }
     if (codec == Codec::Zstd) return zstd_decompress(in, out);
     if (!window_valid(window_bits)) return make_error(EINVAL, "deflate window bits out of range");
-    return inflate_raw(window_bits, in, out);
+    return inflate_raw(zlib_window(codec, window_bits), in, out);
+}
+
+Result<size_t> decompress_stream(Codec codec, int window_bits, std::span<const uint8_t> in, std::span<uint8_t> out) {
+    if (codec == Codec::Bzip2) {
+        if (in.size() > UINT_MAX || out.size() > UINT_MAX) return corrupt();
+        unsigned made = static_cast<unsigned>(out.size());
+        int r = BZ2_bzBuffToBuffDecompress(reinterpret_cast<char *>(out.data()), &made,
+                                           const_cast<char *>(reinterpret_cast<const char *>(in.data())),
+                                           static_cast<unsigned>(in.size()), 0, 0);
+        if (r == BZ_MEM_ERROR) return make_error(ENOMEM, "Could not initialise bzip2");
+        if (r != BZ_OK) return corrupt();
+        return size_t{made};
+    }
+    if (codec == Codec::Zstd) {
+        size_t n = ZSTD_decompress(out.data(), out.size(), in.data(), in.size());
+        if (ZSTD_isError(n)) return corrupt();
+        return n;
+    }
+    if (!window_valid(window_bits)) return make_error(EINVAL, "deflate window bits out of range");
+    return inflate_stream(zlib_window(codec, window_bits), in, out);
 }
 
 }  // namespace qimg::codec

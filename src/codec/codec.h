@@ -17,6 +17,9 @@ namespace qimg::codec {
 enum class Codec {
     Deflate,  // raw deflate (RFC 1951: no zlib or gzip wrapper)
     Zstd,     // one or more zstd frames
+    Zlib,     // deflate in a zlib wrapper (RFC 1950: header, Adler-32 trailer):
+              // cloop blocks, vmdk grains
+    Bzip2,    // one bzip2 stream (dmg chunks): decompress_stream only
 };
 
 struct Params {
@@ -46,6 +49,12 @@ Result<std::vector<uint8_t>> compress_unit(const Params &p, const void *data, si
 // out.size() bytes. A stream that ends early or is corrupt is EIO with the
 // message kCorruptMessage.
 Result<void> decompress(Codec codec, int window_bits, std::span<const uint8_t> in, std::span<uint8_t> out);
+
+// Decompresses one complete stream (Deflate/Zlib: up to its end marker;
+// Zstd: whole frames) that fits in `out`, and returns the bytes it made,
+// which may be fewer than out.size(). A stream that is corrupt, truncated
+// or larger than `out` is EIO with kCorruptMessage.
+Result<size_t> decompress_stream(Codec codec, int window_bits, std::span<const uint8_t> in, std::span<uint8_t> out);
 
 inline constexpr const char *kCorruptMessage = "Could not decompress: Input/output error";
 

@@ -330,7 +330,7 @@ uint64_t default_write_behind() {
 }
 
 unsigned default_in_flight() {
-    return std::clamp(2 * std::thread::hardware_concurrency(), kMaxInFlight, kMaxSlots);
+    return std::clamp(2 * std::thread::hardware_concurrency(), kMinDefaultInFlight, kMaxSlots);
 }
 
 Result<void> run_pipeline(PipelineJob &job, const PipelineOptions &o) {

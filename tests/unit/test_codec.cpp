@@ -42,7 +42,8 @@ TEST(Codec, RoundTripsEveryCodecAndPath) {
     auto data = random_bytes(4096, 7);
     data.resize(65536, 'x');
     for (Params p : {Params{Codec::Deflate, 12}, Params{Codec::Deflate, 15, 9}, Params{Codec::Deflate, 12, -1, true},
-                     Params{Codec::Zstd}, Params{Codec::Zstd, 15, 19}}) {
+                     Params{Codec::Zstd}, Params{Codec::Zstd, 15, 19}, Params{Codec::Zlib, 15},
+                     Params{Codec::Zlib, 15, 1, true}}) {
         auto c = compressed(p, data);
         ASSERT_FALSE(c.empty());
         EXPECT_LT(c.size(), data.size());
@@ -51,6 +52,54 @@ TEST(Codec, RoundTripsEveryCodecAndPath) {
         ASSERT_TRUE(decompress(p.codec, p.window_bits, c, back));
         EXPECT_EQ(back, data);
     }
+}
+
+TEST(Codec, ZlibStreamHasItsWrapper) {
+    // "hello" as zlib's compress() makes it: 78 9c header, Adler-32 trailer.
+    const uint8_t hello[] = {0x78, 0x9c, 0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x06, 0x2c, 0x02, 0x15};
+    std::vector<uint8_t> out(5);
+    ASSERT_TRUE(decompress(Codec::Zlib, 15, hello, out));
+    EXPECT_EQ(std::string(out.begin(), out.end()), "hello");
+    EXPECT_FALSE(decompress(Codec::Deflate, 15, hello, out));
+    auto c = compressed(Params{Codec::Zlib, 15}, std::span<const uint8_t>(out));
+    ASSERT_GE(c.size(), 2u);
+    EXPECT_EQ(c[0], 0x78);
+}
+
+TEST(Codec, DecompressStreamWantsOneWholeStreamThatFits) {
+    auto data = random_bytes(1000, 3);
+    data.resize(5000, 'y');
+    for (Codec codec : {Codec::Deflate, Codec::Zlib, Codec::Zstd}) {
+        auto c = compressed(Params{codec, 15}, data);
+        std::vector<uint8_t> big(8192), exact(5000), small(4999);
+        auto n = decompress_stream(codec, 15, c, big);  // room to spare: the stream's own length
+        ASSERT_TRUE(n) << n.error().message;
+        EXPECT_EQ(*n, 5000u);
+        EXPECT_TRUE(std::equal(data.begin(), data.end(), big.begin()));
+        EXPECT_TRUE(decompress_stream(codec, 15, c, exact));
+        auto r = decompress_stream(codec, 15, c, small);  // larger than its room
+        ASSERT_FALSE(r);
+        EXPECT_EQ(r.error().code, EIO);
+        std::span<const uint8_t> cut(c.data(), c.size() - 3);  // truncated
+        EXPECT_FALSE(decompress_stream(codec, 15, cut, big));
+    }
+}
+
+TEST(Codec, Bzip2StreamsDecompress) {
+    // "hello\n" as `bzip2 -9` makes it.
+    const uint8_t hello[] = {0x42, 0x5a, 0x68, 0x39, 0x31, 0x41, 0x59, 0x26, 0x53, 0x59, 0xc1, 0xc0, 0x80, 0xe2,
+                             0x00, 0x00, 0x01, 0x41, 0x00, 0x00, 0x10, 0x02, 0x44, 0xa0, 0x00, 0x30, 0xcd, 0x00,
+                             0xc3, 0x46, 0x29, 0x97, 0x17, 0x72, 0x45, 0x38, 0x50, 0x90, 0xc1, 0xc0, 0x80, 0xe2};
+    std::vector<uint8_t> out(100);
+    auto n = decompress_stream(Codec::Bzip2, 15, hello, out);
+    ASSERT_TRUE(n) << n.error().message;
+    EXPECT_EQ(std::string(out.begin(), out.begin() + *n), "hello\n");
+    std::vector<uint8_t> exact(6), small(5);
+    EXPECT_TRUE(decompress(Codec::Bzip2, 15, hello, exact));
+    EXPECT_FALSE(decompress_stream(Codec::Bzip2, 15, hello, small));
+    std::vector<uint8_t> cut(hello, hello + sizeof hello - 4);
+    EXPECT_FALSE(decompress_stream(Codec::Bzip2, 15, cut, out));
+    EXPECT_FALSE(compress(Params{Codec::Bzip2}, exact, out));
 }
 
 TEST(Codec, DeflateNeverReachesPastItsWindow) {

@@ -24,11 +24,77 @@
 #include "block/driver.h"
 #include "protocol/rbd/rbd_name.h"
 #include "util/progname.h"
+#include "util/shared_library.h"
 
 namespace qimg {
 namespace {
 
 using rbd::Location;
+
+// librados and librbd are loaded when an rbd image is first named
+// (util/shared_library.h says why): every call goes through this table,
+// typed from the libraries' own headers.
+#define QIMG_RBD_FUNCTIONS(X) \
+    X(rados_conf_read_file) \
+    X(rados_conf_set) \
+    X(rados_connect) \
+    X(rados_create) \
+    X(rados_ioctx_create) \
+    X(rados_ioctx_destroy) \
+    X(rados_ioctx_set_namespace) \
+    X(rados_shutdown) \
+    X(rbd_close) \
+    X(rbd_create) \
+    X(rbd_diff_iterate2) \
+    X(rbd_discard) \
+    X(rbd_encryption_format) \
+    X(rbd_encryption_load) \
+    X(rbd_flush) \
+    X(rbd_get_features) \
+    X(rbd_get_flags) \
+    X(rbd_get_parent_info) \
+    X(rbd_get_size) \
+    X(rbd_namespace_exists) \
+    X(rbd_open) \
+    X(rbd_read) \
+    X(rbd_remove) \
+    X(rbd_resize) \
+    X(rbd_snap_create) \
+    X(rbd_snap_list) \
+    X(rbd_snap_list_end) \
+    X(rbd_snap_remove) \
+    X(rbd_snap_rollback) \
+    X(rbd_stat) \
+    X(rbd_write) \
+    X(rbd_write_zeroes)
+
+// rbd_get_parent_info is deprecated (block_status uses it as QEMU does).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+struct RbdLibrary {
+#define QIMG_RBD_MEMBER(f) decltype(&::f) f = nullptr;
+    QIMG_RBD_FUNCTIONS(QIMG_RBD_MEMBER)
+#undef QIMG_RBD_MEMBER
+};
+#pragma GCC diagnostic pop
+RbdLibrary lib;
+
+// Binds `lib` once per process; every later call answers as the first.
+// librbd names librados, so one dlopen brings both.
+Result<void> load_rbd_library() {
+    static const Result<void> loaded = []() -> Result<void> {
+        static constexpr const char *kSoname = "librbd.so.1";
+        QIMG_ASSIGN(void *h, open_shared_library(kSoname));
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#define QIMG_RBD_BIND(f) QIMG_TRY(bind_symbol(h, kSoname, #f, lib.f));
+        QIMG_RBD_FUNCTIONS(QIMG_RBD_BIND)
+#pragma GCC diagnostic pop
+#undef QIMG_RBD_BIND
+        return ok();
+    }();
+    return loaded;
+}
 
 // Returned by the diff callback to stop the iteration early (QEMU's choice
 // of a value librbd never returns itself).
@@ -67,8 +133,8 @@ struct Connection {
     Connection(const Connection &) = delete;
     Connection &operator=(const Connection &) = delete;
     ~Connection() {
-        if (ioctx) rados_ioctx_destroy(ioctx);
-        if (cluster) rados_shutdown(cluster);
+        if (ioctx) lib.rados_ioctx_destroy(ioctx);
+        if (cluster) lib.rados_shutdown(cluster);
     }
 };
 
@@ -76,13 +142,13 @@ struct Connection {
 Result<void> set_auth(rados_t cluster, const Location &loc, const SecretStore &secrets) {
     if (loc.key_secret) {
         QIMG_ASSIGN(std::string key, secrets.lookup(*loc.key_secret));
-        if (int r = rados_conf_set(cluster, "key", base64(key).c_str()); r < 0)
+        if (int r = lib.rados_conf_set(cluster, "key", base64(key).c_str()); r < 0)
             return Err(errno_error(-r, "Could not set 'key'"));
     }
     if (loc.auth_client_required) {
         std::string acr;
         for (const std::string &m : *loc.auth_client_required) acr += (acr.empty() ? "" : ";") + m;
-        if (int r = rados_conf_set(cluster, "auth_client_required", acr.c_str()); r < 0)
+        if (int r = lib.rados_conf_set(cluster, "auth_client_required", acr.c_str()); r < 0)
             return Err(errno_error(-r, "Could not set 'auth_client_required'"));
     }
     return ok();
@@ -92,40 +158,41 @@ Result<void> set_auth(rados_t cluster, const Location &loc, const SecretStore &s
 // name's key=value pairs, servers, authentication, cache), then the pool
 // and namespace.
 Result<void> connect(Connection &c, Location &loc, bool cache, const SecretStore &secrets) {
+    QIMG_TRY(load_rbd_library());
     if (loc.password_secret) {
         if (loc.key_secret) return make_error(EINVAL, "Legacy 'password-secret' clashes with 'key-secret'");
         loc.key_secret = loc.password_secret;
     }
     const std::string mon = rbd::mon_host(loc.server);
-    if (int r = rados_create(&c.cluster, loc.user ? loc.user->c_str() : nullptr); r < 0) {
+    if (int r = lib.rados_create(&c.cluster, loc.user ? loc.user->c_str() : nullptr); r < 0) {
         c.cluster = nullptr;
         return Err(errno_error(-r, "error initializing"));
     }
     // The default locations when no conf is named, failing silently there.
-    int r = rados_conf_read_file(c.cluster, loc.conf ? loc.conf->c_str() : nullptr);
+    int r = lib.rados_conf_read_file(c.cluster, loc.conf ? loc.conf->c_str() : nullptr);
     if (loc.conf && r < 0) return Err(errno_error(-r, "error reading conf file " + *loc.conf));
     for (const auto &[key, value] : loc.keypairs) {
-        if (r = rados_conf_set(c.cluster, key.c_str(), value.c_str()); r < 0)
+        if (r = lib.rados_conf_set(c.cluster, key.c_str(), value.c_str()); r < 0)
             return Err(errno_error(-r, "invalid conf option " + key));
     }
     if (!mon.empty()) {
         // QEMU fails here without a message of its own.
-        if (r = rados_conf_set(c.cluster, "mon_host", mon.c_str()); r < 0) return Err(errno_error(-r, "mon_host"));
+        if (r = lib.rados_conf_set(c.cluster, "mon_host", mon.c_str()); r < 0) return Err(errno_error(-r, "mon_host"));
     }
     QIMG_TRY(set_auth(c.cluster, loc, secrets));
-    rados_conf_set(c.cluster, "rbd_cache", cache ? "true" : "false");
-    if (r = rados_connect(c.cluster); r < 0) return Err(errno_error(-r, "error connecting"));
-    if (r = rados_ioctx_create(c.cluster, loc.pool.c_str(), &c.ioctx); r < 0) {
+    lib.rados_conf_set(c.cluster, "rbd_cache", cache ? "true" : "false");
+    if (r = lib.rados_connect(c.cluster); r < 0) return Err(errno_error(-r, "error connecting"));
+    if (r = lib.rados_ioctx_create(c.cluster, loc.pool.c_str(), &c.ioctx); r < 0) {
         c.ioctx = nullptr;
         return Err(errno_error(-r, "error opening pool " + loc.pool));
     }
     if (loc.ns && !loc.ns->empty()) {
         bool exists = false;
-        if (r = rbd_namespace_exists(c.ioctx, loc.ns->c_str(), &exists); r < 0)
+        if (r = lib.rbd_namespace_exists(c.ioctx, loc.ns->c_str(), &exists); r < 0)
             return Err(errno_error(-r, "error checking namespace"));
         if (!exists) return make_error(ENOENT, "namespace '" + *loc.ns + "' does not exist");
     }
-    rados_ioctx_set_namespace(c.ioctx, loc.ns ? loc.ns->c_str() : nullptr);
+    lib.rados_ioctx_set_namespace(c.ioctx, loc.ns ? loc.ns->c_str() : nullptr);
     return ok();
 }
 
@@ -135,7 +202,7 @@ public:
             bool snapshot, CacheMode cache)
         : conn_(std::move(conn)), image_(image), size_(size), object_size_(object_size), snapshot_(snapshot),
           cache_(cache) {}
-    ~RbdNode() override { rbd_close(image_); }
+    ~RbdNode() override { lib.rbd_close(image_); }
 
     std::string_view driver_name() const override { return "rbd"; }
     uint64_t length() const override { return size_.load(); }
@@ -154,7 +221,7 @@ public:
         static const char kLuks2[8] = {'L', 'U', 'K', 'S', '\xba', '\xbe', 0, 2};
         nlohmann::ordered_json data = nlohmann::ordered_json::object();
         char head[8] = {};
-        if (size_.load() >= sizeof head && rbd_read(image_, 0, sizeof head, head) == sizeof head) {
+        if (size_.load() >= sizeof head && lib.rbd_read(image_, 0, sizeof head, head) == sizeof head) {
             if (std::memcmp(head, kLuks1, sizeof head) == 0) data["encryption-format"] = "luks";
             if (std::memcmp(head, kLuks2, sizeof head) == 0) data["encryption-format"] = "luks2";
         }
@@ -168,7 +235,7 @@ public:
         std::memset(p + n, 0, len - n);
         for (size_t done = 0; done < n;) {
             size_t k = std::min<size_t>(n - done, kMaxRequest);
-            ssize_t r = rbd_read(image_, off + done, k, reinterpret_cast<char *>(p + done));
+            ssize_t r = lib.rbd_read(image_, off + done, k, reinterpret_cast<char *>(p + done));
             if (r < 0) return Err(errno_error(static_cast<int>(-r), "rbd read failed"));
             // A short read: zeroes, as QEMU pads it.
             if (static_cast<size_t>(r) < k) std::memset(p + done + r, 0, k - r);
@@ -184,7 +251,7 @@ public:
         auto *p = static_cast<const char *>(buf);
         for (size_t done = 0; done < len;) {
             size_t k = std::min<size_t>(len - done, kMaxRequest);
-            ssize_t r = rbd_write(image_, off + done, k, p + done);
+            ssize_t r = lib.rbd_write(image_, off + done, k, p + done);
             if (r < 0) return Err(errno_error(static_cast<int>(-r), "rbd write failed"));
             done += k;
         }
@@ -199,7 +266,7 @@ public:
         int zero_flags = (flags & kZeroMayUnmap) ? 0 : RBD_WRITE_ZEROES_FLAG_THICK_PROVISION;
         for (uint64_t done = 0; done < len;) {
             uint64_t k = std::min<uint64_t>(len - done, kMaxRequest);
-            ssize_t r = rbd_write_zeroes(image_, off + done, k, zero_flags, 0);
+            ssize_t r = lib.rbd_write_zeroes(image_, off + done, k, zero_flags, 0);
             if (r < 0) return Err(errno_error(static_cast<int>(-r), "rbd write_zeroes failed"));
             done += k;
         }
@@ -213,7 +280,7 @@ public:
         len = std::min<uint64_t>(len, size - off);
         for (uint64_t done = 0; done < len;) {
             uint64_t k = std::min<uint64_t>(len - done, kMaxRequest);
-            if (int r = rbd_discard(image_, off + done, k); r < 0) return Err(errno_error(-r, "rbd discard failed"));
+            if (int r = lib.rbd_discard(image_, off + done, k); r < 0) return Err(errno_error(-r, "rbd discard failed"));
             done += k;
         }
         return ok();
@@ -221,7 +288,7 @@ public:
 
     Result<void> flush() override {
         if (cache_.no_flush) return ok();
-        if (int r = rbd_flush(image_); r < 0) return Err(errno_error(-r, "rbd flush failed"));
+        if (int r = lib.rbd_flush(image_); r < 0) return Err(errno_error(-r, "rbd flush failed"));
         return ok();
     }
 
@@ -230,7 +297,7 @@ public:
         if (prealloc != Prealloc::Off)
             return make_error(ENOTSUP, "Unsupported preallocation mode '" + std::string(prealloc_name(prealloc)) + "'");
         std::lock_guard lock(size_mutex_);
-        if (int r = rbd_resize(image_, new_size); r < 0) return Err(errno_error(-r, "Failed to resize file"));
+        if (int r = lib.rbd_resize(image_, new_size); r < 0) return Err(errno_error(-r, "Failed to resize file"));
         size_ = new_size;
         return ok();
     }
@@ -240,13 +307,13 @@ public:
     Result<std::vector<SnapshotInfo>> snapshot_list() override;
     Result<void> snapshot_create(const SnapshotInfo &sn) override;
     Result<void> snapshot_goto(const std::string &name) override {
-        if (int r = rbd_snap_rollback(image_, name.c_str()); r < 0) return Err(Error{-r, std::strerror(-r)});
+        if (int r = lib.rbd_snap_rollback(image_, name.c_str()); r < 0) return Err(Error{-r, std::strerror(-r)});
         return ok();
     }
     Result<void> snapshot_delete(const std::string &id, const std::string &name) override {
         if (!id.empty() && id != name)
             return make_error(EINVAL, "rbd do not support snapshot id, it should be NULL or equal to snapshot name");
-        if (int r = rbd_snap_remove(image_, name.c_str()); r < 0)
+        if (int r = lib.rbd_snap_remove(image_, name.c_str()); r < 0)
             return Err(errno_error(-r, "Failed to remove the snapshot"));
         return ok();
     }
@@ -267,7 +334,7 @@ private:
         if (off + len <= size_.load()) return ok();
         std::lock_guard lock(size_mutex_);
         if (off + len <= size_.load()) return ok();
-        if (int r = rbd_resize(image_, off + len); r < 0) return Err(errno_error(-r, "rbd resize failed"));
+        if (int r = lib.rbd_resize(image_, off + len); r < 0) return Err(errno_error(-r, "rbd resize failed"));
         size_ = off + len;
         return ok();
     }
@@ -315,8 +382,8 @@ Result<BlockStatus> RbdNode::block_status(uint64_t off, uint64_t len) {
     s.flags = kStatusData | kStatusOffsetValid;
     if (len == 0) return s;
     uint64_t features = 0, flags = 0;
-    if (rbd_get_features(image_, &features) < 0 || !(features & RBD_FEATURE_FAST_DIFF)) return s;
-    if (rbd_get_flags(image_, &flags) < 0 || (flags & RBD_FLAG_FAST_DIFF_INVALID)) return s;
+    if (lib.rbd_get_features(image_, &features) < 0 || !(features & RBD_FEATURE_FAST_DIFF)) return s;
+    if (lib.rbd_get_flags(image_, &flags) < 0 || (flags & RBD_FLAG_FAST_DIFF_INVALID)) return s;
     DiffRun run;
     run.offs = off;
     uint64_t bytes = len, head = 0;
@@ -328,14 +395,14 @@ Result<BlockStatus> RbdNode::block_status(uint64_t off, uint64_t len) {
     if (features & RBD_FEATURE_STRIPINGV2) return s;
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-    if (rbd_get_parent_info(image_, nullptr, 0, nullptr, 0, nullptr, 0) != -ENOENT) return s;
+    if (lib.rbd_get_parent_info(image_, nullptr, 0, nullptr, 0, nullptr, 0) != -ENOENT) return s;
 #pragma GCC diagnostic pop
     if (object_size_ == 0 || (object_size_ & (object_size_ - 1))) return s;
     head = run.offs & (object_size_ - 1);
     run.offs -= head;
     bytes += head;
 #endif
-    int r = rbd_diff_iterate2(image_, nullptr, run.offs, bytes, 1, 1, diff_callback, &run);
+    int r = lib.rbd_diff_iterate2(image_, nullptr, run.offs, bytes, 1, 1, diff_callback, &run);
     if (r < 0 && r != kStopDiff) return s;
     if (!run.exists) {
         if (r == 0) run.bytes = bytes;  // no callback at all: nothing allocated
@@ -356,7 +423,7 @@ Result<std::vector<SnapshotInfo>> RbdNode::snapshot_list() {
     std::vector<rbd_snap_info_t> snaps(16);
     int max = static_cast<int>(snaps.size());
     int n;
-    while ((n = rbd_snap_list(image_, snaps.data(), &max)) == -ERANGE) snaps.resize(static_cast<size_t>(max));
+    while ((n = lib.rbd_snap_list(image_, snaps.data(), &max)) == -ERANGE) snaps.resize(static_cast<size_t>(max));
     std::vector<SnapshotInfo> out;
     if (n <= 0) return out;
     for (int i = 0; i < n; ++i) {
@@ -367,7 +434,7 @@ Result<std::vector<SnapshotInfo>> RbdNode::snapshot_list() {
         sn.icount = 0;  // QEMU leaves it zeroed
         out.push_back(std::move(sn));
     }
-    rbd_snap_list_end(snaps.data());
+    lib.rbd_snap_list_end(snaps.data());
     return out;
 }
 
@@ -376,7 +443,7 @@ Result<void> RbdNode::snapshot_create(const SnapshotInfo &sn) {
     if (sn.name.empty()) return make_error(EINVAL, std::strerror(EINVAL));
     if (!sn.id.empty() && sn.id != sn.name) return make_error(EINVAL, std::strerror(EINVAL));
     if (sn.name.size() >= 128) return make_error(ERANGE, std::strerror(ERANGE));
-    if (int r = rbd_snap_create(image_, sn.name.c_str()); r < 0) {
+    if (int r = lib.rbd_snap_create(image_, sn.name.c_str()); r < 0) {
         report_error(std::string("failed to create snap: ") + std::strerror(-r));  // QEMU's error_report
         return make_error(-r, std::strerror(-r));
     }
@@ -396,7 +463,7 @@ Result<void> load_encryption(rbd_image_t image, const Location &loc, const Secre
     rbd_encryption_luks1_format_options_t o{};
     o.passphrase = passphrase.data();
     o.passphrase_size = passphrase.size();
-    if (int r = rbd_encryption_load(image, luks_format(*loc.encrypt_format), &o, sizeof o); r < 0)
+    if (int r = lib.rbd_encryption_load(image, luks_format(*loc.encrypt_format), &o, sizeof o); r < 0)
         return Err(errno_error(-r, "encryption load fail"));
     return ok();
 }
@@ -405,7 +472,7 @@ Result<void> load_encryption(rbd_image_t image, const Location &loc, const Secre
 // effective size is the one asked for.
 Result<void> format_encryption(rbd_image_t image, const rbd::EncryptCreate &e, const SecretStore &secrets) {
     uint64_t raw_size = 0, effective_size = 0;
-    if (int r = rbd_get_size(image, &raw_size); r < 0) return Err(errno_error(-r, "cannot get raw image size"));
+    if (int r = lib.rbd_get_size(image, &raw_size); r < 0) return Err(errno_error(-r, "cannot get raw image size"));
     QIMG_ASSIGN(std::string passphrase, secrets.lookup(e.key_secret));
     rbd_encryption_luks1_format_options_t o{};
     switch (e.cipher_alg) {
@@ -417,11 +484,11 @@ Result<void> format_encryption(rbd_image_t image, const rbd::EncryptCreate &e, c
     }
     o.passphrase = passphrase.data();
     o.passphrase_size = passphrase.size();
-    if (int r = rbd_encryption_format(image, luks_format(e.format), &o, sizeof o); r < 0)
+    if (int r = lib.rbd_encryption_format(image, luks_format(e.format), &o, sizeof o); r < 0)
         return Err(errno_error(-r, "encryption format fail"));
-    if (int r = rbd_get_size(image, &effective_size); r < 0)
+    if (int r = lib.rbd_get_size(image, &effective_size); r < 0)
         return Err(errno_error(-r, "cannot get effective image size"));
-    if (int r = rbd_resize(image, raw_size + (raw_size - effective_size)); r < 0)
+    if (int r = lib.rbd_resize(image, raw_size + (raw_size - effective_size)); r < 0)
         return Err(errno_error(-r, "cannot resize image after format"));
     return ok();
 }
@@ -474,23 +541,23 @@ Result<NodePtr> open_rbd(OpenRequest &req) {
     QIMG_TRY(connect(*conn, loc, !req.flags.cache.direct, *req.secrets));
     rbd_image_t image = nullptr;
     // Always opened read-write, as QEMU does.
-    if (int r = rbd_open(conn->ioctx, loc.image.c_str(), &image, loc.snapshot ? loc.snapshot->c_str() : nullptr);
+    if (int r = lib.rbd_open(conn->ioctx, loc.image.c_str(), &image, loc.snapshot ? loc.snapshot->c_str() : nullptr);
         r < 0)
         return Err(errno_error(-r, "error reading header from " + loc.image));
     if (loc.encrypt_format) {
         if (auto r = load_encryption(image, loc, *req.secrets); !r) {
-            rbd_close(image);
+            lib.rbd_close(image);
             return Err(r.error());
         }
     }
     rbd_image_info_t info;
-    if (int r = rbd_stat(image, &info, sizeof info); r < 0) {
-        rbd_close(image);
+    if (int r = lib.rbd_stat(image, &info, sizeof info); r < 0) {
+        lib.rbd_close(image);
         return Err(errno_error(-r, "error getting image info from " + loc.image));
     }
     // QEMU's bdrv_apply_auto_read_only (qemu-img never asks auto-read-only).
     if (loc.snapshot && req.flags.read_write) {
-        rbd_close(image);
+        lib.rbd_close(image);
         return make_error(EACCES, "rbd snapshots are read-only");
     }
     auto node = std::make_shared<RbdNode>(std::move(conn), image, info.size, info.obj_size, loc.snapshot.has_value(),
@@ -531,16 +598,16 @@ Result<void> create_rbd(CreateRequest &req) {
     }
     Connection c;
     QIMG_TRY(connect(c, loc, false, *req.secrets));
-    if (int r = rbd_create(c.ioctx, loc.image.c_str(), size, &order); r < 0)
+    if (int r = lib.rbd_create(c.ioctx, loc.image.c_str(), size, &order); r < 0)
         return Err(errno_error(-r, "error rbd create"));
     if (encrypt) {
         rbd_image_t image = nullptr;
-        if (int r = rbd_open(c.ioctx, loc.image.c_str(), &image, nullptr); r < 0)
+        if (int r = lib.rbd_open(c.ioctx, loc.image.c_str(), &image, nullptr); r < 0)
             return Err(errno_error(-r, "error opening image '" + loc.image + "' for encryption format"));
         auto formatted = format_encryption(image, *encrypt, *req.secrets);
-        rbd_close(image);
+        lib.rbd_close(image);
         if (!formatted) {
-            rbd_remove(c.ioctx, loc.image.c_str());  // as QEMU: no half-made image
+            lib.rbd_remove(c.ioctx, loc.image.c_str());  // as QEMU: no half-made image
             return formatted;
         }
     }
