@@ -19,6 +19,9 @@
 #                          create a qcow2 the real tool accepts); an -m16W
 #                          operation runs qemu-img with `-m 16 -W` (its
 #                          fastest settings) against qimg's default
+#                          also known, not run by default: raw-vpc,
+#                          raw-vpc-fixed (subformat=fixed), vpc-raw (from
+#                          a dynamic VHD the real qemu-img wrote)
 #   TASKSET=0              run both tools under `taskset -c $TASKSET` (e.g. one core)
 #   KEEP_SOURCE=1          keep the generated source image for the next run
 #   QIMG_ARGS=             extra arguments for qimg's convert (e.g. --write-behind=0)
@@ -42,7 +45,7 @@ DATASETS=${DATASETS:-ext4 mixed}
 die() { echo "bench_convert.sh: $*" >&2; exit 1; }
 note() { echo "# $*"; }
 
-KNOWN_OPS=$ALL_OPS
+KNOWN_OPS="$ALL_OPS raw-vpc raw-vpc-fixed vpc-raw"
 for op in $OPS; do
     [[ " $KNOWN_OPS " == *" $op "* ]] || die "unknown operation $op (known: $KNOWN_OPS)"
 done
@@ -100,6 +103,13 @@ ensure_source_qcow2() {
     "$QEMU_IMG" convert -O qcow2 "$SRC" "$SRC_QCOW2"
 }
 
+# The same for vpc-raw: a dynamic VHD the real qemu-img wrote.
+ensure_source_vpc() {
+    [[ -f $SRC_VPC ]] && return
+    note "making the vpc source with the real qemu-img"
+    "$QEMU_IMG" convert -O vpc "$SRC" "$SRC_VPC"
+}
+
 # qcow2 operations only if this qimg can write a qcow2 the real tool accepts.
 qimg_has_qcow2() {
     local probe=$WORK/probe.qcow2
@@ -133,6 +143,9 @@ op_spec() {
         raw-qcow2|raw-qcow2-m16W)     echo "$SRC raw qcow2" ;;
         qcow2-raw|qcow2-raw-m16W)     echo "$SRC_QCOW2 qcow2 raw" ;;
         qcow2-qcow2|qcow2-qcow2-m16W) echo "$SRC_QCOW2 qcow2 qcow2" ;;
+        raw-vpc)       echo "$SRC raw vpc" ;;
+        raw-vpc-fixed) echo "$SRC raw vpc -o subformat=fixed" ;;
+        vpc-raw)       echo "$SRC_VPC vpc raw" ;;
         raw-qcow2-c)  echo "$SRC raw qcow2 -c" ;;
         raw-qcow2-czstd) echo "$SRC raw qcow2 -c -o compression_type=zstd" ;;
         # qemu-img has no faster deflate: it runs plain -c as the baseline.
@@ -211,12 +224,14 @@ note "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 10485
 for ds in $DATASETS; do
 make_source "$ds"
 SRC_QCOW2=$WORK/source-$ds.qcow2
+SRC_VPC=$WORK/source-$ds.vhd
 for op in $OPS; do
     op_spec "$op" >/dev/null
     if [[ $op == *qcow2* ]]; then
         ((HAS_QCOW2)) || continue
         [[ $op == qcow2-* ]] && ensure_source_qcow2
     fi
+    [[ $op == vpc-* ]] && ensure_source_vpc
     # One untimed run first: the first conversion after the source was
     # written is often much slower, whichever tool does it.
     run_one "$op" warmup "$QEMU_IMG" 0 >/dev/null
@@ -233,7 +248,7 @@ for op in $OPS; do
         [[ $op == raw-raw ]] && run_one "$op" cp cp "$run"
     done
 done
-rm -f "$SRC_QCOW2"
+rm -f "$SRC_QCOW2" "$SRC_VPC"
 done
 
 echo

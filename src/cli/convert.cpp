@@ -39,7 +39,31 @@ struct ConvertArgs {
     std::unique_ptr<progress::JsonStream> json_progress;  // --progress-fd/-file (qimg-only)
     long coroutines = 0;  // -m; 0: the engine's default_in_flight()
     int64_t write_behind = -1;  // --write-behind (qimg-only); -1: default_write_behind()
+    bool azure = false;  // --azure (qimg-only): a fixed VHD of a whole number of MiB
 };
+
+// --azure: Azure takes only fixed VHDs whose virtual size is a whole number
+// of MiB. It stands for -O vpc -o subformat=fixed,force_size=on with the
+// size rounded up to a MiB (target_spec); qemu-img users do the rounding
+// with `resize` first. A long option of convert's own, not a -o option:
+// `-o help` and the vpc option list stay qemu-img's.
+constexpr uint64_t kAzureAlign = 1 << 20;
+bool apply_azure(ConvertArgs &a) {
+    const char *msg = nullptr;
+    if (a.skip_create) msg = "--azure creates the target: it cannot be used with -n";
+    else if (a.out_fmt_arg && *a.out_fmt_arg != "vpc") msg = "--azure writes a VHD: use it with -O vpc or without -O";
+    else if (a.so.options && (a.so.options->find("subformat") != std::string::npos ||
+                              a.so.options->find("force_size") != std::string::npos))
+        msg = "--azure sets subformat and force_size itself";
+    if (msg) {
+        error_report(msg);
+        return false;
+    }
+    a.out_fmt_arg = "vpc";
+    std::string o = a.so.options.value_or("");
+    a.so.options = (o.empty() ? "" : o + ",") + "subformat=fixed,force_size=on";
+    return true;
+}
 
 // qemu_strtol(s, NULL, 0, &v): the whole string must be a number.
 bool parse_long(const char *s, long &out) {
@@ -134,8 +158,10 @@ int parse_args(int argc, char **argv, ConvertArgs &a) {
                                    // qimg-only: how much of the target may sit in the page cache
                                    // (0: the kernel decides, as with qemu-img).
                                    number(0, "write-behind", "write-behind size", a.write_behind),
+                                   flag(0, "azure", a.azure),
                                }))
         return rc;
+    if (a.azure && !apply_azure(a)) return 1;
     a.has_out_fmt = a.out_fmt_arg.has_value();
     a.out_fmt = a.out_fmt_arg.value_or("");
     if (!a.has_out_fmt && !a.tgt_image_opts) {
@@ -264,6 +290,10 @@ private:
             }
         }
         ImagePlan plan;
+        if (a_.azure && total_bytes_ % kAzureAlign != 0 && !a_.so.quiet)
+            std::fprintf(stderr, "%s: note: --azure: virtual size rounded up from %llu to %llu bytes (a whole number of MiB)\n",
+                         g_argv0.c_str(), static_cast<unsigned long long>(total_bytes_),
+                         static_cast<unsigned long long>(azure_size()));
         if (!a_.skip_create) {
             auto p = plan_image(target_spec());
             if (!p) {
@@ -398,13 +428,15 @@ private:
         return 0;
     }
 
+    uint64_t azure_size() const { return (total_bytes_ + kAzureAlign - 1) / kAzureAlign * kAzureAlign; }
+
     // The target as convert creates it: -O, -o, -B, -F and the sources' size.
     ImageSpec target_spec() const {
         ImageSpec spec;
         spec.format = a_.out_fmt;
         spec.filename = out_filename_;
         if (a_.so.options && !a_.so.options->empty()) spec.options = a_.so.options;
-        spec.size = total_bytes_;
+        spec.size = a_.azure ? azure_size() : total_bytes_;
         if (!a_.out_baseimg.empty()) spec.backing_file = a_.out_baseimg;
         if (!a_.backing_fmt.empty()) spec.backing_format = a_.backing_fmt;
         return spec;

@@ -320,7 +320,10 @@ OPERATIONS = [
 ]
 
 # Formats whose images the format-neutral operations below run on.
-CRASH_FORMATS = ["qcow2", "raw"]
+CRASH_FORMATS = ["qcow2", "raw", "vpc"]
+# Formats qemu-img cannot resize ("Image format driver does not support
+# resize"): no resize row for them.
+NO_RESIZE_FORMATS = {"vpc"}
 
 
 def any_format_ops(fmt):
@@ -329,7 +332,7 @@ def any_format_ops(fmt):
     def image(name, size, *writes):
         return [f"qemu-img create -q -f {fmt} {name} {size}",
                 f"qemu-io -f {fmt} " + " ".join(f"-c '{w}'" for w in writes) + f" {name}"]
-    return [
+    ops = [
         Op(f"convert -n into an existing {fmt}",
            image(f"t.{fmt}", "1M", "write -P 0x81 0 512k") +
            ["qemu-img create -q -f raw s.raw 1M", "qemu-io -f raw -c 'write -P 0x82 128k 640k' s.raw"],
@@ -340,10 +343,21 @@ def any_format_ops(fmt):
         Op(f"resize grow ({fmt})", image(f"r.{fmt}", "1M", "write -P 0x93 0 1M"),
            f"resize -f {fmt} r.{fmt} 3M", [f"r.{fmt}"], fmt=fmt),
     ]
+    return [op for op in ops if fmt not in NO_RESIZE_FORMATS or not op.name.startswith("resize")]
 
 
 # The qcow2 rows that were written for qcow2 alone come first, as before.
 OPERATIONS += [op for fmt in CRASH_FORMATS for op in any_format_ops(fmt)]
+
+# vpc: new blocks appended behind the ones qemu-io made (each allocation
+# moves the footer and publishes a BAT entry) and rewrites in place.
+OPERATIONS += [
+    Op("convert -n allocating vpc blocks",
+       ["qemu-img create -q -f vpc t.vpc 8M", "qemu-io -f vpc -c 'write -P 0x81 0 512k' t.vpc",
+        "qemu-img create -q -f raw s.raw 8M",
+        "qemu-io -f raw -c 'write -P 0x82 256k 3M' -c 'write -P 0x83 6M 100k' s.raw"],
+       "convert -n -f raw -O vpc s.raw t.vpc", ["t.vpc:blocks"], fmt="vpc"),
+]
 
 
 def sh(cmd, cwd, env=None):

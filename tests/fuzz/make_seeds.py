@@ -39,6 +39,14 @@ VARIANTS = {
         ("zstd", "compression_type=zstd,cluster_size=4k", COMPRESSED),
         ("rc1", "refcount_bits=1,cluster_size=512", DATA),
     ],
+    # Written VHDs grow by 2 MiB blocks, past MAX_SEED: the generated seeds
+    # are the empty layouts (fixed ones only past MAX_SEED too), and
+    # seed_hand_*.vpc (src/format/vpc/make_hand_seeds.py) have small blocks
+    # with data, a fixed disk and a differencing disk.
+    "vpc": [
+        ("dynamic", "subformat=dynamic", []),
+        ("force_size", "force_size=on", []),
+    ],
 }
 
 

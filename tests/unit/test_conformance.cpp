@@ -23,8 +23,10 @@
 namespace qimg {
 namespace {
 
-// -o options a format needs to be created at all (none for raw and qcow2).
-const std::map<std::string, std::string> kCreateOptions = {};
+// -o options a format needs to be created at all (none for raw and qcow2),
+// or to be created at exactly the size asked (vpc rounds sizes up to a CHS
+// geometry without force_size).
+const std::map<std::string, std::string> kCreateOptions = {{"vpc", "force_size=on"}};
 
 std::vector<std::string> writable_formats() {
     std::vector<std::string> v;
@@ -183,6 +185,13 @@ TEST_P(Conformance, GrowReadsZeroesPastTheOldEnd) {
     create(1 << 20);
     write((1 << 20) - 4096, 4096, 11);
     auto r = node_->truncate(3 << 20, Prealloc::Off, true);
+    if (!r && r.error().code == ENOTSUP) {
+        // A format qemu-img cannot resize either (vpc): both refuse.
+        node_.reset();
+        std::string out;
+        EXPECT_NE(test::sh("qemu-img resize -f " + fmt() + " " + test::quote(path()) + " 3M", &out), 0) << out;
+        GTEST_SKIP() << fmt() << " cannot be resized, as with qemu-img: " << r.error().message;
+    }
     ASSERT_TRUE(r) << r.error().message;
     shadow_.resize(3 << 20, 0);
     expect_content();
@@ -200,7 +209,10 @@ TEST_P(Conformance, OddSize) {
     EXPECT_GE(node_->length(), odd);
     EXPECT_LT(node_->length(), odd + 65536);
     if (test::have_qemu()) {
-        ASSERT_EQ(test::qemu_create(fmt(), dir_ / "ref", std::to_string(odd)), "");
+        auto o = kCreateOptions.find(fmt());
+        ASSERT_EQ(test::qemu_create(fmt(), dir_ / "ref", std::to_string(odd),
+                                    o == kCreateOptions.end() ? std::string() : o->second),
+                  "");
         BlockOpener op;
         auto ref = test::open_as(op, dir_ / "ref", fmt());
         ASSERT_TRUE(ref) << ref.error().message;
