@@ -39,6 +39,14 @@ VARIANTS = {
         ("zstd", "compression_type=zstd,cluster_size=4k", COMPRESSED),
         ("rc1", "refcount_bits=1,cluster_size=512", DATA),
     ],
+    # A sparse vmdk's header area alone is 64 KiB (grains start at sector
+    # 128), so only empty images fit MAX_SEED: the header, descriptor and
+    # both grain directories are what the fuzzer mutates.
+    "vmdk": [
+        ("sparse", "", []),
+        ("zeroed", "zeroed_grain=on", []),
+        ("stream", "subformat=streamOptimized", []),
+    ],
 }
 
 
