@@ -180,6 +180,7 @@ private:
     Result<void> set_gte_locked(Extent &e, uint64_t off, uint32_t value);
     Result<void> allocate_locked(Extent &e, uint64_t off, const Mapping &m, const uint8_t *data, size_t n);
     Result<void> append_compressed_locked(Extent &e, uint64_t off, std::span<const uint8_t> z);
+    Result<void> finish_stream_locked(Extent &e);
 
     mutable std::mutex mu_;
     std::vector<Extent> extents_;
@@ -762,13 +763,65 @@ Result<void> VmdkNode::write_compressed_data(uint64_t off, std::span<const uint8
     return append_compressed_locked(*e, off, data);
 }
 
+// Ends a streamOptimized extent as the VMDK specification describes a
+// stream (and as VMware, 7-Zip and the cloud importers expect it), which
+// qemu-img 7.2 does not: after the grains, each grain table behind a grain
+// table marker, the grain directory behind its marker, a footer marker and
+// footer (the header with the directory's offset), and the end-of-stream
+// marker. The header keeps pointing at the tables at the start of the file,
+// which hold the same entries, so QEMU reads the file as before.
+Result<void> VmdkNode::finish_stream_locked(Extent &e) {
+    if (!e.compressed || !e.has_marker || e.stream_finished || read_only_) return ok();
+    QIMG_TRY(e.gts->write_back());
+    uint64_t sector = std::max(e.next_cluster_sector, div_round_up<uint64_t>(e.file->length(), 512));
+    auto marker = [](uint64_t val, uint32_t type) {
+        std::vector<uint8_t> m(512, 0);
+        put_le64(m.data(), val);
+        put_le32(m.data() + 12, type);
+        return m;
+    };
+    auto put = [&](const std::vector<uint8_t> &b) -> Result<void> {
+        QIMG_TRY(e.file->write(sector * 512, b.data(), b.size()));
+        sector += b.size() / 512;
+        return ok();
+    };
+    const uint64_t gt_sectors = div_round_up<uint64_t>(uint64_t(e.l2_size) * 4, 512);
+    std::vector<uint8_t> gd(div_round_up<uint64_t>(uint64_t(e.l1_size) * 4, 512) * 512, 0);
+    for (uint32_t i = 0; i < e.l1_size; i++) {
+        if (!e.gd[i]) continue;
+        QIMG_ASSIGN(auto t, e.gts->get(uint64_t(e.gd[i]) * 512));
+        if (std::all_of(t->begin(), t->end(), [](uint32_t v) { return v == 0; })) continue;
+        std::vector<uint8_t> raw(gt_sectors * 512, 0);
+        for (size_t j = 0; j < t->size(); j++) put_le32(raw.data() + 4 * j, (*t)[j]);
+        QIMG_TRY(put(marker(gt_sectors, kMarkerGt)));
+        if (sector > UINT32_MAX) return make_error(EFBIG, "Image size too large");
+        put_le32(gd.data() + 4 * i, uint32_t(sector));
+        QIMG_TRY(put(raw));
+    }
+    QIMG_TRY(put(marker(gd.size() / 512, kMarkerGd)));
+    uint64_t gd_sector = sector;
+    QIMG_TRY(put(gd));
+    std::vector<uint8_t> footer(512);
+    QIMG_TRY(e.file->read(0, footer.data(), footer.size()));
+    put_le64(footer.data() + 56, gd_sector);
+    QIMG_TRY(put(marker(1, kMarkerFooter)));
+    QIMG_TRY(put(footer));
+    QIMG_TRY(put(std::vector<uint8_t>(512, 0)));  // end of stream
+    e.next_cluster_sector = sector;
+    e.stream_finished = true;
+    return e.file->flush();
+}
+
 Result<void> VmdkNode::write_compressed(uint64_t off, const void *buf, size_t len) {
     if (len == 0) {
-        // The end of a compressed copy: every extent file ends on a sector.
+        // The end of a compressed copy: every extent file ends on a sector
+        // (all QEMU does), and a stream gets the rest the specification
+        // asks for (finish_stream_locked).
         std::lock_guard g(mu_);
         for (Extent &e : extents_) {
             uint64_t l = e.file->length();
             if (l % 512) QIMG_TRY(e.file->truncate((l + 511) / 512 * 512, Prealloc::Off, false));
+            QIMG_TRY(finish_stream_locked(e));
         }
         return ok();
     }

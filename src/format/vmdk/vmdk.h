@@ -51,6 +51,7 @@ struct Extent {
     std::vector<uint32_t> gd, rgd;  // in sectors
     std::unique_ptr<TableCache<GrainTable>> gts;  // keyed by byte offset
     uint64_t next_cluster_sector = 0;  // where the next grain goes (writes)
+    bool stream_finished = false;      // streamOptimized: trailer written
 
     uint64_t end_sector() const { return start_sector + sectors; }
     uint64_t cluster_bytes() const { return cluster_sectors * 512; }
