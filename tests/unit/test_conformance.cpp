@@ -183,6 +183,10 @@ TEST_P(Conformance, GrowReadsZeroesPastTheOldEnd) {
     create(1 << 20);
     write((1 << 20) - 4096, 4096, 11);
     auto r = node_->truncate(3 << 20, Prealloc::Off, true);
+    // A format qemu-img cannot resize either (vmdk) answers with the
+    // default "does not support resize": nothing more to check.
+    if (!r && r.error().code == ENOTSUP && r.error().message == "Image format driver does not support resize")
+        GTEST_SKIP() << fmt() << " cannot resize, as in qemu-img";
     ASSERT_TRUE(r) << r.error().message;
     shadow_.resize(3 << 20, 0);
     expect_content();
