@@ -768,8 +768,9 @@ Result<void> VmdkNode::write_compressed_data(uint64_t off, std::span<const uint8
 // qemu-img 7.2 does not: after the grains, each grain table behind a grain
 // table marker, the grain directory behind its marker, a footer marker and
 // footer (the header with the directory's offset), and the end-of-stream
-// marker. The header keeps pointing at the tables at the start of the file,
-// which hold the same entries, so QEMU reads the file as before.
+// marker; then the header's directory offset becomes GD_AT_END, so that
+// readers take the footer's (the tables at the start of the file hold the
+// same entries, for a reader that never looks at the footer).
 Result<void> VmdkNode::finish_stream_locked(Extent &e) {
     if (!e.compressed || !e.has_marker || e.stream_finished || read_only_) return ok();
     QIMG_TRY(e.gts->write_back());
@@ -809,6 +810,14 @@ Result<void> VmdkNode::finish_stream_locked(Extent &e) {
     QIMG_TRY(put(std::vector<uint8_t>(512, 0)));  // end of stream
     e.next_cluster_sector = sector;
     e.stream_finished = true;
+    QIMG_TRY(e.file->flush());
+    // Only now, with the footer durable, the header says "directory at
+    // the end" as VMware's streams do (7-Zip opens a stream only then;
+    // QEMU and libvmdk read the footer). Killed before this write, the
+    // header's own tables are still complete.
+    uint8_t at_end[8];
+    put_le64(at_end, kGdAtEnd);
+    QIMG_TRY(e.file->write(56, at_end, sizeof at_end));
     return e.file->flush();
 }
 
