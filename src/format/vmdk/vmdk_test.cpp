@@ -369,3 +369,45 @@ TEST(Vmdk, ExtentsFollowTheImplicitOpenPolicy) {
 
 }  // namespace
 }  // namespace qimg
+
+namespace qimg {
+namespace {
+
+// A VMFS sparse (COWD) extent named by a vmfsSparse descriptor: 4 KiB
+// grains, one 4096-entry grain table at sector 5, guest grain 2 at sector 40.
+TEST(Vmdk, ReadsCowdExtentThroughADescriptor) {
+    test::TempDir d;
+    std::vector<uint8_t> c(40 * 512);
+    std::memcpy(c.data(), "COWD", 4);
+    put_le32(&c[4], 1);
+    put_le32(&c[12], 64);  // disk sectors
+    put_le32(&c[16], 8);   // granularity
+    put_le32(&c[20], 4);   // grain directory sector
+    put_le32(&c[24], 1);   // its entries
+    put_le32(&c[4 * 512], 5);
+    put_le32(&c[5 * 512 + 2 * 4], 40);
+    auto grain = test::pattern(4096, 5);
+    c.insert(c.end(), grain.begin(), grain.end());
+    test::write_file(d / "c-delta.vmdk", c);
+    std::string desc = "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\n"
+                       "RW 64 VMFSSPARSE \"c-delta.vmdk\"\n";
+    test::write_file(d / "c.vmdk", std::vector<uint8_t>(desc.begin(), desc.end()));
+    BlockOpener op;
+    auto node = test::open_as(op, d / "c.vmdk", "");
+    ASSERT_TRUE(node) << node.error().message;
+    EXPECT_EQ((*node)->length(), 64u * 512);
+    std::vector<uint8_t> want(64 * 512);
+    std::copy(grain.begin(), grain.end(), want.begin() + 8192);
+    EXPECT_EQ(test::read_all(**node), want);
+    auto info = (*node)->specific_info();
+    EXPECT_EQ(info["data"]["extents"][0]["format"], "VMFSSPARSE");
+    EXPECT_EQ(info["data"]["extents"][0]["cluster-size"], 4096u);
+    // A grain directory too small for the capacity is refused.
+    put_le32(&c[12], 1u << 20);
+    test::write_file(d / "c-delta.vmdk", c);
+    BlockOpener op2;
+    EXPECT_FALSE(test::open_as(op2, d / "c.vmdk", ""));
+}
+
+}  // namespace
+}  // namespace qimg
