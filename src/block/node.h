@@ -164,6 +164,10 @@ public:
     virtual Result<void> write_compressed(uint64_t off, const void *buf, size_t len);
     // The unit write_compressed() works in; 0 when the format cannot compress.
     virtual uint32_t compressed_cluster_size() const { return 0; }
+    // Every cluster must be written compressed (QEMU's
+    // BlockDriverInfo.needs_compressed_writes: vmdk streamOptimized), so a
+    // copy into it compresses as with -c.
+    virtual bool needs_compressed_writes() const { return false; }
     // The same write split in two for a parallel engine: compress_cluster()
     // is pure CPU and thread-safe (any number of threads at once; `len` at
     // most compressed_cluster_size()); an empty result means "store this

@@ -402,7 +402,9 @@ private:
         o.quiet = a_.so.quiet;
         o.rate_limit = static_cast<uint64_t>(a_.rate_limit);
         o.write_behind = a_.write_behind >= 0 ? static_cast<uint64_t>(a_.write_behind) : default_write_behind();
-        if (a_.compressed) {
+        // QEMU's bdi.needs_compressed_writes: a target that stores every
+        // cluster compressed (vmdk streamOptimized) is written as with -c.
+        if (a_.compressed || target->needs_compressed_writes()) {
             o.compressed = true;
             uint32_t unit = target->compressed_cluster_size();
             o.cluster_sectors = (unit ? unit : target->cluster_size()) / engine::kSectorSize;

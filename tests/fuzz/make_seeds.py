@@ -47,6 +47,14 @@ VARIANTS = {
         ("dynamic", "subformat=dynamic", []),
         ("force_size", "force_size=on", []),
     ],
+    # A sparse vmdk's header area alone is 64 KiB (grains start at sector
+    # 128), so only empty images fit MAX_SEED: the header, descriptor and
+    # both grain directories are what the fuzzer mutates.
+    "vmdk": [
+        ("sparse", "", []),
+        ("zeroed", "zeroed_grain=on", []),
+        ("stream", "subformat=streamOptimized", []),
+    ],
 }
 
 

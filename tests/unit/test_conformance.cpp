@@ -186,7 +186,7 @@ TEST_P(Conformance, GrowReadsZeroesPastTheOldEnd) {
     write((1 << 20) - 4096, 4096, 11);
     auto r = node_->truncate(3 << 20, Prealloc::Off, true);
     if (!r && r.error().code == ENOTSUP) {
-        // A format qemu-img cannot resize either (vpc): both refuse.
+        // A format qemu-img cannot resize either (vpc, vmdk): both refuse.
         node_.reset();
         std::string out;
         EXPECT_NE(test::sh("qemu-img resize -f " + fmt() + " " + test::quote(path()) + " 3M", &out), 0) << out;
