@@ -24,8 +24,6 @@
 // thread-safe).
 #include "format/vmdk/vmdk.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <array>
@@ -35,6 +33,7 @@
 #include "block/open.h"
 #include "block/status.h"
 #include "block/table_check.h"
+#include "codec/codec.h"
 #include "format/vmdk/descriptor.h"
 #include "util/bytes.h"
 #include "util/checked.h"
@@ -100,17 +99,12 @@ bool is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
 // is an error, never a larger buffer; a stream that ends early leaves the
 // rest zero (writers such as vmdkstream end the last grain short).
 Result<void> inflate_grain(std::span<const uint8_t> in, std::span<uint8_t> out) {
-    z_stream z{};
-    if (inflateInit(&z) != Z_OK) return make_error(ENOMEM, "Cannot allocate memory");
-    z.next_in = const_cast<Bytef *>(in.data());
-    z.avail_in = uInt(in.size());
-    z.next_out = out.data();
-    z.avail_out = uInt(out.size());
-    int rc = inflate(&z, Z_FINISH);
-    size_t produced = out.size() - z.avail_out;
-    inflateEnd(&z);
-    if (rc != Z_STREAM_END) return make_error(EINVAL, "Invalid argument");
-    std::memset(out.data() + produced, 0, out.size() - produced);
+    auto produced = codec::decompress_stream(codec::Codec::Zlib, 15, in, out);
+    if (!produced) {
+        if (produced.error().code == ENOMEM) return Err(produced.error());
+        return make_error(EINVAL, "Invalid argument");
+    }
+    std::memset(out.data() + *produced, 0, out.size() - *produced);
     return ok();
 }
 
@@ -715,12 +709,13 @@ Result<std::vector<uint8_t>> VmdkNode::compress_cluster(const void *buf, size_t 
     if (!extents_[0].compressed) return std::vector<uint8_t>();
     const size_t cb = extents_[0].cluster_bytes();
     if (len > cb) return make_error(EINVAL, "Invalid argument");
-    int level = opts.fast ? 1 : opts.level >= 0 ? std::min(opts.level, 9) : Z_DEFAULT_COMPRESSION;
-    uLongf out_len = compressBound(uLong(len));
-    std::vector<uint8_t> out(out_len);
-    if (compress2(out.data(), &out_len, static_cast<const Bytef *>(buf), uLong(len), level) != Z_OK)
-        return make_error(EINVAL, "Invalid argument");
-    out.resize(out_len);
+    codec::Params p{codec::Codec::Zlib, 15, opts.fast ? 1 : opts.level >= 0 ? std::min(opts.level, 9) : -1};
+    // Room for incompressible data too (zlib's compressBound is smaller):
+    // a grain is always stored compressed in a compressed extent.
+    std::vector<uint8_t> out(len + len / 8 + 64);
+    QIMG_ASSIGN(size_t n, codec::compress(p, std::span<const uint8_t>(static_cast<const uint8_t *>(buf), len), out));
+    if (n == 0) return make_error(EINVAL, "Invalid argument");
+    out.resize(n);
     return out;
 }
 
