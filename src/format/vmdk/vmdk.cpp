@@ -189,7 +189,10 @@ private:
 // --- open -------------------------------------------------------------------
 
 Result<void> VmdkNode::add_extent(Extent e) {
-    if (e.cluster_sectors > kMaxClusterSectors) return make_error(EFBIG, "Invalid granularity, image may be corrupt");
+    // As QEMU's vmdk_add_extent: the bound is on a sparse extent's grain; a
+    // flat extent is one "cluster" as long as the extent, of any length.
+    if (!e.flat && e.cluster_sectors > kMaxClusterSectors)
+        return make_error(EFBIG, "Invalid granularity, image may be corrupt");
     if (e.l1_size > kMaxL1Entries) return make_error(EFBIG, "L1 size too big");
     e.start_sector = extents_.empty() ? 0 : extents_.back().end_sector();
     // Guest offsets are byte counts in an int64 (QEMU's limit).
