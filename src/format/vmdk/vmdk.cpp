@@ -30,6 +30,7 @@
 #include <cstring>
 #include <random>
 
+#include "block/debug_event.h"
 #include "block/open.h"
 #include "block/status.h"
 #include "block/table_check.h"
@@ -514,6 +515,8 @@ Result<void> VmdkNode::read(uint64_t off, void *buf, size_t len) {
         }
         size_t n = size_t(std::min<uint64_t>(len, m.avail));
         if (m.kind == Mapping::Allocated) {
+            // blkdebug events as QEMU's vmdk announces its I/O.
+            e->file->debug_event(e->compressed ? BlkdebugEvent::ReadCompressed : BlkdebugEvent::ReadAio);
             if (e->compressed) QIMG_TRY(read_compressed(*e, m.host, m.in_cluster, out, n));
             else QIMG_TRY(read_padded(*e->file, m.host + m.in_cluster, out, n));
         } else if (backing_ && m.kind == Mapping::Unallocated) {
@@ -601,6 +604,7 @@ Result<void> VmdkNode::set_gte_locked(Extent &e, uint64_t off, uint32_t value) {
     uint32_t gt = e.gd[l1];
     uint8_t v[4];
     put_le32(v, value);
+    e.file->debug_event(BlkdebugEvent::L2Update);
     QIMG_TRY(e.file->write(uint64_t(gt) * 512 + idx * 4, v, 4));
     if (e.rgd_offset && e.rgd[l1]) QIMG_TRY(e.file->write(uint64_t(e.rgd[l1]) * 512 + idx * 4, v, 4));
     QIMG_ASSIGN(auto t, e.gts->get(uint64_t(gt) * 512));
@@ -622,6 +626,7 @@ Result<void> VmdkNode::allocate_locked(Extent &e, uint64_t off, const Mapping &m
     std::memcpy(grain.data() + m.in_cluster, data, n);
     uint64_t sector = e.next_cluster_sector;
     // Data first, durable, then the table entry that points at it.
+    e.file->debug_event(BlkdebugEvent::WriteAio);
     QIMG_TRY(e.file->write(sector * 512, grain.data(), grain.size()));
     e.next_cluster_sector += e.cluster_sectors;
     QIMG_TRY(e.file->flush());
@@ -650,6 +655,7 @@ Result<void> VmdkNode::write(uint64_t off, const void *buf, size_t len) {
             QIMG_TRY(write_compressed_data(off, z, in, n));
         } else if (m.kind == Mapping::Allocated) {
             g.unlock();
+            e->file->debug_event(BlkdebugEvent::WriteAio);
             QIMG_TRY(e->file->write(m.host + m.in_cluster, in, n));
         } else {
             QIMG_TRY(allocate_locked(*e, off, m, in, n));
@@ -735,6 +741,7 @@ Result<void> VmdkNode::append_compressed_locked(Extent &e, uint64_t off, std::sp
     std::memcpy(rec.data() + 12, z.data(), z.size());
     uint64_t sector = e.next_cluster_sector;
     if (sector >= kExtentMaxSectors) return make_error(EINVAL, "Invalid argument");
+    e.file->debug_event(BlkdebugEvent::WriteCompressed);
     QIMG_TRY(e.file->write(sector * 512, rec.data(), rec.size()));
     e.next_cluster_sector = sector + div_round_up<uint64_t>(rec.size(), 512);
     QIMG_TRY(e.file->flush());
