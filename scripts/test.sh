@@ -13,7 +13,7 @@
 # QIMG_INTEROP_SAMPLE the share of interop cases the ASan stage runs
 # ("N:SALT", one in N; default 3 salted with the commit; 1: all).
 # IOTESTS=1 adds QEMU 7.2's own qemu-iotests for qcow2 and raw with qimg as
-# qemu-img (tests/iotests/run-iotests.sh; ~7 minutes, not in CI's default
+# qemu-img (tests/iotests/run-iotests.sh; ~25 minutes for qcow2, raw, vmdk and vpc, not in CI's default
 # run), IOTESTS="qcow2 raw ..." chooses the formats.
 set -euo pipefail
 
@@ -181,7 +181,7 @@ fi
 
 # ---- 4. QEMU's qemu-iotests (opt-in) ----------------------------------------
 if [[ -n ${IOTESTS:-} && ${IOTESTS} != 0 ]]; then
-    fmts=(qcow2 raw)
+    fmts=(qcow2 raw vmdk vpc)
     [[ $IOTESTS != 1 ]] && read -r -a fmts <<<"$IOTESTS"
     stage "qemu-iotests (${fmts[*]})"
     if [[ -x build/qimg ]]; then

@@ -18,7 +18,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 IMG=$ROOT/build/qimg
 if [[ ${1:-} == --img ]]; then IMG=$(realpath "$2"); shift 2; fi
 FORMATS=("$@")
-((${#FORMATS[@]})) || FORMATS=(qcow2 raw)
+((${#FORMATS[@]})) || FORMATS=(qcow2 raw vmdk vpc)
 
 RUN=${IOTESTS_RUN:-}
 if [[ -z $RUN ]]; then
