@@ -12,9 +12,9 @@
 # operation in the ASan stage (default 4; the normal stage samples 16),
 # QIMG_INTEROP_SAMPLE the share of interop cases the ASan stage runs
 # ("N:SALT", one in N; default 3 salted with the commit; 1: all).
-# IOTESTS=1 adds QEMU 7.2's own qemu-iotests for qcow2 and raw with qimg as
-# qemu-img (tests/iotests/run-iotests.sh; ~25 minutes for qcow2, raw, vmdk and vpc, not in CI's default
-# run), IOTESTS="qcow2 raw ..." chooses the formats.
+# IOTESTS=1 adds QEMU 7.2's own qemu-iotests for qcow2, raw, vmdk and vpc
+# with qimg as qemu-img (tests/iotests/run-iotests.sh; ~25 minutes, not in
+# CI's default run), IOTESTS="qcow2 raw ..." chooses the formats.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
