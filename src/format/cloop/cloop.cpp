@@ -29,7 +29,6 @@
 #include <array>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "block/driver.h"

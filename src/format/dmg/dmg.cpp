@@ -36,6 +36,7 @@
 // are decompressed outside the lock.
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <mutex>
