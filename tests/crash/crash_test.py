@@ -320,10 +320,10 @@ OPERATIONS = [
 ]
 
 # Formats whose images the format-neutral operations below run on.
-CRASH_FORMATS = ["qcow2", "raw", "vpc", "vmdk"]
+CRASH_FORMATS = ["qcow2", "raw", "vpc", "vmdk", "qcow"]
 # Formats qemu-img 7.2 cannot resize ("Image format driver does not support
 # resize"): no resize row for them.
-NO_RESIZE_FORMATS = {"vpc", "vmdk"}
+NO_RESIZE_FORMATS = {"vpc", "vmdk", "qcow"}
 
 
 def any_format_ops(fmt):
@@ -358,6 +358,23 @@ OPERATIONS += [
         "qemu-img create -q -f raw s.raw 8M",
         "qemu-io -f raw -c 'write -P 0x82 256k 3M' -c 'write -P 0x83 6M 100k' s.raw"],
        "convert -n -f raw -O vpc s.raw t.vpc", ["t.vpc:blocks"], fmt="vpc"),
+]
+
+# qcow: L2 tables and clusters appended, their entries published at the
+# flush (over qemu-made plain and compressed clusters), and commit, which
+# writes the base and then empties the top (make_empty).
+OPERATIONS += [
+    Op("convert -n over compressed qcow clusters",
+       ["qemu-img create -q -f qcow t.qcow 8M",
+        "qemu-io -f qcow -c 'write -P 0x81 0 512k' -c 'write -c -P 0x84 1M 4k' -c 'write -c -P 0x85 1028k 4k' t.qcow",
+        "qemu-img create -q -f raw s.raw 8M",
+        "qemu-io -f raw -c 'write -P 0x82 256k 3M' -c 'write -P 0x83 6M 100k' s.raw"],
+       "convert -n -f raw -O qcow s.raw t.qcow", ["t.qcow:blocks"], fmt="qcow"),
+    Op("commit qcow into a qcow base",
+       ["qemu-img create -q -f qcow b.qcow 4M", "qemu-io -f qcow -c 'write -P 0x21 0 3M' b.qcow",
+        "qemu-img create -q -f qcow -b b.qcow -F qcow t.qcow",
+        "qemu-io -f qcow -c 'write -P 0x42 1M 512k' -c 'write -P 0x43 3584k 10k' t.qcow"],
+       "commit -f qcow t.qcow", ["b.qcow:blocks", "t.qcow"], fmt="qcow"),
 ]
 
 
