@@ -320,7 +320,7 @@ OPERATIONS = [
 ]
 
 # Formats whose images the format-neutral operations below run on.
-CRASH_FORMATS = ["qcow2", "raw", "vpc", "vmdk", "qcow"]
+CRASH_FORMATS = ["qcow2", "raw", "vpc", "vmdk", "qcow", "qed"]
 # Formats qemu-img 7.2 cannot resize ("Image format driver does not support
 # resize"): no resize row for them.
 NO_RESIZE_FORMATS = {"vpc", "vmdk", "qcow"}
@@ -375,6 +375,24 @@ OPERATIONS += [
         "qemu-img create -q -f qcow -b b.qcow -F qcow t.qcow",
         "qemu-io -f qcow -c 'write -P 0x42 1M 512k' -c 'write -P 0x43 3584k 10k' t.qcow"],
        "commit -f qcow t.qcow", ["b.qcow:blocks", "t.qcow"], fmt="qcow"),
+]
+
+# qed: clusters and L2 tables appended, entries published at the flush;
+# zero clusters; rebase (a header rewrite) and resize (the same).
+OPERATIONS += [
+    Op("convert -n over qed zero clusters and a backing file",
+       ["qemu-img create -q -f qed b.qed 8M", "qemu-io -f qed -c 'write -P 0x71 0 6M' b.qed",
+        "qemu-img create -q -f qed -b b.qed -F qed t.qed",
+        "qemu-io -f qed -c 'write -P 0x81 0 512k' -c 'write -z 1M 256k' t.qed",
+        "qemu-img create -q -f raw s.raw 8M",
+        "qemu-io -f raw -c 'write -P 0x82 256k 3M' -c 'write -P 0x83 6M 100k' s.raw"],
+       "convert -n -f raw -O qed s.raw t.qed", ["t.qed:blocks"], fmt="qed"),
+    Op("rebase qed onto another base",
+       ["qemu-img create -q -f qed b.qed 4M", "qemu-io -f qed -c 'write -P 0x21 0 3M' b.qed",
+        "qemu-img create -q -f qed n.qed 4M", "qemu-io -f qed -c 'write -P 0x22 1M 2M' n.qed",
+        "qemu-img create -q -f qed -b b.qed -F qed t.qed",
+        "qemu-io -f qed -c 'write -P 0x42 1M 512k' t.qed"],
+       "rebase -f qed -b n.qed -F qed t.qed", ["t.qed"], fmt="qed"),
 ]
 
 

@@ -29,16 +29,9 @@ std::vector<uint8_t> make_image(uint64_t size, uint8_t cluster_bits = 12, uint8_
 }
 
 Result<NodePtr> open_over(std::shared_ptr<test::MemNode> mem, bool rw = false) {
-    OpenRequest req;
-    req.file = std::move(mem);
-    req.flags.read_write = rw;
-    return find_driver("qcow")->open(req);
+    return test::open_format_over("qcow", std::move(mem), rw);
 }
-
-std::string open_error(std::vector<uint8_t> img) {
-    auto r = open_over(std::make_shared<test::MemNode>(std::move(img)));
-    return r ? std::string("opened") : r.error().message;
-}
+std::string open_error(std::vector<uint8_t> img) { return test::open_error("qcow", std::move(img)); }
 
 TEST(QcowHeader, RoundTripAndProbe) {
     auto img = make_image(10 << 20);
