@@ -336,6 +336,7 @@ Result<uint64_t> QcowNode::write_new_run_locked(uint64_t off, const uint8_t *in,
         data = buf.data();
     }
     file_->debug_event(BlkdebugEvent::ClusterAlloc);
+    file_->debug_event(BlkdebugEvent::WriteAio);  // the data write, as QEMU announces it
     QIMG_TRY(file_->write(at, data, run_bytes));
     next_free_ = at + run_bytes;
     for (size_t i = 0; i < old.size(); ++i) (*t)[(run_start / cs_ + i) & mask] = at + i * cs_;

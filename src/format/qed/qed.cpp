@@ -251,6 +251,7 @@ Result<uint64_t> QedNode::allocate_run_locked(uint64_t off, const uint8_t *in, u
             data = buf.data();
         }
         file_->debug_event(BlkdebugEvent::ClusterAlloc);
+        file_->debug_event(BlkdebugEvent::WriteAio);  // the data write, as QEMU announces it
         QIMG_TRY(file_->write(at, data, run_bytes));
         file_size_ = at + run_bytes;
     }
