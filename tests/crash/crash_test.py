@@ -377,6 +377,13 @@ OPERATIONS += [
        "commit -f qcow t.qcow", ["b.qcow:blocks", "t.qcow"], fmt="qcow"),
 ]
 
+QED_DAMAGED = [
+    "qemu-img create -q -f qed -o cluster_size=4k d.qed 1M",
+    "qemu-io -f qed -c 'write -P 0x11 0 8k' -c 'write -P 0x12 512k 64k' d.qed",
+    "python3 -c 'import struct; f=open(\"d.qed\",\"r+b\"); f.seek(16); f.write(struct.pack(\"<Q\",2)); "
+    "f.seek(0,2); f.write(bytes([0x5a])*8192)'",
+]
+
 # qed: clusters and L2 tables appended, entries published at the flush;
 # zero clusters; rebase (a header rewrite) and resize (the same).
 OPERATIONS += [
@@ -393,6 +400,13 @@ OPERATIONS += [
         "qemu-img create -q -f qed -b b.qed -F qed t.qed",
         "qemu-io -f qed -c 'write -P 0x42 1M 512k' t.qed"],
        "rebase -f qed -b n.qed -F qed t.qed", ["t.qed"], fmt="qed"),
+    # QEMU's need-check state (a killed QEMU writer) with leaked clusters:
+    # cleared by check -r, and by a read-write open (an invalid entry would
+    # make the image unreadable before the operation: cases/qed.txt has it).
+    Op("check -r all (qed: need-check, invalid entry)", QED_DAMAGED, "check -r all -f qed d.qed", ["d.qed"],
+       repair=True, fmt="qed"),
+    Op("repair on a read-write open (qed need-check), then resize", QED_DAMAGED, "resize -f qed d.qed 2M",
+       ["d.qed"], repair=True, fmt="qed"),
 ]
 
 
