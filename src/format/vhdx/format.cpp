@@ -12,8 +12,14 @@
 
 #include "util/checked.h"
 #include "util/crc32c.h"
+#include "util/uuid.h"
 
 namespace qimg::vhdx {
+
+Result<Guid> random_guid() {
+    QIMG_ASSIGN(Uuid u, Uuid::generate());
+    return Guid(u.to_guid_le());
+}
 
 uint32_t checksum(std::span<const uint8_t> b, size_t crc_at) {
     static const uint8_t zeros[4] = {};

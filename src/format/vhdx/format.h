@@ -166,6 +166,25 @@ enum BlockState : uint8_t {
 };
 constexpr uint64_t kBatStateMask = 0x7;
 constexpr uint64_t kBatOffsetMask = 0xfffffffffff00000ull;  // 1 MiB units
+// How QEMU reads a payload block in each state: as zeroes (not present,
+// undefined, zero, unmapped), from the file (fully present), or not at all
+// (partially present: a differencing disk's; the reserved values).
+enum class BlockKind { Zeroes, Data, Fault };
+constexpr BlockKind block_kind(uint64_t entry) {
+    switch (entry & kBatStateMask) {
+    case kNotPresent:
+    case kUndefined:
+    case kZero:
+    case kUnmapped:
+    case kUnmappedV095: return BlockKind::Zeroes;
+    case kFullyPresent: return BlockKind::Data;
+    default: return BlockKind::Fault;
+    }
+}
+
+// A random GUID for a new image or session.
+Result<Guid> random_guid();
+
 // BAT index of payload block `block`: a sector bitmap entry follows every
 // `chunk_ratio` payload entries.
 constexpr uint64_t bat_index(uint64_t block, uint32_t chunk_ratio) { return block + block / chunk_ratio; }

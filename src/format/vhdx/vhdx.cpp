@@ -22,12 +22,19 @@
 // file size, and by kMaxBatBytes), metadata items must lie inside their
 // region, and the log is searched and replayed with bounds (log.h).
 //
-// Writing guest data is not implemented yet: a read-write open (needed to
-// replay a log, `check -r all`) works and writes fail with ENOTSUP.
+// Writes: the first write of a session updates both headers (new data
+// write GUID), as QEMU does. A write to a block that is not present
+// allocates one at the end of the file (1 MiB aligned, the file extended
+// by the block size, so the rest of the block is a hole reading as
+// zeroes), writes the guest data, flushes, and only then publishes the
+// BAT entry (written in place, then flushed): a kill leaves either the old
+// entry or one naming data already on disk. QEMU passes the BAT update
+// through the log instead; the image is the same once the log is empty.
+// write_zeroes leaves blocks that read as zeroes alone.
 //
-// Concurrency: after open the node is immutable (the BAT is only read),
-// so reads need no lock; mu_ guards the header state that a log replay
-// and header updates change, which happen during open only.
+// Concurrency: mu_ guards the BAT, the headers and the file's end during
+// allocation. A present block never moves, so its guest data is read and
+// written outside the lock once its offset is known.
 #include <algorithm>
 #include <cinttypes>
 #include <cstring>
@@ -39,9 +46,9 @@
 #include "block/status.h"
 #include "format/vhdx/format.h"
 #include "format/vhdx/log.h"
+#include "format/vhdx/vhdx.h"
 #include "util/checked.h"
 #include "util/progname.h"
-#include "util/uuid.h"
 
 namespace qimg::vhdx {
 namespace {
@@ -55,6 +62,7 @@ Error errno_error(const BlockNode &file, int err) {
 }
 
 struct Image {
+    Guid session{};  // this session's file write GUID
     Header header;
     int header_index = 0;
     Regions regions;
@@ -62,6 +70,8 @@ struct Image {
     std::vector<uint64_t> bat;
     bool log_replayed = false;
 };
+
+Result<void> update_header(BlockNode &file, Image &img, const Guid *data_guid, const Guid *log_guid);
 
 class VhdxNode final : public BlockNode {
 public:
@@ -84,29 +94,50 @@ public:
         while (len > 0) {
             uint64_t in_block = off % bs;
             size_t n = size_t(std::min<uint64_t>(len, bs - in_block));
-            uint64_t e = img_.bat[bat_index(off / bs, img_.params.chunk_ratio)];
-            switch (e & kBatStateMask) {
-            case kNotPresent:
-            case kUndefined:
-            case kZero:
-            case kUnmapped:
-            case kUnmappedV095:
-                std::memset(out, 0, n);
-                break;
-            case kFullyPresent:
-                QIMG_TRY(file_->read((e & kBatOffsetMask) + in_block, out, n));
-                break;
-            default:
-                return make_error(EIO, "Input/output error");
-            }
+            uint64_t e = entry(off);
+            BlockKind k = block_kind(e);
+            if (k == BlockKind::Fault) return make_error(EIO, "Input/output error");
+            if (k == BlockKind::Zeroes) std::memset(out, 0, n);
+            else QIMG_TRY(file_->read((e & kBatOffsetMask) + in_block, out, n));
             off += n, out += n, len -= n;
         }
         return ok();
     }
 
-    Result<void> write(uint64_t, const void *, size_t) override {
+    Result<void> write(uint64_t off, const void *buf, size_t len) override {
         if (read_only_) return make_error(EROFS, "Cannot write to a read-only image");
-        return make_error(ENOTSUP, "Writing to VHDX images is not supported yet");
+        if (!range_fits(off, len, length())) return make_error(EIO, "Request beyond the end of the image");
+        QIMG_TRY(first_write());
+        auto *in = static_cast<const uint8_t *>(buf);
+        const uint64_t bs = img_.params.block_size;
+        while (len > 0) {
+            uint64_t in_block = off % bs;
+            size_t n = size_t(std::min<uint64_t>(len, bs - in_block));
+            QIMG_ASSIGN(uint64_t host, host_for_write(off, in_block, in, n));
+            if (host) QIMG_TRY(file_->write(host, in, n));
+            off += n, in += n, len -= n;
+        }
+        return ok();
+    }
+
+    Result<void> write_zeroes(uint64_t off, uint64_t len, unsigned) override {
+        if (read_only_) return make_error(EROFS, "Cannot write to a read-only image");
+        if (!range_fits(off, len, length())) return make_error(EIO, "Request beyond the end of the image");
+        const uint64_t bs = img_.params.block_size;
+        while (len > 0) {
+            uint64_t in_block = off % bs;
+            uint64_t n = std::min<uint64_t>(len, bs - in_block);
+            uint64_t e = entry(off);
+            BlockKind k = block_kind(e);
+            if (k == BlockKind::Fault) return make_error(EIO, "Input/output error");
+            // A block that reads as zeroes is left alone.
+            if (k == BlockKind::Data) {
+                QIMG_TRY(first_write());
+                QIMG_TRY(file_->write_zeroes((e & kBatOffsetMask) + in_block, n, 0));
+            }
+            off += n, len -= n;
+        }
+        return ok();
     }
 
     Result<BlockStatus> block_status(uint64_t, uint64_t len) override { return unmapped_data_status(len); }
@@ -114,6 +145,7 @@ public:
     Result<CheckReport> check(CheckRepair) override {
         CheckReport rep;
         if (img_.log_replayed) rep.corruptions_fixed++;
+        std::lock_guard lk(mu_);
         rep.corruptions += check_bat(*file_, img_, true);
         return rep;
     }
@@ -162,13 +194,62 @@ public:
     }
 
 private:
+    uint64_t entry(uint64_t off) {
+        std::lock_guard lk(mu_);
+        return img_.bat[bat_index(off / img_.params.block_size, img_.params.chunk_ratio)];
+    }
+
+    // QEMU's vhdx_user_visible_write: the first write of the session
+    // gives the image a new data write GUID.
+    Result<void> first_write() {
+        std::lock_guard lk(mu_);
+        if (written_) return ok();
+        QIMG_ASSIGN(Guid data, random_guid());
+        QIMG_TRY(update_header(*file_, img_, &data, nullptr));
+        QIMG_TRY(update_header(*file_, img_, &data, nullptr));
+        written_ = true;
+        return ok();
+    }
+
+    // Where the guest bytes [off, off+n) of one block go; a block not yet
+    // present is allocated with them written (returns 0 then).
+    Result<uint64_t> host_for_write(uint64_t off, uint64_t in_block, const uint8_t *in, size_t n) {
+        std::lock_guard lk(mu_);
+        uint64_t idx = bat_index(off / img_.params.block_size, img_.params.chunk_ratio);
+        uint64_t e = img_.bat[idx];
+        BlockKind k = block_kind(e);
+        if (k == BlockKind::Fault) return make_error(EIO, "Input/output error");
+        if (k == BlockKind::Data) {
+            uint64_t at = e & kBatOffsetMask;
+            // As QEMU: a block in the header section is a fault.
+            if (at < kHeaderSectionEnd) return make_error(EFAULT, "Bad address");
+            return at + in_block;
+        }
+        const uint64_t bs = img_.params.block_size;
+        auto start = checked_align_up(file_->length(), MiB);
+        if (!start || *start > uint64_t(INT64_MAX) - bs || (*start & ~kBatOffsetMask))
+            return make_error(EINVAL, "Invalid argument");
+        QIMG_TRY(file_->truncate(*start + bs, Prealloc::Off, false));
+        QIMG_TRY(file_->write(*start + in_block, in, n));
+        QIMG_TRY(file_->flush());
+        uint64_t ne = *start | kFullyPresent;
+        uint8_t le[8];
+        put_le64(le, ne);
+        QIMG_TRY(file_->write(img_.regions.bat.offset + idx * 8, le, sizeof le));
+        QIMG_TRY(file_->flush());
+        img_.bat[idx] = ne;
+        return uint64_t(0);
+    }
+
     static std::string fmt_past_end(uint64_t i, uint64_t off, uint64_t flen, const char *which = "start") {
         return "VHDX BAT entry " + std::to_string(i) + " " + which + " offset " + std::to_string(off) +
                " points after end of file (" + std::to_string(int64_t(flen)) +
                "). Image has probably been truncated.";
     }
 
+    std::mutex mu_;
     Image img_;
+    bool written_ = false;
 };
 
 int vhdx_probe(std::span<const uint8_t> head, const std::string &) {
@@ -178,13 +259,12 @@ int vhdx_probe(std::span<const uint8_t> head, const std::string &) {
 // Writes the non-current header as a copy of the current one with the
 // next sequence number and `change` applied, and makes it current (the
 // spec's update procedure; done twice so both headers are valid).
-Result<void> update_header(BlockNode &file, Image &img, const Guid &session, const Guid *data_guid,
-                           const Guid *log_guid) {
+Result<void> update_header(BlockNode &file, Image &img, const Guid *data_guid, const Guid *log_guid) {
     int idx = img.header_index ^ 1;
     uint64_t at = idx == 0 ? kHeader1Offset : kHeader2Offset;
     Header h = img.header;
     h.sequence++;
-    h.file_write_guid = session;
+    h.file_write_guid = img.session;
     if (data_guid) h.data_write_guid = *data_guid;
     if (log_guid) h.log_guid = *log_guid;
     std::vector<uint8_t> block(kHeaderSize);
@@ -204,11 +284,6 @@ Result<void> update_header(BlockNode &file, Image &img, const Guid &session, con
     return ok();
 }
 
-Result<Guid> random_guid() {
-    QIMG_ASSIGN(Uuid u, Uuid::generate());
-    return Guid(u.to_guid_le());
-}
-
 // The log, as QEMU's vhdx_parse_log: replayed when opened read-write,
 // an error when read-only.
 Result<void> open_log(BlockNode &file, Image &img, bool rw) {
@@ -223,16 +298,15 @@ Result<void> open_log(BlockNode &file, Image &img, bool rw) {
         e.hint = "To replay the log, run:\nqemu-img check -r all '" + file.filename() + "'\n";
         return Err(e);
     }
-    QIMG_ASSIGN(Guid session, random_guid());
     QIMG_ASSIGN(Guid data, random_guid());
     // The first write of a session changes the data write GUID (twice,
     // as every header update), then the log is applied and emptied.
-    QIMG_TRY(update_header(file, img, session, &data, nullptr));
-    QIMG_TRY(update_header(file, img, session, &data, nullptr));
+    QIMG_TRY(update_header(file, img, &data, nullptr));
+    QIMG_TRY(update_header(file, img, &data, nullptr));
     QIMG_TRY(replay_log(file, log, *seq));
     Guid zero{};
-    QIMG_TRY(update_header(file, img, session, nullptr, &zero));
-    QIMG_TRY(update_header(file, img, session, nullptr, &zero));
+    QIMG_TRY(update_header(file, img, nullptr, &zero));
+    QIMG_TRY(update_header(file, img, nullptr, &zero));
     img.log_replayed = true;
     return ok();
 }
@@ -283,6 +357,7 @@ Result<NodePtr> vhdx_open(OpenRequest &req) {
     if (std::memcmp(sig, "vhdxfile", 8) != 0) return Err(errno_error(file, EINVAL));
 
     Image img;
+    QIMG_ASSIGN(img.session, random_guid());
     {
         std::vector<uint8_t> h1(kHeaderSize), h2(kHeaderSize);
         QIMG_TRY(read_padded(file, kHeader1Offset, h1.data(), h1.size()));
@@ -335,6 +410,8 @@ const Driver *make_vhdx_driver() {
         d.probe = vhdx_probe;
         d.open = vhdx_open;
         d.supports_check = true;
+        d.create = vhdx_create;
+        d.create_options = vhdx_create_options();
         return d;
     }();
     return &d;

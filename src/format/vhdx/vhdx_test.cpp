@@ -130,7 +130,66 @@ TEST(Vhdx, ReadsBlockStates) {
     auto st = (*n)->block_status(0, 4 * MiB);
     ASSERT_TRUE(st);
     EXPECT_EQ(st->flags & kStatusOffsetValid, 0u);  // as QEMU: no block status of its own
-    EXPECT_FALSE((*n)->write(0, buf.data(), 1));
+    EXPECT_FALSE((*n)->write(0, buf.data(), 1));  // opened read-only
+}
+
+TEST(VhdxWrite, AllocatesAtTheEndAndPublishesTheBatLast) {
+    auto mem = std::make_shared<test::MemNode>(make_image());
+    auto n = open_over(mem, true);
+    ASSERT_TRUE(n) << n.error().message;
+    const uint64_t end = mem->length();
+    // Into block 0 (not present) and block 2 (ZERO): each gets a new block
+    // at the next 1 MiB boundary of the file.
+    std::vector<uint8_t> a(3000, 0xa1), b(512, 0xb2);
+    ASSERT_TRUE((*n)->write(100, a.data(), a.size()));
+    ASSERT_TRUE((*n)->write(2 * MiB + 4096, b.data(), b.size()));
+    // Into block 1 (present): in place.
+    ASSERT_TRUE((*n)->write(1 * MiB + 10, b.data(), b.size()));
+    EXPECT_EQ(mem->length(), end + 2 * MiB);
+    std::vector<uint8_t> bat(24);
+    ASSERT_TRUE(mem->read(kBatAt, bat.data(), bat.size()));
+    EXPECT_EQ(le64(bat.data()), end | kFullyPresent);
+    EXPECT_EQ(le64(bat.data() + 8), kDataAt | kFullyPresent);
+    EXPECT_EQ(le64(bat.data() + 16), (end + 1 * MiB) | kFullyPresent);
+    // The rest of a new block reads as zeroes; another open sees the data.
+    auto again = open_over(mem);
+    ASSERT_TRUE(again) << again.error().message;
+    std::vector<uint8_t> got(4 * MiB);
+    ASSERT_TRUE((*again)->read(0, got.data(), got.size()));
+    for (size_t i = 0; i < 1 * MiB; ++i) ASSERT_EQ(got[i], (i >= 100 && i < 3100) ? 0xa1 : 0) << i;
+    for (size_t i = 1 * MiB; i < 2 * MiB; ++i)
+        ASSERT_EQ(got[i], (i >= 1 * MiB + 10 && i < 1 * MiB + 522) ? 0xb2 : 0x5a) << i;
+    for (size_t i = 2 * MiB; i < 4 * MiB; ++i)
+        ASSERT_EQ(got[i], (i >= 2 * MiB + 4096 && i < 2 * MiB + 4608) ? 0xb2 : 0) << i;
+    // The headers were updated (twice) on the first write only.
+    std::vector<uint8_t> h1(kHeaderSize), h2(kHeaderSize);
+    ASSERT_TRUE(mem->read(kHeader1Offset, h1.data(), h1.size()));
+    ASSERT_TRUE(mem->read(kHeader2Offset, h2.data(), h2.size()));
+    auto h = pick_header(h1, h2);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->h.sequence, 4u);
+}
+
+TEST(VhdxWrite, ZeroesAndFaults) {
+    auto mem = std::make_shared<test::MemNode>(make_image());
+    auto n = open_over(mem, true);
+    ASSERT_TRUE(n);
+    const uint64_t end = mem->length();
+    // Blocks that read as zeroes are left alone; a present one is zeroed.
+    ASSERT_TRUE((*n)->write_zeroes(0, 4 * MiB, 0));
+    EXPECT_EQ(mem->length(), end);
+    std::vector<uint8_t> got(1 * MiB, 1);
+    ASSERT_TRUE((*n)->read(1 * MiB, got.data(), got.size()));
+    for (uint8_t c : got) ASSERT_EQ(c, 0);
+    EXPECT_FALSE((*n)->write(4 * MiB - 1, got.data(), 2));
+    // A partially present block cannot be written (as QEMU: EIO).
+    auto img = make_image();
+    put_le64(img.data() + kBatAt, kDataAt | kPartiallyPresent);
+    auto m = open_over(std::make_shared<test::MemNode>(img), true);
+    ASSERT_TRUE(m);
+    auto r = (*m)->write(0, got.data(), 512);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, EIO);
 }
 
 TEST(Vhdx, PartiallyPresentAndUnknownStatesFailReads) {
