@@ -4,6 +4,7 @@
 // log after the header section, the BAT, the metadata region with its five
 // items, and for a fixed disk the payload blocks after a 5 MiB gap. The
 // same bytes as qemu-img's but for the random GUIDs and sequence number.
+#include <bit>
 #include <charconv>
 #include <cstring>
 #include <vector>
