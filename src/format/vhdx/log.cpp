@@ -64,6 +64,9 @@ public:
         return ok();
     }
     Result<EntryHeader> peek_header() {
+        // Past the end of the file the log reads as zeroes: no entry there
+        // (a hostile 4 GiB log beyond a small file is skipped without I/O).
+        if (log_.offset + pos >= file_.length()) return EntryHeader{};
         uint8_t b[kLogHeaderSize];
         QIMG_TRY(read_padded(file_, log_.offset + pos, b, sizeof b));
         ByteReader r(std::span<const uint8_t>(b, sizeof b));

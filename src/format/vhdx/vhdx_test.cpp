@@ -499,6 +499,22 @@ TEST(VhdxLog, AnEntryAsLongAsTheLogEnds) {
     EXPECT_EQ(b, 1 + 253 % 200);
 }
 
+TEST(VhdxLog, AHugeLogPastTheEndOfTheFileIsSearchedQuickly) {
+    // A 4 GiB - 1 MiB log named by the header, almost all past the file.
+    auto img = make_image();
+    Header h;
+    h.sequence = 3;
+    h.version = 1;
+    h.log_length = uint32_t(4096 * MiB - 1 * MiB);
+    h.log_offset = kLogAt;
+    h.log_guid = kLogGuid;
+    store_header(std::span<uint8_t>(img.data() + kHeader2Offset, kHeaderSize), h);
+    put_entry(img, 0, 5, {{kDataAt, 0x77}});
+    auto r = open_over(img);
+    ASSERT_FALSE(r);  // the entry at its start is found
+    EXPECT_EQ(r.error().code, EPERM);
+}
+
 TEST(VhdxLog, ChoosesTheSequenceWithTheHighestNumber) {
     auto img = make_image();
     write_header(img, kHeader2Offset, 2, kLogGuid);
