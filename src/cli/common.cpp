@@ -133,6 +133,9 @@ NodePtr open_image(BlockOpener &opener, const std::string &filename, const Image
     auto r = opener.open_image(filename, o);
     if (!r) {
         error_reportf("Could not open '{}': {}", filename, r.error().message);
+        // QEMU's error_report_err prints an error's hint after it (vhdx:
+        // how to replay a log).
+        if (!r.error().hint.empty()) std::fputs(r.error().hint.c_str(), stderr);
         return nullptr;
     }
     return *r;

@@ -320,10 +320,10 @@ OPERATIONS = [
 ]
 
 # Formats whose images the format-neutral operations below run on.
-CRASH_FORMATS = ["qcow2", "raw", "vpc", "vmdk", "qcow", "qed"]
+CRASH_FORMATS = ["qcow2", "raw", "vpc", "vmdk", "vhdx", "qcow", "qed"]
 # Formats qemu-img 7.2 cannot resize ("Image format driver does not support
 # resize"): no resize row for them.
-NO_RESIZE_FORMATS = {"vpc", "vmdk", "qcow"}
+NO_RESIZE_FORMATS = {"vpc", "vmdk", "vhdx", "qcow"}
 
 
 def any_format_ops(fmt):
@@ -358,6 +358,14 @@ OPERATIONS += [
         "qemu-img create -q -f raw s.raw 8M",
         "qemu-io -f raw -c 'write -P 0x82 256k 3M' -c 'write -P 0x83 6M 100k' s.raw"],
        "convert -n -f raw -O vpc s.raw t.vpc", ["t.vpc:blocks"], fmt="vpc"),
+    # vhdx: 1 MiB blocks, so the copy allocates several (file extended,
+    # data written and flushed, then the BAT entry) and rewrites one.
+    Op("convert -n allocating vhdx blocks",
+       ["qemu-img create -q -f vhdx -o block_size=1M t.vhdx 8M",
+        "qemu-io -f vhdx -c 'write -P 0x81 0 512k' t.vhdx",
+        "qemu-img create -q -f raw s.raw 8M",
+        "qemu-io -f raw -c 'write -P 0x82 256k 3M' -c 'write -P 0x83 6M 100k' s.raw"],
+       "convert -n -f raw -O vhdx s.raw t.vhdx", ["t.vhdx:blocks"], fmt="vhdx"),
 ]
 
 # qcow: L2 tables and clusters appended, their entries published at the
