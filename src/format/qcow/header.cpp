@@ -16,9 +16,9 @@ Result<Header> parse_header(std::span<const uint8_t> b) {
         return make_error(EINVAL, "Image not in qcow format");
     uint32_t version = r.get(field::version);
     if (version != kVersion) {
-        std::string msg = "qcow (v1) does not support qcow version " + std::to_string(version);
-        if (version == 2 || version == 3) msg += "\nTry the 'qcow2' driver instead.";
-        return make_error(ENOTSUP, msg);
+        Error e = make_error(ENOTSUP, "qcow (v1) does not support qcow version " + std::to_string(version));
+        if (version == 2 || version == 3) e.hint = "Try the 'qcow2' driver instead.\n";
+        return Err(e);
     }
     Header h;
     h.backing_file_offset = r.get(field::backing_file_offset);
