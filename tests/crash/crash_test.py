@@ -320,10 +320,10 @@ OPERATIONS = [
 ]
 
 # Formats whose images the format-neutral operations below run on.
-CRASH_FORMATS = ["qcow2", "raw", "vpc", "vmdk"]
+CRASH_FORMATS = ["qcow2", "raw", "vpc", "vmdk", "vdi"]
 # Formats qemu-img 7.2 cannot resize ("Image format driver does not support
 # resize"): no resize row for them.
-NO_RESIZE_FORMATS = {"vpc", "vmdk"}
+NO_RESIZE_FORMATS = {"vpc", "vmdk", "vdi"}
 
 
 def any_format_ops(fmt):
@@ -358,6 +358,23 @@ OPERATIONS += [
         "qemu-img create -q -f raw s.raw 8M",
         "qemu-io -f raw -c 'write -P 0x82 256k 3M' -c 'write -P 0x83 6M 100k' s.raw"],
        "convert -n -f raw -O vpc s.raw t.vpc", ["t.vpc:blocks"], fmt="vpc"),
+]
+
+# vdi: new 1 MiB blocks appended behind the ones qemu-io made (each write
+# call flushes its blocks, then publishes the header count and the map
+# sectors in one write), writes in place into a static image, and check -r,
+# which qemu-img refuses for vdi before touching anything.
+OPERATIONS += [
+    Op("convert -n allocating vdi blocks",
+       ["qemu-img create -q -f vdi t.vdi 8M", "qemu-io -f vdi -c 'write -P 0x81 1M 512k' t.vdi",
+        "qemu-img create -q -f raw s.raw 8M",
+        "qemu-io -f raw -c 'write -P 0x82 256k 3M' -c 'write -P 0x83 6M 100k' s.raw"],
+       "convert -n -f raw -O vdi s.raw t.vdi", ["t.vdi:blocks"], fmt="vdi"),
+    Op("guest writes (bench -w, static vdi)",
+       ["qemu-img create -q -f vdi -o static=on w.vdi 3M", "qemu-io -f vdi -c 'write -P 0x91 0 256k' w.vdi"],
+       "bench -w -c 12 -d 1 -s 64k -S 200k --pattern=0x92 -f vdi w.vdi", ["w.vdi:blocks"], unit=16384, fmt="vdi"),
+    Op("check -r all (vdi: refused)", ["qemu-img create -q -f vdi c.vdi 2M", "qemu-io -f vdi -c 'write -P 0x71 0 64k' c.vdi"],
+       "check -r all c.vdi", ["c.vdi"], fails=True, points=4, fmt="vdi"),
 ]
 
 
