@@ -16,9 +16,10 @@
 // any metadata names it, and when the block map follows the header directly
 // (every image qemu-img or VirtualBox makes) the header and the changed map
 // sectors go out in one write, so the count and the map never disagree on
-// disk. Otherwise (or when that write would exceed 1 MiB) the header goes
-// first: a kill between the two leaves a count one too high, which `check`
-// reports, but never two map entries sharing a block.
+// disk. Otherwise (or when that write would exceed 64 KiB: map entries past
+// the first 16 GiB of the disk) the header goes first: a kill between the
+// two leaves a count too high, which `check` reports as a mismatch (the
+// block is only lost space), but never two map entries sharing a block.
 //
 // Also beyond QEMU (a hostile image gets an error, not a wrong layout): a
 // block map ending past the end of the file is refused at open; writes are
@@ -48,8 +49,10 @@
 namespace qimg::vdi {
 namespace {
 
-// Largest single header-and-map write (see the top comment).
-constexpr uint64_t kMaxJointWrite = 1 << 20;
+// Largest single header-and-map write (see the top comment): the map of a
+// 16 GiB disk. Past it the rewritten map prefix would cost more than a few
+// per cent of each 1 MiB block written.
+constexpr uint64_t kMaxJointWrite = 64 << 10;
 constexpr uint64_t kNone = UINT64_MAX;  // no host offset: the block reads as zeroes
 
 class VdiNode final : public BlockNode {

@@ -151,6 +151,28 @@ TEST(Vdi, AllocationFlushesDataBeforeOneMetadataWrite) {
     EXPECT_EQ(mem->log[3], std::make_pair('w', uint64_t(0)));  // header and map at once
 }
 
+TEST(Vdi, HeaderBeforeMapWhenTheyAreApart) {
+    // Past the first 16 GiB the map sector is written apart, after the header.
+    uint64_t size = 20ull << 30;
+    auto mem = std::make_shared<LoggingNode>(make_image(size));
+    auto node = open_over(mem, true);
+    ASSERT_TRUE(node) << node.error().message;
+    uint8_t x = 9;
+    ASSERT_TRUE((*node)->write(size - 1, &x, 1));
+    uint32_t last = uint32_t(size / kBlockSize - 1);
+    uint64_t data = 512 + (uint64_t(last + 1) * 4 + 511) / 512 * 512;
+    ASSERT_EQ(mem->log.size(), 4u);
+    EXPECT_EQ(mem->log[0], std::make_pair('w', data));
+    EXPECT_EQ(mem->log[1], std::make_pair('f', uint64_t(0)));
+    EXPECT_EQ(mem->log[2], std::make_pair('w', uint64_t(0)));
+    EXPECT_EQ(mem->log[3], std::make_pair('w', uint64_t(512 + last * 4 / 512 * 512)));
+    auto again = open_over(std::make_shared<test::MemNode>(mem->bytes()));
+    ASSERT_TRUE(again);
+    uint8_t y = 0;
+    ASSERT_TRUE((*again)->read(size - 1, &y, 1));
+    EXPECT_EQ(y, 9);
+}
+
 TEST(Vdi, CheckFindsWhatQemuFinds) {
     auto img = make_image(4 * kBlockSize);
     put_le32(img.data() + 512, 1);
