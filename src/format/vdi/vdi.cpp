@@ -21,9 +21,10 @@
 // two leaves a count too high, which `check` reports as a mismatch (the
 // block is only lost space), but never two map entries sharing a block.
 //
-// Also beyond QEMU (a hostile image gets an error, not a wrong layout): a
-// block map ending past the end of the file is refused at open; writes are
-// refused when the data area overlaps the header or the map, and
+// As QEMU, a block map reaching past the end of the file reads as zeroes
+// there (entries naming block 0); only the part inside the file is held in
+// memory. Beyond QEMU (a hostile image gets an error, not a wrong layout):
+// writes are refused when the data area overlaps the header or the map, and
 // allocations when a map entry already uses the index the count names.
 //
 // Concurrency: the block map and the header copy are guarded by mu_. Reads
@@ -65,7 +66,9 @@ public:
         uint64_t bmap_end = uint64_t(h_.offset_bmap) + h_.bmap_bytes();
         data_overlaps_ = h_.offset_data < kHeaderSize || h_.offset_bmap < kHeaderSize ||
                          (h_.bmap_bytes() > 0 && bmap_end > h_.offset_data);
-        for (uint32_t i = 0; i < h_.blocks_in_image; ++i) {
+        uint64_t held = std::min<uint64_t>(h_.blocks_in_image, bmap_.size() / 4);
+        if (held < h_.blocks_in_image) max_entry_ = 0;
+        for (uint64_t i = 0; i < held; ++i) {
             uint32_t e = entry(i);
             if (is_allocated(e)) max_entry_ = std::max<int64_t>(max_entry_, e);
         }
@@ -134,7 +137,8 @@ public:
         if (repair != CheckRepair::None) return make_error(ENOTSUP, "This image format does not support checks");
         std::lock_guard lk(mu_);
         CheckReport rep;
-        std::vector<uint32_t> owner(h_.blocks_in_image, kUnallocated);
+        // One bit per block (at most 64 MiB for the largest map).
+        std::vector<bool> used(h_.blocks_in_image, false);
         uint32_t allocated = 0;
         for (uint32_t i = 0; i < h_.blocks_in_image; ++i) {
             uint32_t e = entry(i);
@@ -145,11 +149,11 @@ public:
                 continue;
             }
             allocated++;
-            if (!is_allocated(owner[e])) {
-                owner[e] = e;
+            if (!used[e]) {
+                used[e] = true;
             } else {
-                // QEMU's words: it records the block index itself as the owner.
-                std::fprintf(stderr, "ERROR: block index %" PRIu32 " also used by %" PRIu32 "\n", owner[e], e);
+                // QEMU's words: it names the block index twice.
+                std::fprintf(stderr, "ERROR: block index %" PRIu32 " also used by %" PRIu32 "\n", e, e);
                 rep.corruptions++;
             }
         }
@@ -163,7 +167,8 @@ public:
 
 private:
     bool is_static() const { return h_.image_type == kTypeStatic; }
-    uint32_t entry(uint64_t idx) const { return le32(bmap_.data() + 4 * idx); }
+    // Entries past the part of the map the file holds read as 0.
+    uint32_t entry(uint64_t idx) const { return 4 * idx < bmap_.size() ? le32(bmap_.data() + 4 * idx) : 0; }
 
     Result<void> check_range(uint64_t off, uint64_t len) const {
         if (!range_fits(off, len, h_.disk_size)) return make_error(EIO, "Request beyond the end of the image");
@@ -272,17 +277,14 @@ Result<NodePtr> vdi_open(OpenRequest &req) {
     HeaderBytes raw{};
     QIMG_TRY(read_padded(file, 0, raw.data(), raw.size()));
     QIMG_ASSIGN(Header h, parse_header(raw));
-    // The map is read whole; one that ends past the file is refused (QEMU
-    // would read zeroes there: every block at index 0), which also bounds
-    // its allocation by the file's size.
-    uint64_t bytes = h.bmap_bytes();
-    TableLimits lim;
-    lim.end_limit = file.length();
-    if (!check_table(h.offset_bmap, bytes, 1, lim).ok())
-        return make_error(EINVAL, "block-vdi: the block map (" + std::to_string(bytes) + " bytes at offset " +
-                                      std::to_string(h.offset_bmap) + ") ends past the end of the file");
-    std::vector<uint8_t> bmap(bytes);
-    if (bytes) QIMG_TRY(file.read(h.offset_bmap, bmap.data(), bmap.size()));
+    // Only the part of the map inside the file is held (so its size is
+    // bounded by the file's); entries past the end of the file read as 0,
+    // as QEMU reads them (zeroes past EOF: every such block at index 0).
+    uint64_t flen = file.length();
+    uint64_t held = h.offset_bmap >= flen ? 0 : std::min<uint64_t>(h.bmap_bytes(), flen - h.offset_bmap);
+    held = (held + 3) / 4 * 4;
+    std::vector<uint8_t> bmap(held);
+    if (held) QIMG_TRY(read_padded(file, h.offset_bmap, bmap.data(), bmap.size()));
     auto node = std::make_shared<VdiNode>(req.file, raw, h, std::move(bmap));
     node->set_read_only(!req.flags.read_write);
     return NodePtr(node);
