@@ -62,6 +62,11 @@ VARIANTS = {
     "vdi": [
         ("dynamic", "", []),
     ],
+    # Small clusters, so that written images fit MAX_SEED.
+    "parallels": [
+        ("c4k", "cluster_size=4k", DATA),
+        ("c512", "cluster_size=512", DATA),
+    ],
 }
 
 

@@ -21,8 +21,9 @@
 // part past the end of the file reads as unallocated and is not held in
 // memory (so a hostile entry count costs no memory), and a write that would
 // allocate there, or past the BAT, or at a data end that is not a whole
-// number of BAT units, is refused. The Format Extension (ext_off) is not
-// read: its dirty bitmaps are ignored (QEMU ignores them read-write too).
+// number of BAT units, is refused. Of the Format Extension (ext_off) only
+// the magic is checked, on read-only opens as QEMU: its MD5 checksum and
+// dirty bitmaps are not read (QEMU ignores them read-write too).
 //
 // Concurrency: the BAT, the data end and the header copy are guarded by
 // mu_. Reads and writes into allocated clusters look the entry up under the
@@ -173,9 +174,10 @@ private:
             l_.data_end + l_.tracks > uint64_t(INT64_MAX) / 512)
             return make_error(EIO, "block-parallels: cannot allocate at the end of the data area");
         uint64_t at = l_.data_end * 512;
-        std::vector<uint8_t> c(cluster_, 0);
-        std::memcpy(c.data() + off % cluster_, in, n);
-        QIMG_TRY(file_->write(at, c.data(), c.size()));
+        // Zeroes around a partial write (clusters may be up to 2 GiB: no
+        // cluster-sized buffer), then the data.
+        if (n < cluster_) QIMG_TRY(file_->write_zeroes(at, cluster_, 0));
+        QIMG_TRY(file_->write(at + off % cluster_, in, n));
         QIMG_TRY(file_->flush());
         uint32_t e = uint32_t(l_.data_end / l_.mult);
         uint8_t b[4];
@@ -321,7 +323,20 @@ Result<NodePtr> parallels_open(OpenRequest &req) {
         if (rw && !req.flags.check)
             return make_error(EACCES, "parallels: Image was not closed correctly; cannot be opened read/write");
     }
-    if (rw && r.get(hdr::ext_off) != 0) report_warning("Format Extension ignored in RW mode");
+    uint64_t ext_off = r.get(hdr::ext_off);
+    if (rw && ext_off != 0) report_warning("Format Extension ignored in RW mode");
+    if (!rw && ext_off != 0) {
+        // Only the extension's magic is checked (its MD5 checksum and its
+        // dirty bitmaps are not read: qimg has no use for them).
+        if (ext_off > uint64_t(INT64_MAX) / 512)
+            return make_error(EINVAL, "Failed to read Format Extension cluster");
+        uint8_t m[8];
+        QIMG_TRY(read_padded(file, ext_off * 512, m, sizeof m));
+        char buf[128];
+        std::snprintf(buf, sizeof buf, "Wrong parallels Format Extension magic: 0x%" PRIx64 ", expected: 0x%llx",
+                      le64(m), 0xab234cef23dcea87ull);
+        if (le64(m) != 0xab234cef23dcea87ull) return make_error(EINVAL, buf);
+    }
     auto node = std::make_shared<ParallelsNode>(req.file, std::move(l), rw);
     node->set_read_only(!rw);
     if (rw) QIMG_TRY(node->mark_in_use());
