@@ -272,6 +272,14 @@ TEST(Vdi, MapPastTheEndOfTheFileReadsAsBlockZero) {
     // An allocation would take index 0, which the tail of the map uses.
     uint8_t x = 1;
     EXPECT_FALSE((*node)->write(0, &x, 1));
+    // check counts the 2^29 entries past the file at once, in a few lines:
+    // entries 4-127 are 0 (123 share block 0), 128-255 too large.
+    testing::internal::CaptureStderr();
+    auto rep = (*node)->check(CheckRepair::None);
+    std::string err = testing::internal::GetCapturedStderr();
+    ASSERT_TRUE(rep);
+    EXPECT_EQ(rep->corruptions, 123 + 128 + int64_t(kMaxBlocks - 256) + 1);
+    EXPECT_LT(err.size(), 20000u);
 }
 
 TEST(Vdi, ProbeAndEmptyImage) {
