@@ -21,6 +21,8 @@ For each operation in OPERATIONS the harness
      completely, and is read after that repair; a compat=0.10 image (no
      dirty bit) may only show OFLAG_COPIED missing on clusters of refcount
      1 (a copy on the next write), which `qemu-img check -r all` repairs;
+     a parallels image may fail the check only for being left in use (and
+     leaks), which `qemu-img check -r all` must repair completely;
      with `bitmaps`, every persistent bitmap reads (through the real
      qemu-nbd) as its before or its after state, or is marked in-use, which
      QEMU treats as inconsistent and refuses to use; with `repair` (a repair
