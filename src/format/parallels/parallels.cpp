@@ -43,6 +43,8 @@
 #include "util/checked.h"
 #include "util/progname.h"
 #include "util/endian.h"
+#include "util/keyval.h"
+#include "util/option_map.h"
 
 namespace qimg::parallels {
 namespace {
@@ -323,6 +325,12 @@ Result<NodePtr> parallels_open(OpenRequest &req) {
         if (rw && !req.flags.check)
             return make_error(EACCES, "parallels: Image was not closed correctly; cannot be opened read/write");
     }
+    // QEMU's runtime options for preallocation ahead of the data end:
+    // validated as QEMU does, and not needed here (clusters are written
+    // whole, and closing cuts the file at the data end either way).
+    if (auto v = take_option(req.options, "prealloc-size")) QIMG_TRY(parse_size_opt("prealloc-size", *v));
+    if (auto v = take_option(req.options, "prealloc-mode"); v && *v != "falloc" && *v != "truncate")
+        return make_error(EINVAL, "invalid parameter value: " + *v);
     uint64_t ext_off = r.get(hdr::ext_off);
     if (rw && ext_off != 0) report_warning("Format Extension ignored in RW mode");
     if (!rw && ext_off != 0) {
