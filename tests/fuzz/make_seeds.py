@@ -47,6 +47,15 @@ VARIANTS = {
         ("dynamic", "subformat=dynamic", []),
         ("force_size", "force_size=on", []),
     ],
+    "qcow": [
+        ("plain", "", DATA),
+        # qcow compresses one cluster (4 KiB) per write
+        ("compressed", "", DATA + ["write -c -P 0x44 32k 4k", "write -c -P 0x45 36k 4k"]),
+    ],
+    # 4 KiB clusters in two-cluster tables keep written images small
+    "qed": [
+        ("c4k", "cluster_size=4k,table_size=2", DATA),
+    ],
     # A sparse vmdk's header area alone is 64 KiB (grains start at sector
     # 128), so only empty images fit MAX_SEED: the header, descriptor and
     # both grain directories are what the fuzzer mutates.

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <vector>
 
+#include "block/driver.h"
 #include "block/node.h"
 
 namespace qimg::test {
@@ -102,5 +103,19 @@ private:
     mutable std::mutex mu_;
     bool fixed_;
 };
+
+// Opens format `fmt` directly over `mem` (no probing, no backing chain):
+// the unit tests' way to build an image in memory and open it.
+inline Result<NodePtr> open_format_over(const std::string &fmt, std::shared_ptr<MemNode> mem, bool rw = false) {
+    OpenRequest req;
+    req.file = std::move(mem);
+    req.flags.read_write = rw;
+    return find_driver(fmt)->open(req);
+}
+// The message of opening `img` as `fmt`, or "opened".
+inline std::string open_error(const std::string &fmt, std::vector<uint8_t> img) {
+    auto r = open_format_over(fmt, std::make_shared<MemNode>(std::move(img)));
+    return r ? std::string("opened") : r.error().message;
+}
 
 }  // namespace qimg::test
