@@ -21,7 +21,8 @@
 #                          fastest settings) against qimg's default
 #                          also known, not run by default: raw-vpc,
 #                          raw-vpc-fixed (subformat=fixed), vpc-raw (from
-#                          a dynamic VHD the real qemu-img wrote)
+#                          a dynamic VHD the real qemu-img wrote), raw-vdi,
+#                          raw-vdi-static (static=on)
 #   TASKSET=0              run both tools under `taskset -c $TASKSET` (e.g. one core)
 #   KEEP_SOURCE=1          keep the generated source image for the next run
 #   QIMG_ARGS=             extra arguments for qimg's convert (e.g. --write-behind=0)
@@ -45,7 +46,7 @@ DATASETS=${DATASETS:-ext4 mixed}
 die() { echo "bench_convert.sh: $*" >&2; exit 1; }
 note() { echo "# $*"; }
 
-KNOWN_OPS="$ALL_OPS raw-vpc raw-vpc-fixed vpc-raw"
+KNOWN_OPS="$ALL_OPS raw-vpc raw-vpc-fixed vpc-raw raw-vdi raw-vdi-static"
 for op in $OPS; do
     [[ " $KNOWN_OPS " == *" $op "* ]] || die "unknown operation $op (known: $KNOWN_OPS)"
 done
@@ -146,6 +147,8 @@ op_spec() {
         raw-vpc)       echo "$SRC raw vpc" ;;
         raw-vpc-fixed) echo "$SRC raw vpc -o subformat=fixed" ;;
         vpc-raw)       echo "$SRC_VPC vpc raw" ;;
+        raw-vdi)       echo "$SRC raw vdi" ;;
+        raw-vdi-static) echo "$SRC raw vdi -o static=on" ;;
         raw-qcow2-c)  echo "$SRC raw qcow2 -c" ;;
         raw-qcow2-czstd) echo "$SRC raw qcow2 -c -o compression_type=zstd" ;;
         # qemu-img has no faster deflate: it runs plain -c as the baseline.

@@ -21,6 +21,8 @@ For each operation in OPERATIONS the harness
      completely, and is read after that repair; a compat=0.10 image (no
      dirty bit) may only show OFLAG_COPIED missing on clusters of refcount
      1 (a copy on the next write), which `qemu-img check -r all` repairs;
+     a parallels image may fail the check only for being left in use (and
+     leaks), which `qemu-img check -r all` must repair completely;
      with `bitmaps`, every persistent bitmap reads (through the real
      qemu-nbd) as its before or its after state, or is marked in-use, which
      QEMU treats as inconsistent and refuses to use; with `repair` (a repair
@@ -320,10 +322,10 @@ OPERATIONS = [
 ]
 
 # Formats whose images the format-neutral operations below run on.
-CRASH_FORMATS = ["qcow2", "raw", "vpc", "vmdk", "vhdx", "qcow", "qed"]
+CRASH_FORMATS = ["qcow2", "raw", "vpc", "vmdk", "vhdx", "qcow", "qed", "vdi", "parallels"]
 # Formats qemu-img 7.2 cannot resize ("Image format driver does not support
 # resize"): no resize row for them.
-NO_RESIZE_FORMATS = {"vpc", "vmdk", "vhdx", "qcow"}
+NO_RESIZE_FORMATS = {"vpc", "vmdk", "vhdx", "qcow", "vdi", "parallels"}
 
 
 def any_format_ops(fmt):
@@ -368,6 +370,45 @@ OPERATIONS += [
        "convert -n -f raw -O vhdx s.raw t.vhdx", ["t.vhdx:blocks"], fmt="vhdx"),
 ]
 
+# vdi: new 1 MiB blocks appended behind the ones qemu-io made (each write
+# call flushes its blocks, then publishes the header count and the map
+# sectors in one write), writes in place into a static image, and check -r,
+# which qemu-img refuses for vdi before touching anything.
+OPERATIONS += [
+    Op("convert -n allocating vdi blocks",
+       ["qemu-img create -q -f vdi t.vdi 8M", "qemu-io -f vdi -c 'write -P 0x81 1M 512k' t.vdi",
+        "qemu-img create -q -f raw s.raw 8M",
+        "qemu-io -f raw -c 'write -P 0x82 256k 3M' -c 'write -P 0x83 6M 100k' s.raw"],
+       "convert -n -f raw -O vdi s.raw t.vdi", ["t.vdi:blocks"], fmt="vdi"),
+    Op("guest writes (bench -w, static vdi)",
+       ["qemu-img create -q -f vdi -o static=on w.vdi 3M", "qemu-io -f vdi -c 'write -P 0x91 0 256k' w.vdi"],
+       "bench -w -c 12 -d 1 -s 64k -S 200k --pattern=0x92 -f vdi w.vdi", ["w.vdi:blocks"], unit=16384, fmt="vdi"),
+    Op("check -r all (vdi: refused)", ["qemu-img create -q -f vdi c.vdi 2M", "qemu-io -f vdi -c 'write -P 0x71 0 64k' c.vdi"],
+       "check -r all c.vdi", ["c.vdi"], fails=True, points=4, fmt="vdi"),
+]
+
+# parallels: small clusters allocated by convert -n (each cluster flushed
+# before its BAT entry), and check -r all on an image left in use with space
+# leaked behind its data. (A BAT entry past the end of the file is left out
+# here: QEMU's own repair of it leaves the file extended to the old data end
+# when the image closes, which its next check reports as leaked; qimg does
+# the same, byte for byte, tests/interop/cases/parallels.txt.)
+PRL_DAMAGED = ["qemu-img create -q -f parallels -o cluster_size=64k d.parallels 1M",
+               "qemu-io -f parallels -c 'write -P 0x61 0 64k' -c 'write -P 0x62 256k 64k' d.parallels",
+               "python3 -c 'import struct; f=open(\"d.parallels\",\"r+b\"); f.seek(44); "
+               "f.write(struct.pack(\"<I\", 0x746F6E59))'",
+               "truncate -s 400k d.parallels"]
+OPERATIONS += [
+    Op("convert -n allocating parallels clusters",
+       ["qemu-img create -q -f parallels -o cluster_size=64k t.parallels 4M",
+        "qemu-io -f parallels -c 'write -P 0x81 1M 100k' t.parallels",
+        "qemu-img create -q -f raw s.raw 4M",
+        "qemu-io -f raw -c 'write -P 0x82 256k 1M' -c 'write -P 0x83 3M 100k' s.raw"],
+       "convert -n -f raw -O parallels s.raw t.parallels", ["t.parallels:blocks"], fmt="parallels"),
+    Op("check -r all (parallels: in use, leak)", PRL_DAMAGED, "check -r all d.parallels",
+       ["d.parallels"], repair=True, fmt="parallels"),
+]
+
 # qcow: L2 tables and clusters appended, their entries published at the
 # flush (over qemu-made plain and compressed clusters), and commit, which
 # writes the base and then empties the top (make_empty).
@@ -388,8 +429,7 @@ OPERATIONS += [
 QED_DAMAGED = [
     "qemu-img create -q -f qed -o cluster_size=4k d.qed 1M",
     "qemu-io -f qed -c 'write -P 0x11 0 8k' -c 'write -P 0x12 512k 64k' d.qed",
-    "python3 -c 'import struct; f=open(\"d.qed\",\"r+b\"); f.seek(16); f.write(struct.pack(\"<Q\",2)); "
-    "f.seek(0,2); f.write(bytes([0x5a])*8192)'",
+    "python3 -c 'import struct; f=open(\"d.qed\",\"r+b\"); f.seek(16); f.write(struct.pack(\"<Q\",2))'",
 ]
 
 # qed: clusters and L2 tables appended, entries published at the flush;
@@ -408,10 +448,11 @@ OPERATIONS += [
         "qemu-img create -q -f qed -b b.qed -F qed t.qed",
         "qemu-io -f qed -c 'write -P 0x42 1M 512k' t.qed"],
        "rebase -f qed -b n.qed -F qed t.qed", ["t.qed"], fmt="qed"),
-    # QEMU's need-check state (a killed QEMU writer) with leaked clusters:
-    # cleared by check -r, and by a read-write open (an invalid entry would
-    # make the image unreadable before the operation: cases/qed.txt has it).
-    Op("check -r all (qed: need-check, invalid entry)", QED_DAMAGED, "check -r all -f qed d.qed", ["d.qed"],
+    # QEMU's need-check state (a killed QEMU writer): cleared by check -r,
+    # and by a read-write open. (Leaks are never repaired by qed's check, and
+    # an invalid entry makes the image unreadable before the operation:
+    # cases/qed.txt covers both.)
+    Op("check -r all (qed: need-check)", QED_DAMAGED, "check -r all -f qed d.qed", ["d.qed"],
        repair=True, fmt="qed"),
     Op("repair on a read-write open (qed need-check), then resize", QED_DAMAGED, "resize -f qed d.qed 2M",
        ["d.qed"], repair=True, fmt="qed"),
@@ -535,14 +576,25 @@ def bitmaps_ok(img, state, before, after):
     return None
 
 
-def repaired(img, cwd):
+def repaired(img, cwd, fmt="qcow2"):
     """Repairs a copy of img with the real qemu-img check -r all; None if clean afterwards, else why not."""
     shutil.copy(os.path.join(cwd, img), os.path.join(cwd, img + ".repaired"))
-    rep = sh(f"{QEMU_IMG} check -r all -f qcow2 {shlex.quote(img)}.repaired", cwd)
-    again = sh(f"{QEMU_IMG} check -f qcow2 {shlex.quote(img)}.repaired", cwd)
+    rep = sh(f"{QEMU_IMG} check -r all -f {fmt} {shlex.quote(img)}.repaired", cwd)
+    again = sh(f"{QEMU_IMG} check -f {fmt} {shlex.quote(img)}.repaired", cwd)
     if again.returncode != 0:
         return f"{img} is not repaired by qemu-img check -r all:\n{rep.stdout}\n{again.stdout}"
     return None
+
+
+def parallels_left_in_use_only(check_output):
+    """True if the only corruption `qemu-img check` reports on a parallels
+    image is its in-use flag ("image was not closed correctly"), which every
+    killed read-write user leaves (QEMU's as well: the flag is set at open
+    and cleared at close), with at most space leaked behind it."""
+    errors = [l for l in check_output.splitlines() if l.startswith("ERROR")]
+    allowed = [l for l in errors if l == "ERROR image was not closed correctly"
+               or l.startswith("ERROR space leaked at the end of the image")]
+    return "ERROR image was not closed correctly" in errors and len(allowed) == len(errors)
 
 
 def qcow2_version(path):
@@ -620,7 +672,7 @@ def verify(op, cwd, refs, bm_refs, sn_refs, repair=False):
         if repair:
             # An interrupted repair: whatever damage is left, the real tools
             # must still repair it, and the repaired image reads as before.
-            why = repaired(img, cwd)
+            why = repaired(img, cwd, op.fmt)
             if why:
                 return why
             read_from = img + ".repaired"
@@ -640,6 +692,13 @@ def verify(op, cwd, refs, bm_refs, sn_refs, repair=False):
                 # compat=0.10 has no dirty bit; a missing OFLAG_COPIED only
                 # costs a copy on the next write, and check -r all sets it.
                 why = repaired(img, cwd)
+                if why:
+                    return why
+                read_from = img + ".repaired"
+            elif op.fmt == "parallels" and chk.returncode == 2 and parallels_left_in_use_only(chk.stdout):
+                # Left in use by the kill: QEMU opens it only for check,
+                # and check -r all must repair it completely.
+                why = repaired(img, cwd, "parallels")
                 if why:
                     return why
                 read_from = img + ".repaired"

@@ -68,6 +68,18 @@ VARIANTS = {
         ("zeroed", "zeroed_grain=on", []),
         ("stream", "subformat=streamOptimized", []),
     ],
+    # VDI blocks are 1 MiB, so a written image passes MAX_SEED: the
+    # generated seed is an empty map; seed_hand_*.vdi
+    # (src/format/vdi/make_hand_seeds.py) have allocated, discarded and
+    # static blocks with their data area cut short.
+    "vdi": [
+        ("dynamic", "", []),
+    ],
+    # Small clusters, so that written images fit MAX_SEED.
+    "parallels": [
+        ("c4k", "cluster_size=4k", DATA),
+        ("c512", "cluster_size=512", DATA),
+    ],
 }
 
 
