@@ -22,12 +22,22 @@
 // a BAT entry whose block overlaps the footer copy, the dynamic header or
 // the BAT itself is refused at open.
 //
+// Allocation publishes late (as the qcow and qed drivers do): a new block
+// gets its place at the end of the file and its guest data at once, but its
+// sector bitmap and BAT entry reach the file only at the next flush (data
+// flushed, then bitmaps and BAT entries, then a flush). A kill before that
+// leaves the block unnamed, so the image reads as before; the space is
+// taken again by the next allocation (the end of the block area is
+// computed from the BAT at open). qemu-img writes each BAT entry with no
+// flush at all; the ordering costs two flushes per flush() instead of two
+// per block.
+//
 // Concurrency: the BAT, the end of the block area (where the next block
-// goes and the footer sits) and the set of blocks whose bitmap this node
-// has written are guarded by mu_. A block's BAT entry never changes once
-// set, so guest data is read and written outside the lock once its host
-// offset is known; allocation holds the lock from the first write to the
-// BAT update.
+// goes and the footer sits), the blocks awaiting publication and the set of
+// blocks whose bitmap this node has written are guarded by mu_. A block's
+// BAT entry never changes once set, so guest data is read and written
+// outside the lock once its host offset is known, including the first
+// write into a block just allocated.
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -61,6 +71,9 @@ public:
         : footer_(footer), fixed_(fixed), size_(size), footer_pos_(footer_pos), d_(std::move(dyn)) {
         file_ = std::move(file);
         bitmap_done_.assign(d_.bat.size(), false);
+    }
+    ~VpcNode() override {
+        if (!read_only_) (void)publish();
     }
 
     std::string_view driver_name() const override { return "vpc"; }
@@ -106,6 +119,11 @@ public:
             off += n, in += n, len -= n;
         }
         return ok();
+    }
+
+    Result<void> flush() override {
+        QIMG_TRY(publish());
+        return BlockNode::flush();
     }
 
     Result<BlockStatus> block_status(uint64_t off, uint64_t len) override {
@@ -164,8 +182,10 @@ private:
         {
             std::lock_guard lk(mu_);
             host = host_offset_locked(off);
-            if (host == 0) return allocate(idx, off % d_.block_size, in, n);
-            if (!bitmap_done_[idx]) {
+            if (host == 0) {
+                QIMG_TRY(allocate(idx));
+                host = host_offset_locked(off);
+            } else if (!bitmap_done_[idx]) {
                 // As QEMU: the first write to a block marks all its sectors
                 // present, so other readers see the data.
                 QIMG_TRY(write_full_bitmap(uint64_t(d_.bat[idx]) * 512));
@@ -182,21 +202,12 @@ private:
         return file_->write(at, bm.data(), bm.size());
     }
 
-    // Appends block `idx` at the end of the block area with the guest data
-    // [in_block, in_block+n) in it. The order makes every prefix of it
-    // safe to be killed at:
-    //   1. the footer is written at the new end of the file: the file ends
-    //      with a valid footer from here on, and the old one (at the new
-    //      block's bitmap place) is still whole;
-    //   2. the guest data, then a flush: nothing names the block yet, so a
-    //      kill leaves an image that reads as before (the tail is unused
-    //      space that the next allocation takes again, since the end of the
-    //      block area is computed from the BAT at open);
-    //   3. the bitmap (all ones), over the old footer;
-    //   4. the BAT entry, then a flush: only now does the block exist, and
-    //      its data is already on disk.
-    // Holds mu_ (called from write_in_block).
-    Result<void> allocate(uint64_t idx, uint64_t in_block, const uint8_t *in, size_t n) {
+    // Gives block `idx` its place at the end of the block area, in memory
+    // only as far as other readers of the file are concerned: the footer
+    // moves to the new end of the file at once (the file always ends with
+    // a footer; the old one, where the new block's bitmap goes, stays whole
+    // until publish()), and the BAT entry waits for publish(). Holds mu_.
+    Result<void> allocate(uint64_t idx) {
         // Open checked that the BAT covers the disk; kept as a guard.
         if (idx >= d_.bat.size()) return make_error(EIO, "block-vpc: write past the BAT");
         uint64_t start = d_.free_offset;
@@ -205,20 +216,45 @@ private:
         if (start / 512 >= kUnallocated || end > uint64_t(INT64_MAX) - kFooterSize)
             return make_error(EFBIG, "File too large");
         // Space left over by a killed allocation is not zero: clear the
-        // parts of the block this write does not cover.
+        // block before any of it is written.
         if (file_->length() > start + kFooterSize) QIMG_TRY(file_->write_zeroes(data, d_.block_size, 0));
         QIMG_TRY(file_->write(end, footer_.data(), footer_.size()));
-        QIMG_TRY(file_->write(data + in_block, in, n));
-        QIMG_TRY(file_->flush());
-        QIMG_TRY(write_full_bitmap(start));
-        uint8_t entry[4];
-        uint32_t sector = uint32_t(start / 512);
-        put_be32(entry, sector);
-        QIMG_TRY(file_->write(d_.bat_offset + 4 * idx, entry, sizeof entry));
-        QIMG_TRY(file_->flush());
-        d_.bat[idx] = sector;
+        d_.bat[idx] = uint32_t(start / 512);
         d_.free_offset = end;
         bitmap_done_[idx] = true;
+        unpublished_.push_back(uint32_t(idx));
+        return ok();
+    }
+
+    // Makes the blocks allocated since the last call part of the image:
+    //   1. a flush: their guest data (and the footer at the new end of the
+    //      file) is durable before anything names them;
+    //   2. each block's bitmap (all ones, over what was the footer for the
+    //      first of them) and its BAT entry;
+    // and the caller's flush makes those durable. Killed before 2, the
+    // blocks are unused space; during 2, a block is either named with its
+    // data in place or not named.
+    Result<void> publish() {
+        std::lock_guard lk(mu_);
+        if (unpublished_.empty()) return ok();
+        QIMG_TRY(file_->flush());
+        std::sort(unpublished_.begin(), unpublished_.end());
+        for (uint32_t idx : unpublished_) QIMG_TRY(write_full_bitmap(uint64_t(d_.bat[idx]) * 512));
+        // BAT entries in runs of neighbouring indices, one write each.
+        std::vector<uint8_t> run;
+        for (size_t i = 0; i < unpublished_.size();) {
+            size_t j = i;
+            run.clear();
+            do {
+                uint8_t entry[4];
+                put_be32(entry, d_.bat[unpublished_[j]]);
+                run.insert(run.end(), entry, entry + 4);
+                ++j;
+            } while (j < unpublished_.size() && unpublished_[j] == unpublished_[j - 1] + 1);
+            QIMG_TRY(file_->write(d_.bat_offset + 4 * uint64_t(unpublished_[i]), run.data(), run.size()));
+            i = j;
+        }
+        unpublished_.clear();
         return ok();
     }
 
@@ -229,6 +265,7 @@ private:
     std::mutex mu_;
     Dynamic d_;
     std::vector<bool> bitmap_done_;
+    std::vector<uint32_t> unpublished_;  // blocks allocated, BAT entries not yet written
 };
 
 int vpc_probe(std::span<const uint8_t> head, const std::string &) { return has_footer_cookie(head) ? 100 : 0; }

@@ -148,6 +148,9 @@ TEST(Vpc, DynamicReadWriteReopen) {
     std::copy(b.begin(), b.end(), want.begin() + size - 5000);
     std::copy(b.begin(), b.begin() + 100, want.begin() + 7);
     EXPECT_EQ(test::read_all(**node), want);
+    // The BAT names new blocks only once they are flushed.
+    EXPECT_EQ(be32(mem->bytes().data() + 1536), 0xffffffffu);
+    ASSERT_TRUE((*node)->flush());
     // Three blocks of bitmap + 2 MiB appended; the file ends with the footer.
     std::vector<uint8_t> bytes = mem->bytes();
     ASSERT_EQ(bytes.size(), 2048u + 3 * (512 + (2 << 20)) + 512);
@@ -181,12 +184,15 @@ public:
     }
 };
 
-TEST(Vpc, AllocationPublishesTheBatEntryLast) {
+TEST(Vpc, AllocationPublishesTheBatEntryAtFlush) {
     auto mem = std::make_shared<LoggingNode>(make_dynamic(4 << 20));
     auto node = open_over(mem, true);
     ASSERT_TRUE(node) << node.error().message;
     auto a = test::pattern(4096, 7);
     ASSERT_TRUE((*node)->write((2 << 20) + 8192, a.data(), a.size()));
+    // Nothing names the block until a flush.
+    EXPECT_EQ(be32(mem->bytes().data() + 1536 + 4), 0xffffffffu);
+    ASSERT_TRUE((*node)->flush());
     // Block 1 goes at 2048 (after the BAT sector and the footer's old place).
     const uint64_t start = 2048, data = start + 512, end = data + (2 << 20);
     auto at = [&](uint64_t off, uint64_t len) {
