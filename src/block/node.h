@@ -203,12 +203,15 @@ public:
     // Page-cache advice for bulk streaming copies (convert), which neither
     // re-read what they wrote nor what they read: StartWriteback begins
     // writing back dirty pages, WaitWriteback waits for writeback begun
-    // earlier, DropClean drops clean cached pages. Best effort.
+    // earlier, DropClean drops clean cached pages, WillNeed starts reading
+    // a range the copy is about to read (asynchronous readahead, so that
+    // the disk sees more requests than the copy has threads; never given
+    // for a whole node). Best effort.
     // Host-file protocols act on it. len == 0: the whole node; the default
     // passes that to file(). A range [off, off+len) is in this node's
     // offsets: a format that maps them to its file's (raw) passes it on,
     // the default ignores it (it cannot tell where the range is stored).
-    enum class CacheAdvice { StartWriteback, WaitWriteback, DropClean };
+    enum class CacheAdvice { StartWriteback, WaitWriteback, DropClean, WillNeed };
     virtual void cache_advice(CacheAdvice a, uint64_t off = 0, uint64_t len = 0);
 
     // Whether the order of writes changes what the image looks like

@@ -212,6 +212,19 @@ public:
         }
     }
 
+    // Starts reading sectors [sector, sector+n) of the concatenation
+    // (BlockNode::CacheAdvice::WillNeed on each source).
+    void prefetch(int64_t sector, int64_t n) const {
+        uint64_t from = static_cast<uint64_t>(sector) * kSectorSize, to = from + static_cast<uint64_t>(n) * kSectorSize;
+        uint64_t base = 0;
+        for (const auto &p : parts_) {
+            uint64_t end = base + static_cast<uint64_t>(p.sectors) * kSectorSize;
+            uint64_t a = std::max(from, base), b = std::min(to, end);
+            if (a < b) p.node->cache_advice(BlockNode::CacheAdvice::WillNeed, a - base, b - a);
+            base = end;
+        }
+    }
+
     // Reads sectors [sector, sector+n) of the concatenation into buf.
     Result<void> read(int64_t sector, int64_t n, uint8_t *buf) const {
         int64_t single_until = 0;  // salvage: retry sector by sector up to here
@@ -315,6 +328,12 @@ public:
     }
 
     void drop_read_cache(uint64_t from, uint64_t to) override { planner_.drop_cache(from, to); }
+
+    // Only data is read (offloaded copies read in the kernel).
+    void prefetch(const PipelineRequest &r) override {
+        if (static_cast<Kind>(r.kind) == Kind::Data && !o_.copy_offload)
+            planner_.prefetch(sector_of(r), sectors_of(r));
+    }
 
 private:
     bool counts(Kind k) const { return k == Kind::Data || (!o_.min_sparse && k == Kind::Zero); }

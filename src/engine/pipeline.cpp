@@ -89,19 +89,38 @@ public:
 
 private:
     // Plans requests in order and queues them, at most `slots` at a time.
+    // Planning runs up to `lookahead` requests ahead of the free buffers,
+    // and each planned request is announced to the job (prefetch()): the
+    // source starts reading it before a worker is free to, so the disk sees
+    // about twice as many requests as there are threads. Not past a request
+    // that drains (the next plan depends on its writes), nor with a rate
+    // limit (which is charged as requests are queued).
     Result<void> dispatch() {
         auto start = std::chrono::steady_clock::now();
         uint64_t charged = 0;
+        const size_t lookahead = o_.rate_limit ? 0 : buffers_.size();
+        std::deque<PipelineRequest> planned;
+        bool end = false;
         for (uint64_t seq = 0;; ++seq) {
+            while (!end && planned.size() <= lookahead && (planned.empty() || !planned.back().drain_after)) {
+                PipelineRequest r;
+                auto more = job_.plan(r);
+                if (!more) return more.error();
+                if (!*more) {
+                    end = true;
+                    break;
+                }
+                job_.prefetch(r);
+                planned.push_back(std::move(r));
+            }
+            if (planned.empty()) break;
             {
                 std::unique_lock lk(mu_);
                 cv_free_.wait(lk, [&] { return !free_bufs_.empty() || failed_; });
                 if (failed_) return ok();
             }
-            PipelineRequest r;
-            auto more = job_.plan(r);
-            if (!more) return more.error();
-            if (!*more) break;
+            PipelineRequest r = std::move(planned.front());
+            planned.pop_front();
             if (o_.rate_limit && r.rate_bytes) throttle(start, charged += r.rate_bytes);
             r.seq = seq;
             bool drain = r.drain_after;

@@ -97,6 +97,10 @@ public:
     // Dispatching thread, one call per request: fills in offset, length,
     // kind, rate_bytes, counted, drain_after. Returns false at the end.
     virtual Result<bool> plan(PipelineRequest &r) = 0;
+    // Dispatching thread, right after plan(r), possibly several requests
+    // before a worker takes r: a hint to start reading what r will read
+    // (BlockNode::CacheAdvice::WillNeed). Default: nothing.
+    virtual void prefetch(const PipelineRequest &r) { (void)r; }
     // Worker threads, concurrently and in any order: reads (and transforms)
     // what the request will write. Not called for a request planned after one
     // that failed.

@@ -58,6 +58,7 @@ public:
             clean_ = waited_;
             ++rounds;
             break;
+        case CacheAdvice::WillNeed: break;
         }
     }
     std::vector<uint8_t> data_;
@@ -84,6 +85,12 @@ public:
     }
     void cache_advice(CacheAdvice a, uint64_t off, uint64_t len) override {
         std::lock_guard lk(mu_);
+        if (a == CacheAdvice::WillNeed) {
+            // Announced in plan order, ahead of the reads, never whole.
+            if (len == 0 || off != prefetched_to) ++wrong;
+            prefetched_to = off + len;
+            return;
+        }
         if (a != CacheAdvice::DropClean || len == 0) {
             ++wrong;
             return;
@@ -94,7 +101,7 @@ public:
             if (b >= read_.size() || !read_[b]) ++unread_dropped;
     }
     std::vector<uint8_t> data_;
-    uint64_t dropped_to = 0;
+    uint64_t dropped_to = 0, prefetched_to = 0;
     int wrong = 0, unread_dropped = 0;
 
 private:
@@ -150,6 +157,8 @@ TEST(WriteBehind, OffMeansNoAdvice) {
     EXPECT_EQ(dst.advice, 0);
     EXPECT_EQ(src.dropped_to, 0u);
     EXPECT_EQ(src.wrong, 0);
+    // Readahead is not write-behind: every byte was announced before it was read.
+    EXPECT_EQ(src.prefetched_to, kSize);
 }
 
 // Two sources one after the other: each is dropped in its own offsets.

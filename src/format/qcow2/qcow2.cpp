@@ -381,6 +381,9 @@ Result<BlockStatus> Qcow2Node::block_status(uint64_t off, uint64_t len) {
 }
 
 void Qcow2Node::cache_advice(CacheAdvice a, uint64_t off, uint64_t len) {
+    // Mapping the range could read L2 tables in the caller's thread (the
+    // copy's dispatcher): readahead is left to the reads themselves.
+    if (a == CacheAdvice::WillNeed) return;
     if (len == 0) {
         file_->cache_advice(a);
         if (data_file_ && data_file_ != file_) data_file_->cache_advice(a);

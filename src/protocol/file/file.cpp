@@ -100,6 +100,9 @@ public:
         case CacheAdvice::StartWriteback: (void)sync_file_range(fd_, o, l, SYNC_FILE_RANGE_WRITE); break;
         case CacheAdvice::WaitWriteback: (void)sync_file_range(fd_, o, l, SYNC_FILE_RANGE_WAIT_BEFORE); break;
         case CacheAdvice::DropClean: (void)posix_fadvise(fd_, o, l, POSIX_FADV_DONTNEED); break;
+        case CacheAdvice::WillNeed:
+            if (l != 0) (void)posix_fadvise(fd_, o, l, POSIX_FADV_WILLNEED);
+            break;
         }
     }
 
