@@ -370,8 +370,8 @@ OPERATIONS += [
        "convert -n -f raw -O vhdx s.raw t.vhdx", ["t.vhdx:blocks"], fmt="vhdx"),
 ]
 
-# vdi: new 1 MiB blocks appended behind the ones qemu-io made (each write
-# call flushes its blocks, then publishes the header count and the map
+# vdi: new 1 MiB blocks appended behind the ones qemu-io made (each flush
+# flushes the new blocks, then publishes the header count and the map
 # sectors in one write), writes in place into a static image, and check -r,
 # which qemu-img refuses for vdi before touching anything.
 OPERATIONS += [

@@ -11,15 +11,20 @@
 // is one whose every block is allocated at create (entry i = i).
 //
 // Writes, as QEMU: a new block is written whole (zeroes around the guest
-// data), then the header (with the new count) and the block map sectors that
-// changed. Beyond QEMU, for a kill at any instant: the data is flushed before
-// any metadata names it, and when the block map follows the header directly
-// (every image qemu-img or VirtualBox makes) the header and the changed map
-// sectors go out in one write, so the count and the map never disagree on
-// disk. Otherwise (or when that write would exceed 64 KiB: map entries past
-// the first 16 GiB of the disk) the header goes first: a kill between the
-// two leaves a count too high, which `check` reports as a mismatch (the
-// block is only lost space), but never two map entries sharing a block.
+// data), and the header (with the new count) and the block map sectors that
+// changed name it. Beyond QEMU, for a kill at any instant, the metadata is
+// published late (as the qcow, qed and vpc drivers do): new blocks are
+// named in memory at once and on disk at the next flush, which flushes the
+// data first and then, when the block map follows the header directly
+// (every image qemu-img or VirtualBox makes), writes the header and the map
+// up to the last changed sector in one write, so the count and the map never
+// disagree on disk: a kill leaves the blocks unnamed (space the next
+// allocation takes again) or named with their data in place. Once per
+// flush rather than per block, the map prefix costs little (4 MiB for a
+// 1 TiB disk). Where the map does not follow the header, the header goes
+// first: a kill between the two leaves a count too high, which `check`
+// reports as a mismatch (the blocks are only lost space), but never two
+// map entries sharing a block.
 //
 // As QEMU, a block map reaching past the end of the file reads as zeroes
 // there (entries naming block 0); only the part inside the file is held in
@@ -27,11 +32,11 @@
 // writes are refused when the data area overlaps the header or the map, and
 // allocations when a map entry already uses the index the count names.
 //
-// Concurrency: the block map and the header copy are guarded by mu_. Reads
-// and writes into allocated blocks look the entry up under the lock and do
-// their I/O outside it (an entry never changes once allocated); a write
-// that allocates holds the lock from its first block write to the metadata
-// update, and the in-memory entries change only once the metadata is out.
+// Concurrency: the block map, the header copy and the unpublished range
+// are guarded by mu_. Reads and writes into allocated blocks look the entry
+// up under the lock and do their I/O outside it (an entry never changes once
+// allocated); a write that allocates holds the lock while it writes its new
+// blocks, and names them in memory once they are written.
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
@@ -50,10 +55,6 @@
 namespace qimg::vdi {
 namespace {
 
-// Largest single header-and-map write (see the top comment): the map of a
-// 16 GiB disk. Past it the rewritten map prefix would cost more than a few
-// per cent of each 1 MiB block written.
-constexpr uint64_t kMaxJointWrite = 64 << 10;
 constexpr uint64_t kNone = UINT64_MAX;  // no host offset: the block reads as zeroes
 
 class VdiNode final : public BlockNode {
@@ -61,7 +62,8 @@ public:
     VdiNode(NodePtr file, const HeaderBytes &raw, const Header &h, std::vector<uint8_t> bmap)
         : raw_(raw), h_(h), bmap_(std::move(bmap)) {
         file_ = std::move(file);
-        // QEMU writes its parsed header back: the disk size rounded up.
+        // QEMU writes its parsed header back (the disk size rounded up) with
+        // its first allocation.
         put_le64(raw_.data() + hdr::disk_size.offset, h_.disk_size);
         uint64_t bmap_end = uint64_t(h_.offset_bmap) + h_.bmap_bytes();
         data_overlaps_ = h_.offset_data < kHeaderSize || h_.offset_bmap < kHeaderSize ||
@@ -72,6 +74,10 @@ public:
             uint32_t e = entry(i);
             if (is_allocated(e)) max_entry_ = std::max<int64_t>(max_entry_, e);
         }
+    }
+
+    ~VdiNode() override {
+        if (!read_only_) (void)publish();
     }
 
     std::string_view driver_name() const override { return "vdi"; }
@@ -107,6 +113,11 @@ public:
             off += n, in += n, len -= n;
         }
         return ok();
+    }
+
+    Result<void> flush() override {
+        QIMG_TRY(publish());
+        return BlockNode::flush();
     }
 
     Result<BlockStatus> block_status(uint64_t off, uint64_t len) override {
@@ -212,16 +223,11 @@ private:
     }
 
     // Writes [off, off+len) where at least the first block needs
-    // allocating: every new block whole, one flush, then the metadata.
+    // allocating: every new block whole, then named in memory; publish()
+    // names them on disk.
     Result<void> write_allocating(uint64_t off, const uint8_t *in, size_t len) {
         std::lock_guard lk(mu_);
-        struct New {
-            uint64_t idx;
-            uint32_t entry;
-        };
-        std::vector<New> fresh;
         std::vector<uint8_t> block;
-        uint32_t next = h_.blocks_allocated;
         while (len > 0) {
             size_t n = chunk(off, len);
             uint64_t idx = off / kBlockSize;
@@ -229,7 +235,9 @@ private:
             if (host != kNone) {
                 QIMG_TRY(file_->write(host, in, n));
             } else {
-                if (idx >= h_.blocks_in_image) return make_error(EIO, "block-vdi: write past the block map");
+                uint32_t next = h_.blocks_allocated;
+                if (idx >= h_.blocks_in_image || 4 * idx + 4 > bmap_.size())
+                    return make_error(EIO, "block-vdi: write past the block map");
                 if (int64_t(next) <= max_entry_)
                     return make_error(EIO, "block-vdi: the header's allocated block count (" +
                                                std::to_string(h_.blocks_allocated) +
@@ -241,42 +249,39 @@ private:
                 std::memcpy(block.data() + in_block, in, n);
                 std::memset(block.data() + in_block + n, 0, kBlockSize - in_block - n);
                 QIMG_TRY(file_->write(block_offset(next), block.data(), block.size()));
-                fresh.push_back({idx, next});
-                ++next;
+                put_le32(bmap_.data() + 4 * idx, next);
+                h_.blocks_allocated = next + 1;
+                put_le32(raw_.data() + hdr::blocks_allocated.offset, h_.blocks_allocated);
+                max_entry_ = std::max<int64_t>(max_entry_, next);
+                dirty_first_ = std::min(dirty_first_, idx);
+                dirty_last_ = std::max<int64_t>(dirty_last_, int64_t(idx));
             }
             off += n, in += n, len -= n;
         }
-        if (fresh.empty()) return ok();
-        QIMG_TRY(file_->flush());
-        return publish(fresh.front().idx, fresh.back().idx, [&](std::vector<uint8_t> &map) {
-            for (const New &f : fresh) put_le32(map.data() + 4 * f.idx, f.entry);
-        }, next);
+        return ok();
     }
 
-    // Writes the header with `count` allocated blocks and the block map
-    // sectors holding entries first..last (in ascending order), changed by
-    // `apply` on a copy; the in-memory state changes only once it is out.
-    template <class Apply>
-    Result<void> publish(uint64_t first, uint64_t last, Apply apply, uint32_t count) {
-        std::vector<uint8_t> map = bmap_;
-        apply(map);
-        HeaderBytes head = raw_;
-        put_le32(head.data() + hdr::blocks_allocated.offset, count);
-        uint64_t s0 = first * 4 / kSectorSize * kSectorSize;
-        uint64_t s1 = (last * 4 / kSectorSize + 1) * kSectorSize;
-        if (h_.offset_bmap == kHeaderSize && kHeaderSize + s1 <= kMaxJointWrite) {
+    // Names on disk the blocks allocated since the last call (see the top
+    // comment): a flush (their data), then the header and the block map
+    // sectors holding the changed entries.
+    Result<void> publish() {
+        std::lock_guard lk(mu_);
+        if (dirty_last_ < 0) return ok();
+        QIMG_TRY(file_->flush());
+        uint64_t s0 = dirty_first_ * 4 / kSectorSize * kSectorSize;
+        // The map held may end inside a sector (a file truncated there).
+        uint64_t s1 = std::min<uint64_t>((uint64_t(dirty_last_) * 4 / kSectorSize + 1) * kSectorSize, bmap_.size());
+        if (h_.offset_bmap == kHeaderSize) {
             std::vector<uint8_t> buf(kHeaderSize + s1);
-            std::memcpy(buf.data(), head.data(), kHeaderSize);
-            std::memcpy(buf.data() + kHeaderSize, map.data(), s1);
+            std::memcpy(buf.data(), raw_.data(), kHeaderSize);
+            std::memcpy(buf.data() + kHeaderSize, bmap_.data(), s1);
             QIMG_TRY(file_->write(0, buf.data(), buf.size()));
         } else {
-            QIMG_TRY(file_->write(0, head.data(), head.size()));
-            QIMG_TRY(file_->write(h_.offset_bmap + s0, map.data() + s0, s1 - s0));
+            QIMG_TRY(file_->write(0, raw_.data(), raw_.size()));
+            QIMG_TRY(file_->write(h_.offset_bmap + s0, bmap_.data() + s0, s1 - s0));
         }
-        bmap_ = std::move(map);
-        raw_ = head;
-        h_.blocks_allocated = count;
-        max_entry_ = std::max<int64_t>(max_entry_, int64_t(count) - 1);
+        dirty_first_ = UINT64_MAX;
+        dirty_last_ = -1;
         return ok();
     }
 
@@ -286,6 +291,9 @@ private:
     std::vector<uint8_t> bmap_;  // little-endian entries, whole sectors as on disk
     bool data_overlaps_ = false;
     int64_t max_entry_ = -1;
+    // Block map entries changed in memory and not yet on disk (publish()).
+    uint64_t dirty_first_ = UINT64_MAX;
+    int64_t dirty_last_ = -1;
 };
 
 int vdi_probe(std::span<const uint8_t> head, const std::string &) { return has_signature(head) ? 100 : 0; }
