@@ -100,6 +100,12 @@ std::optional<std::string> region_overlap(const std::vector<Region> &regions, ui
     return std::nullopt;
 }
 
+bool region_table_sealed(std::span<const uint8_t> block) {
+    if (block.size() < kRegionTableSize) return false;
+    ByteReader r(block.first(kRegionTableSize));
+    return r.le32(0) == kRegionSignature && r.le32(4) == checksum(block.first(kRegionTableSize), 4);
+}
+
 Result<Regions> parse_regions(std::span<const uint8_t> block, Region log, RegionError *why) {
     auto fail = [&](int e, std::string report = {}) -> Result<Regions> {
         if (why) *why = RegionError{e, report};

@@ -121,6 +121,9 @@ struct RegionError {
     std::string report;
 };
 Result<Regions> parse_regions(std::span<const uint8_t> block, Region log, RegionError *why);
+// Whether a region table block is whole: its signature and checksum hold
+// (what tells a damaged copy from one whose contents are wrong).
+bool region_table_sealed(std::span<const uint8_t> block);
 
 // Whether [start, start+len) overlaps a region; the message QEMU prints then.
 std::optional<std::string> region_overlap(const std::vector<Region> &regions, uint64_t start, uint64_t len);

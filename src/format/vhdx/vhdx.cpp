@@ -369,8 +369,17 @@ Result<NodePtr> vhdx_open(OpenRequest &req) {
     }
     if (auto r = open_log(file, img, req.flags.read_write); !r) return fail(r.error());
 
+    // VHDX keeps two copies of the region table. QEMU reads only the
+    // first; beyond it, a first copy that is damaged (signature or
+    // checksum: a torn write, a bad sector) gives way to a whole second
+    // one. A whole first copy is used as it is, right or wrong.
     std::vector<uint8_t> rt(kRegionTableSize);
     QIMG_TRY(read_padded(file, kRegionTableOffset, rt.data(), rt.size()));
+    if (!region_table_sealed(rt)) {
+        std::vector<uint8_t> rt2(kRegionTableSize);
+        QIMG_TRY(read_padded(file, kRegionTable2Offset, rt2.data(), rt2.size()));
+        if (region_table_sealed(rt2)) rt = std::move(rt2);
+    }
     RegionError why;
     auto regions = parse_regions(rt, Region{img.header.log_offset, img.header.log_length}, &why);
     if (!regions) {

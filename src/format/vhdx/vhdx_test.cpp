@@ -245,8 +245,13 @@ TEST(Vhdx, FileSignatureAndHeaders) {
 
 TEST(Vhdx, RegionTable) {
     auto img = make_image();
-    img[kRegionTableOffset + 100] ^= 1;  // bad checksum
+    img[kRegionTableOffset + 100] ^= 1;  // bad checksum: the second copy is used
+    EXPECT_EQ(open_error(img), "opened");
+    img[kRegionTable2Offset + 100] ^= 1;  // both damaged
     EXPECT_EQ(open_error(img), kInval);
+    img = make_image();
+    put_le32(img.data() + kRegionTableOffset, 0x12345678);  // bad signature
+    EXPECT_EQ(open_error(img), "opened");
 
     img = make_image();
     put_le32(img.data() + kRegionTableOffset + 8, 2048);
