@@ -21,9 +21,9 @@
 // part past the end of the file reads as unallocated and is not held in
 // memory (so a hostile entry count costs no memory), and a write that would
 // allocate there, or past the BAT, or at a data end that is not a whole
-// number of BAT units, is refused. Of the Format Extension (ext_off) only
-// the magic is checked, on read-only opens as QEMU: its MD5 checksum and
-// dirty bitmaps are not read (QEMU ignores them read-write too).
+// number of BAT units, is refused. The Format Extension (ext_off) is checked
+// on read-only opens as QEMU checks it (extension.h) and ignored with QEMU's
+// warning on read-write ones; its dirty bitmaps are not kept.
 //
 // Concurrency: the BAT, the data end and the header copy are guarded by
 // mu_. Reads and writes into allocated clusters look the entry up under the
@@ -39,6 +39,7 @@
 
 #include "block/driver.h"
 #include "block/open.h"
+#include "format/parallels/extension.h"
 #include "format/parallels/parallels.h"
 #include "util/checked.h"
 #include "util/progname.h"
@@ -333,18 +334,7 @@ Result<NodePtr> parallels_open(OpenRequest &req) {
         return make_error(EINVAL, "invalid parameter value: " + *v);
     uint64_t ext_off = r.get(hdr::ext_off);
     if (rw && ext_off != 0) report_warning("Format Extension ignored in RW mode");
-    if (!rw && ext_off != 0) {
-        // Only the extension's magic is checked (its MD5 checksum and its
-        // dirty bitmaps are not read: qimg has no use for them).
-        if (ext_off > uint64_t(INT64_MAX) / 512)
-            return make_error(EINVAL, "Failed to read Format Extension cluster");
-        uint8_t m[8];
-        QIMG_TRY(read_padded(file, ext_off * 512, m, sizeof m));
-        char buf[128];
-        std::snprintf(buf, sizeof buf, "Wrong parallels Format Extension magic: 0x%" PRIx64 ", expected: 0x%llx",
-                      le64(m), 0xab234cef23dcea87ull);
-        if (le64(m) != 0xab234cef23dcea87ull) return make_error(EINVAL, buf);
-    }
+    if (!rw && ext_off != 0) QIMG_TRY(check_format_extension(file, ext_off, uint64_t(tracks) * 512, sectors));
     auto node = std::make_shared<ParallelsNode>(req.file, std::move(l), rw);
     node->set_read_only(!rw);
     if (rw) QIMG_TRY(node->mark_in_use());

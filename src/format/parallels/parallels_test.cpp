@@ -7,6 +7,7 @@
 
 #include "block/driver.h"
 #include "block/open.h"
+#include "crypto/digest.h"
 #include "format/parallels/parallels.h"
 #include "lib/mem_node.h"
 #include "lib/test_util.h"
@@ -139,6 +140,93 @@ TEST(Parallels, HostileHeaders) {
     uint8_t b[4] = {1, 1, 1, 1};
     ASSERT_TRUE((*node)->read((1ull << 49) - 4, b, 4));
     EXPECT_EQ(b[0], 0);
+}
+
+// An image with a Format Extension cluster after its data area holding
+// `features` (resealed with its MD5 unless `bad_sum`).
+std::vector<uint8_t> with_extension(std::vector<uint8_t> img, std::vector<uint8_t> features, bool bad_sum = false,
+                                    uint32_t cluster = 64 << 10) {
+    uint64_t at = img.size();
+    img.resize(at + cluster, 0);
+    put_le64(img.data() + hdr::ext_off.offset, at / 512);
+    put_le64(img.data() + at, 0xab234cef23dcea87ull);
+    std::memcpy(img.data() + at + 24, features.data(), features.size());
+    auto sum = crypto::md5(std::span<const uint8_t>(img).subspan(at + 24, cluster - 24));
+    EXPECT_TRUE(sum);
+    std::memcpy(img.data() + at + 8, sum->data(), 16);
+    if (bad_sum) img[at + 8] ^= 1;
+    return img;
+}
+
+std::vector<uint8_t> feature(uint64_t magic, std::vector<uint8_t> data, uint64_t flags = 0) {
+    std::vector<uint8_t> f(24 + (data.size() + 7) / 8 * 8, 0);
+    put_le64(f.data(), magic);
+    put_le64(f.data() + 8, flags);
+    put_le32(f.data() + 16, uint32_t(data.size()));
+    std::memcpy(f.data() + 24, data.data(), data.size());
+    return f;
+}
+
+// A dirty bitmap feature's data for a disk of `sectors` sectors.
+std::vector<uint8_t> bitmap(uint64_t sectors, uint32_t gran_sectors, std::vector<uint64_t> l1, uint8_t id = 7) {
+    std::vector<uint8_t> d(32 + 8 * l1.size(), 0);
+    put_le64(d.data(), sectors);
+    std::memset(d.data() + 8, id, 16);
+    put_le32(d.data() + 24, gran_sectors);
+    put_le32(d.data() + 28, uint32_t(l1.size()));
+    for (size_t i = 0; i < l1.size(); ++i) put_le64(d.data() + 32 + 8 * i, l1[i]);
+    return d;
+}
+
+constexpr uint64_t kBitmapMagic = 0x20385fae252cb34aull;
+
+TEST(Parallels, FormatExtensionCheckedReadOnlyIgnoredReadWrite) {
+    // 4 MiB in 64 KiB granules (128 sectors): 64 bits, one word, one L1 entry.
+    const uint64_t size = 4 << 20;
+    auto cat = [](std::vector<uint8_t> a, const std::vector<uint8_t> &b) {
+        a.insert(a.end(), b.begin(), b.end());
+        return a;
+    };
+    auto good = cat(feature(kBitmapMagic, bitmap(size / 512, 128, {1})), feature(0, {}));
+    EXPECT_EQ(open_error(with_extension(make_image(size), good)), "opened");
+    EXPECT_EQ(open_error(with_extension(make_image(size), good, true)),
+              "Wrong checksum in Format Extension header. Format extension is corrupted.");
+    // Read-write, QEMU ignores the extension (with a warning): so does qimg.
+    auto rw = open_over(std::make_shared<test::MemNode>(with_extension(make_image(size), good, true)), true);
+    EXPECT_TRUE(rw);
+    EXPECT_EQ(open_error(with_extension(make_image(size), feature(0x77, {}))), "Unknown feature: 0x77");
+    EXPECT_EQ(open_error(with_extension(make_image(size), feature(0, {}, 1))),
+              "Flags for extension feature are unsupported");
+    // The same bitmap id twice.
+    auto twice = cat(cat(feature(kBitmapMagic, bitmap(size / 512, 128, {0})), feature(kBitmapMagic, bitmap(size / 512, 128, {0}))),
+                     feature(0, {}));
+    EXPECT_EQ(open_error(with_extension(make_image(size), twice)),
+              "Bitmap already exists: 07070707-0707-0707-0707-070707070707");
+    // Granularities QEMU aborts on.
+    for (uint32_t g : {0u, 3u})
+        EXPECT_NE(open_error(with_extension(make_image(size), cat(feature(kBitmapMagic, bitmap(size / 512, g, {0})),
+                                                                   feature(0, {})))).find("granularity"),
+                  std::string::npos);
+    EXPECT_EQ(open_error(with_extension(make_image(size), cat(feature(kBitmapMagic, bitmap(size / 512, 128, {1, 1})),
+                                                               feature(0, {})))),
+              "Bitmap table size 2 does not correspond to bitmap size and cluster size. Expected 1");
+    // No end marker: bitmap features to the end of the cluster. QEMU's walk
+    // forgets their data when it counts what is left and reads past its
+    // buffer; qimg stops at the cluster's end.
+    std::vector<uint8_t> run;
+    for (int i = 0; run.size() + 64 < (64 << 10) - 24; ++i)
+        run = cat(run, feature(kBitmapMagic, bitmap(size / 512, 128, {0}, uint8_t(i))));
+    EXPECT_NE(open_error(with_extension(make_image(size), run)), "opened");
+}
+
+TEST(Parallels, FormatExtensionOfAHugeClusterIsNotRead) {
+    // 256 MiB clusters: the extension cluster is refused, not allocated.
+    auto img = make_image(1 << 20, 1 << 20);
+    put_le32(img.data() + hdr::tracks.offset, (256u << 20) / 512);
+    put_le64(img.data() + hdr::ext_off.offset, 2048);
+    EXPECT_EQ(open_error(img), "Format Extension cluster of 268435456 bytes is not supported");
+    put_le64(img.data() + hdr::ext_off.offset, UINT64_MAX / 256);
+    EXPECT_EQ(open_error(img), "Failed to read Format Extension cluster: Invalid argument");
 }
 
 }  // namespace
