@@ -12,6 +12,7 @@
 //                      or deflate-compressed grains behind markers
 //                      (streamOptimized, maybe with the header in a footer)
 //   VMFSSPARSE         a VMFS sparse file ("COWD" header, 4096-entry tables)
+//   SESPARSE           an ESXi seSparse delta, read-only (sesparse.cpp)
 // A parentFileNameHint makes the image a delta over a parent vmdk, which
 // becomes the backing file; its CID must match our parentCID for reads that
 // fall through to it, as QEMU checks. Extent files are opened only through
@@ -399,6 +400,14 @@ Result<void> VmdkNode::open_descriptor(OpenRequest &req, std::string_view text, 
         } else if (l.type == "SPARSE" || l.type == "VMFSSPARSE") {
             if (f->length() < 4) return make_error(EINVAL, "File is too small, not a valid image");
             QIMG_TRY(open_sparse(req, f, l.type, depth));
+        } else if (l.type == "SESPARSE") {
+            // QEMU opens these read-only or not at all.
+            if (req.flags.read_write) return make_error(EACCES, kSeSparseReadOnly);
+            QIMG_ASSIGN(Extent e, sesparse_extent(f, l.type));
+            QIMG_TRY(add_extent(std::move(e)));
+            auto t = sesparse_init_tables(extents_.back());
+            if (!t) extents_.pop_back();
+            QIMG_TRY(t);
         } else {
             return make_error(ENOTSUP, "Unsupported extent type '" + l.type + "'");
         }
@@ -459,6 +468,10 @@ Result<Mapping> VmdkNode::map(Extent &e, uint64_t off) {
     }
     m.in_cluster = rel % e.cluster_bytes();
     m.avail = e.cluster_bytes() - m.in_cluster;
+    if (e.sesparse) {
+        QIMG_TRY(sesparse_map(e, rel, m));
+        return m;
+    }
     uint64_t l1 = (rel / 512) / e.l1_entry_sectors;
     if (l1 >= e.l1_size) return make_error(EIO, "Input/output error");
     uint32_t gt = e.gd[l1];
@@ -639,6 +652,7 @@ Result<void> VmdkNode::write(uint64_t off, const void *buf, size_t len) {
     while (len > 0) {
         Extent *e = find(off);
         if (!e) return make_error(EIO, "Input/output error");
+        if (e->sesparse) return make_error(ENOTSUP, kSeSparseReadOnly);
         std::unique_lock g(mu_);
         QIMG_TRY(update_cid_locked());
         QIMG_ASSIGN(Mapping m, map(*e, off));
@@ -673,6 +687,7 @@ Result<void> VmdkNode::write_zeroes(uint64_t off, uint64_t len, unsigned flags) 
     while (len > 0) {
         Extent *e = find(off);
         if (!e) return make_error(EIO, "Input/output error");
+        if (e->sesparse) return make_error(ENOTSUP, kSeSparseReadOnly);
         std::unique_lock g(mu_);
         QIMG_ASSIGN(Mapping m, map(*e, off));
         uint64_t n = std::min<uint64_t>({len, m.avail, zero.size()});
