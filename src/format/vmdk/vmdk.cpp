@@ -174,6 +174,7 @@ private:
     Result<void> check_parent_cid();
     Result<void> update_cid_locked();
     Result<void> set_gte_locked(Extent &e, uint64_t off, uint32_t value);
+    Result<void> ensure_gt_locked(Extent &e, uint64_t off);
     Result<void> allocate_locked(Extent &e, uint64_t off, const Mapping &m, const uint8_t *data, size_t n);
     Result<void> append_compressed_locked(Extent &e, uint64_t off, std::span<const uint8_t> z);
     Result<void> finish_stream_locked(Extent &e);
@@ -625,10 +626,46 @@ Result<void> VmdkNode::set_gte_locked(Extent &e, uint64_t off, uint32_t value) {
     return ok();
 }
 
-Result<void> VmdkNode::allocate_locked(Extent &e, uint64_t off, const Mapping &m, const uint8_t *data, size_t n) {
-    uint64_t rel = (off - e.start_sector * 512) / 512;
-    if (!e.gd[rel / e.l1_entry_sectors])
+// Gives guest `off` a grain table when its directory entry is 0 (VMware's
+// sparse files and streams leave the tables of empty regions out; QEMU 7.2
+// then writes the data at an unset offset, over the header). Zeroed tables
+// for both directories go at the end of the extent, in a region rounded to
+// whole grains so that later grains stay aligned; they are durable before
+// a directory entry points at them, so a crash at any point leaves either
+// no table (the region is leaked) or an empty one.
+Result<void> VmdkNode::ensure_gt_locked(Extent &e, uint64_t off) {
+    uint64_t l1 = (off - e.start_sector * 512) / 512 / e.l1_entry_sectors;
+    if (l1 >= e.l1_size) return make_error(EIO, "Input/output error");
+    // The primary directory decides, as for reads; a redundant entry that
+    // is already set keeps getting the same entries (set_gte_locked).
+    if (e.gd[l1]) return ok();
+    if (e.compressed)
         return make_error(ENOTSUP, "Grain table of extent '" + e.file->filename() + "' is not allocated");
+    const uint64_t gt_sectors = div_round_up<uint64_t>(uint64_t(e.l2_size) * 4, 512);
+    const bool need_rgd = e.rgd_offset && !e.rgd[l1];
+    const uint64_t sectors = gt_sectors * (need_rgd ? 2 : 1);
+    const uint64_t region = checked_align_up(sectors, e.cluster_sectors).value_or(UINT64_MAX);
+    uint64_t at = e.next_cluster_sector;
+    if (region > kExtentMaxSectors || at > kExtentMaxSectors - region) return make_error(EINVAL, "Invalid argument");
+    std::vector<uint8_t> zero(region * 512, 0);
+    QIMG_TRY(e.file->write(at * 512, zero.data(), zero.size()));
+    e.next_cluster_sector = at + region;
+    QIMG_TRY(e.file->flush());
+    uint8_t v[4];
+    put_le32(v, uint32_t(at));
+    QIMG_TRY(e.file->write(e.gd_offset + l1 * 4, v, 4));
+    e.gd[l1] = uint32_t(at);
+    at += gt_sectors;
+    if (need_rgd) {
+        put_le32(v, uint32_t(at));
+        QIMG_TRY(e.file->write(e.rgd_offset + l1 * 4, v, 4));
+        e.rgd[l1] = uint32_t(at);
+    }
+    return ok();
+}
+
+Result<void> VmdkNode::allocate_locked(Extent &e, uint64_t off, const Mapping &m, const uint8_t *data, size_t n) {
+    QIMG_TRY(ensure_gt_locked(e, off));
     if (e.next_cluster_sector + e.cluster_sectors > kExtentMaxSectors) return make_error(EINVAL, "Invalid argument");
     const uint64_t cb = e.cluster_bytes();
     std::vector<uint8_t> grain(cb, 0);
@@ -698,6 +735,7 @@ Result<void> VmdkNode::write_zeroes(uint64_t off, uint64_t len, unsigned flags) 
             // Already reads as zeroes.
         } else if (e->zero_grain && m.in_cluster == 0 && n == e->cluster_bytes()) {
             QIMG_TRY(update_cid_locked());
+            QIMG_TRY(ensure_gt_locked(*e, off));
             QIMG_TRY(set_gte_locked(*e, off, kGteZeroed));
         } else if (flags & kZeroNoFallback) {
             return not_supported("write_zeroes");

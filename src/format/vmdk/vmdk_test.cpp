@@ -598,3 +598,67 @@ TEST(Vmdk, HostileSeSparseTables) {
 
 }  // namespace
 }  // namespace qimg
+
+namespace qimg {
+namespace {
+
+Result<NodePtr> open_rw(BlockOpener &op, std::shared_ptr<test::MemNode> mem) {
+    OpenRequest req;
+    req.file = std::move(mem);
+    req.flags.read_write = true;
+    req.opener = &op;
+    return find_driver("vmdk")->open(req);
+}
+
+// A write under a directory entry of 0 appends zeroed grain tables (one per
+// directory, in a region of whole grains), publishes them in both
+// directories, then writes the grain: the result reads back through either
+// directory, and later grains stay grain-aligned.
+TEST(Vmdk, WriteAllocatesMissingGrainTables) {
+    Sparse s;
+    s.rgd = 23;  // a redundant directory, its entry 0 also empty
+    auto img = s.build();
+    auto mem = std::make_shared<test::MemNode>(img);
+    BlockOpener op;
+    auto node = open_rw(op, mem);
+    ASSERT_TRUE(node) << node.error().message;
+    auto data = test::pattern(65536, 11);
+    ASSERT_TRUE((*node)->write(3 * 65536, data.data(), data.size()));
+    ASSERT_TRUE((*node)->write(5 * 65536 + 512, data.data(), 4096));
+    ASSERT_TRUE((*node)->flush());
+    auto out = mem->bytes();
+    // Tables at sectors 128 and 132 (2 KiB each), the grains from 256.
+    EXPECT_EQ(le32(&out[21 * 512]), 128u);
+    EXPECT_EQ(le32(&out[23 * 512]), 132u);
+    EXPECT_EQ(le32(&out[128 * 512 + 3 * 4]), 256u);
+    EXPECT_EQ(le32(&out[132 * 512 + 3 * 4]), 256u);
+    EXPECT_EQ(le32(&out[128 * 512 + 5 * 4]), 384u);
+    EXPECT_EQ(out.size(), (384u + 128) * 512);
+    std::vector<uint8_t> want(2048 * 512);
+    std::copy(data.begin(), data.end(), want.begin() + 3 * 65536);
+    std::copy(data.begin(), data.begin() + 4096, want.begin() + 5 * 65536 + 512);
+    EXPECT_EQ(test::read_all(**node), want);
+    // Through the redundant directory alone (offsets swapped).
+    put_le64(&out[48], 21);
+    put_le64(&out[56], 23);
+    auto again = open_over(out);
+    ASSERT_TRUE(again) << again.error().message;
+    EXPECT_EQ(test::read_all(**again), want);
+}
+
+// streamOptimized grains go only where a table exists, as before: an
+// error, never a write at an unset offset.
+TEST(Vmdk, CompressedWriteWithoutGrainTableIsRefused) {
+    Sparse s = stream_header();
+    auto mem = std::make_shared<test::MemNode>(s.build());
+    BlockOpener op;
+    auto node = open_rw(op, mem);
+    ASSERT_TRUE(node) << node.error().message;
+    auto data = test::pattern(65536, 12);
+    auto r = (*node)->write(0, data.data(), data.size());
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, ENOTSUP);
+}
+
+}  // namespace
+}  // namespace qimg
