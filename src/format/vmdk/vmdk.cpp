@@ -376,9 +376,10 @@ Result<void> VmdkNode::open_descriptor(OpenRequest &req, std::string_view text, 
         spec.options = extract_prefix(req.options, prefix);
         spec.recorded = l.file;
         spec.relative_to_image = true;
+        spec.recorded_with_options = true;
         spec.what = "extent file";
         bool flat = l.type == "FLAT" || l.type == "VMFS";
-        if (spec.options.empty()) {
+        if (!spec.options.count("file.filename")) {
             // An extent that is the descriptor itself would be read as
             // its own data (or, sparse, open itself again).
             std::string resolved = strip_file_prefix(resolve_recorded_name(*this, l.file));
