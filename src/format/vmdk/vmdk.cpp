@@ -242,6 +242,8 @@ Result<void> VmdkNode::init_tables(Extent &e) {
         for (size_t i = 0; i < n; i++) put_le32(raw.data() + 4 * i, t[i]);
         return f->write(off, raw.data(), raw.size());
     };
+    // Grains are durable before any table that points at them.
+    io.before_write = [f] { return f->flush(); };
     e.gts = std::make_unique<TableCache<GrainTable>>(64, std::move(io));
     return ok();
 }
@@ -610,20 +612,24 @@ Result<void> VmdkNode::update_cid_locked() {
     return ok();
 }
 
-// Publishes grain table entry `value` for guest `off`, in both grain
-// tables, after the data it points to is on disk.
+// Sets grain table entry `value` for guest `off`, in both grain tables,
+// in the table cache: the tables reach the disk at the next flush or
+// eviction, after the file is flushed (Io::before_write), so an entry on
+// disk never points at data that is not.
 Result<void> VmdkNode::set_gte_locked(Extent &e, uint64_t off, uint32_t value) {
     uint64_t rel = (off - e.start_sector * 512) / 512;
     uint64_t l1 = rel / e.l1_entry_sectors;
     uint64_t idx = (rel / e.cluster_sectors) % e.l2_size;
-    uint32_t gt = e.gd[l1];
-    uint8_t v[4];
-    put_le32(v, value);
     e.file->debug_event(BlkdebugEvent::L2Update);
-    QIMG_TRY(e.file->write(uint64_t(gt) * 512 + idx * 4, v, 4));
-    if (e.rgd_offset && e.rgd[l1]) QIMG_TRY(e.file->write(uint64_t(e.rgd[l1]) * 512 + idx * 4, v, 4));
-    QIMG_ASSIGN(auto t, e.gts->get(uint64_t(gt) * 512));
-    (*t)[idx] = value;
+    auto put = [&](uint32_t gt) -> Result<void> {
+        const uint64_t at = uint64_t(gt) * 512;
+        QIMG_ASSIGN(auto t, e.gts->get(at));
+        (*t)[idx] = value;
+        e.gts->mark_dirty(at);
+        return ok();
+    };
+    QIMG_TRY(put(e.gd[l1]));
+    if (e.rgd_offset && e.rgd[l1]) QIMG_TRY(put(e.rgd[l1]));
     return ok();
 }
 
@@ -676,11 +682,10 @@ Result<void> VmdkNode::allocate_locked(Extent &e, uint64_t off, const Mapping &m
     }
     std::memcpy(grain.data() + m.in_cluster, data, n);
     uint64_t sector = e.next_cluster_sector;
-    // Data first, durable, then the table entry that points at it.
+    // Data first; its table entry reaches the disk after a flush.
     e.file->debug_event(BlkdebugEvent::WriteAio);
     QIMG_TRY(e.file->write(sector * 512, grain.data(), grain.size()));
     e.next_cluster_sector += e.cluster_sectors;
-    QIMG_TRY(e.file->flush());
     return set_gte_locked(e, off, uint32_t(sector));
 }
 
@@ -808,7 +813,6 @@ Result<void> VmdkNode::append_compressed_locked(Extent &e, uint64_t off, std::sp
     e.file->debug_event(BlkdebugEvent::WriteCompressed);
     QIMG_TRY(e.file->write(sector * 512, rec.data(), rec.size()));
     e.next_cluster_sector = sector + div_round_up<uint64_t>(rec.size(), 512);
-    QIMG_TRY(e.file->flush());
     return set_gte_locked(e, off, uint32_t(sector));
 }
 
