@@ -117,6 +117,15 @@ public:
         read_only_ = !rw;
     }
 
+    // Grain table entries still in the cache reach the disk at close, after
+    // the grains they point at (the cache's before_write flush).
+    ~VmdkNode() override {
+        if (read_only_) return;
+        std::lock_guard g(mu_);
+        for (Extent &e : extents_)
+            if (e.gts && e.gts->dirty() && e.gts->write_back()) (void)e.file->flush();
+    }
+
     std::string_view driver_name() const override { return "vmdk"; }
     uint64_t length() const override { return extents_.empty() ? 0 : extents_.back().end_sector() * 512; }
 
