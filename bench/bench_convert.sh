@@ -23,7 +23,9 @@
 #                          raw-vpc-fixed (subformat=fixed), vpc-raw (from
 #                          a dynamic VHD the real qemu-img wrote), raw-vdi,
 #                          raw-vdi-static (static=on), raw-qcow, qcow-raw,
-#                          raw-qed, qed-raw, raw-vhdx, vhdx-raw (each
+#                          raw-qed, qed-raw, raw-vhdx, vhdx-raw, raw-vmdk,
+#                          raw-vmdk-stream (subformat=streamOptimized),
+#                          vmdk-raw (each
 #                          FMT-raw from an image the real qemu-img wrote)
 #   TASKSET=0              run both tools under `taskset -c $TASKSET` (e.g. one core)
 #   KEEP_SOURCE=1          keep the generated source image for the next run
@@ -48,7 +50,7 @@ DATASETS=${DATASETS:-ext4 mixed}
 die() { echo "bench_convert.sh: $*" >&2; exit 1; }
 note() { echo "# $*"; }
 
-KNOWN_OPS="$ALL_OPS raw-vpc raw-vpc-fixed vpc-raw raw-vdi raw-vdi-static raw-qcow qcow-raw raw-qed qed-raw raw-vhdx vhdx-raw"
+KNOWN_OPS="$ALL_OPS raw-vpc raw-vpc-fixed vpc-raw raw-vdi raw-vdi-static raw-qcow qcow-raw raw-qed qed-raw raw-vhdx vhdx-raw raw-vmdk raw-vmdk-stream vmdk-raw"
 for op in $OPS; do
     [[ " $KNOWN_OPS " == *" $op "* ]] || die "unknown operation $op (known: $KNOWN_OPS)"
 done
@@ -113,7 +115,7 @@ ensure_source_vpc() {
     "$QEMU_IMG" convert -O vpc "$SRC" "$SRC_VPC"
 }
 
-# The same for qcow-raw, qed-raw and vhdx-raw.
+# The same for qcow-raw, qed-raw, vhdx-raw and vmdk-raw.
 ensure_source_fmt() {
     [[ -f $WORK/source-$ds.$1 ]] && return
     note "making the $1 source with the real qemu-img"
@@ -158,8 +160,9 @@ op_spec() {
         vpc-raw)       echo "$SRC_VPC vpc raw" ;;
         raw-vdi)       echo "$SRC raw vdi" ;;
         raw-vdi-static) echo "$SRC raw vdi -o static=on" ;;
-        raw-qcow|raw-qed|raw-vhdx) echo "$SRC raw ${1#raw-}" ;;
-        qcow-raw|qed-raw|vhdx-raw) echo "$WORK/source-$ds.${1%-raw} ${1%-raw} raw" ;;
+        raw-qcow|raw-qed|raw-vhdx|raw-vmdk) echo "$SRC raw ${1#raw-}" ;;
+        raw-vmdk-stream) echo "$SRC raw vmdk -o subformat=streamOptimized" ;;
+        qcow-raw|qed-raw|vhdx-raw|vmdk-raw) echo "$WORK/source-$ds.${1%-raw} ${1%-raw} raw" ;;
         raw-qcow2-c)  echo "$SRC raw qcow2 -c" ;;
         raw-qcow2-czstd) echo "$SRC raw qcow2 -c -o compression_type=zstd" ;;
         # qemu-img has no faster deflate: it runs plain -c as the baseline.
@@ -246,7 +249,7 @@ for op in $OPS; do
         [[ $op == qcow2-* ]] && ensure_source_qcow2
     fi
     [[ $op == vpc-* ]] && ensure_source_vpc
-    case $op in qcow-raw|qed-raw|vhdx-raw) ensure_source_fmt "${op%-raw}" ;; esac
+    case $op in qcow-raw|qed-raw|vhdx-raw|vmdk-raw) ensure_source_fmt "${op%-raw}" ;; esac
     # One untimed run first: the first conversion after the source was
     # written is often much slower, whichever tool does it.
     run_one "$op" warmup "$QEMU_IMG" 0 >/dev/null
@@ -263,7 +266,7 @@ for op in $OPS; do
         [[ $op == raw-raw ]] && run_one "$op" cp cp "$run"
     done
 done
-rm -f "$SRC_QCOW2" "$SRC_VPC" "$WORK/source-$ds".{qcow,qed,vhdx}
+rm -f "$SRC_QCOW2" "$SRC_VPC" "$WORK/source-$ds".{qcow,qed,vhdx,vmdk}
 done
 
 echo

@@ -582,7 +582,7 @@ Result<void> BlockOpener::check_implicit(const BlockNode &parent, const std::str
 
 Result<NodePtr> BlockOpener::open_child(BlockNode &parent, const OpenFlags &flags, const ChildSpec &spec) {
     NodePtr node;
-    if (!spec.options.empty()) {
+    if (!spec.options.empty() && !spec.recorded_with_options) {
         // Named by the user: opened as the options say.
         OpenFlags f = flags;
         QIMG_ASSIGN(node, open_protocol({}, spec.options, f, spec.role));
@@ -590,8 +590,15 @@ Result<NodePtr> BlockOpener::open_child(BlockNode &parent, const OpenFlags &flag
         std::string resolved = spec.relative_to_image
                                    ? strip_file_prefix(resolve_recorded_name(parent, spec.recorded))
                                    : spec.recorded;
+        // The recorded name is the node's filename, or its file child's
+        // under a format driver: options may not name another.
+        auto drv = spec.options.find("driver");
+        const Driver *d = drv == spec.options.end() ? nullptr : find_driver(drv->second);
+        if (spec.options.count("filename") || (d && !d->is_protocol && spec.options.count("file.filename")))
+            return make_error(EINVAL, "Can't specify 'file' and 'filename' options at the same time");
         QIMG_TRY(check_implicit(parent, spec.recorded, resolved, spec.what));
-        QIMG_ASSIGN(node, open_protocol(spec.relative_to_image ? resolved : spec.recorded, {}, flags, spec.role));
+        QIMG_ASSIGN(node, open_protocol(spec.relative_to_image ? resolved : spec.recorded, spec.options, flags,
+                                        spec.role));
     }
     parent.attach_child(spec.kind, spec.name, node);
     return node;

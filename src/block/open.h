@@ -40,6 +40,10 @@ struct ChildSpec {
     // backing files), not to the working directory (a qcow2 data file, as
     // QEMU opens it).
     bool relative_to_image = false;
+    // The recorded name is opened even with options, which only add to it
+    // (QEMU's bdrv_open_child with a filename: vmdk extents); an option
+    // "filename" then conflicts with it.
+    bool recorded_with_options = false;
     std::string what = "data file";  // in policy messages
     unsigned role = kRoleData;        // perm.h: what the parent uses it for
 };

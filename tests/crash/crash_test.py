@@ -371,6 +371,20 @@ OPERATIONS += [
        "convert -n -f raw -O vhdx s.raw t.vhdx", ["t.vhdx:blocks"], fmt="vhdx"),
 ]
 
+# vmdk: a sparse file whose first two directory entries are 0 (as VMware
+# leaves the tables of empty regions out; a 64 MiB qemu-img image has its
+# redundant directory at sector 21 and its directory at sector 30): convert
+# -n appends zeroed tables, flushes, points both directories at them, then
+# allocates grains (data flushed before each table entry).
+VMDK_NO_GT = ["qemu-img create -q -f vmdk t.vmdk 64M",
+              "python3 -c 'f=open(\"t.vmdk\",\"r+b\")\nfor s in (21, 30): f.seek(s * 512); f.write(bytes(8))'"]
+OPERATIONS += [
+    Op("convert -n allocating vmdk grain tables",
+       VMDK_NO_GT + ["qemu-img create -q -f raw s.raw 64M",
+                     "qemu-io -f raw -c 'write -P 0x82 256k 1M' -c 'write -P 0x83 40M 100k' s.raw"],
+       "convert -n -f raw -O vmdk s.raw t.vmdk", ["t.vmdk:blocks"], fmt="vmdk"),
+]
+
 # vdi: new 1 MiB blocks appended behind the ones qemu-io made (each flush
 # flushes the new blocks, then publishes the header count and the map
 # sectors in one write), writes in place into a static image, and check -r,

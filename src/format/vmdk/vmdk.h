@@ -29,6 +29,7 @@ inline constexpr uint64_t kMaxL1Entries = 32u << 20;
 inline constexpr uint64_t kExtentMaxSectors = uint64_t(1) << 32;
 
 using GrainTable = std::vector<uint32_t>;
+using SeGrainTable = std::vector<uint64_t>;  // seSparse: 8-byte entries
 
 // One extent: a FLAT/VMFS window of a file, or a hosted sparse (VMDK4
 // "KDMV") or VMFS sparse (VMDK3 "COWD") file.
@@ -50,6 +51,12 @@ struct Extent {
     uint64_t l1_entry_sectors = 0;
     std::vector<uint32_t> gd, rgd;  // in sectors
     std::unique_ptr<TableCache<GrainTable>> gts;  // keyed by byte offset
+    // seSparse (ESXi deltas, sesparse.cpp): 8-byte directory and table
+    // entries naming tables and grains by index in their regions; read-only.
+    bool sesparse = false;
+    uint64_t se_tables_sector = 0, se_grains_sector = 0;
+    std::vector<uint64_t> se_gd;
+    std::unique_ptr<TableCache<SeGrainTable>> se_gts;
     uint64_t next_cluster_sector = 0;  // where the next grain goes (writes)
     bool stream_finished = false;      // streamOptimized: trailer written
 
@@ -64,6 +71,15 @@ struct Mapping {
     uint64_t in_cluster = 0;  // offset of the guest byte inside it
     uint64_t avail = 0;       // bytes to the end of the grain (or extent)
 };
+
+// seSparse extents (sesparse.cpp). sesparse_extent reads and checks the
+// headers of `file` into an extent (not yet added: its tables are loaded by
+// sesparse_init_tables once it is); sesparse_map fills `m`'s kind and host
+// for byte `rel` of the extent (in_cluster and avail are the caller's).
+inline constexpr const char *kSeSparseReadOnly = "No write support for seSparse images available";
+Result<Extent> sesparse_extent(NodePtr file, const std::string &type);
+Result<void> sesparse_init_tables(Extent &e);
+Result<void> sesparse_map(Extent &e, uint64_t rel, Mapping &m);
 
 // qemu-img create -f vmdk (create.cpp).
 std::vector<CreateOption> create_options();

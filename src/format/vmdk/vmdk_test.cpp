@@ -3,7 +3,9 @@
 // qemu-img read back through the opener.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <random>
 #include <cstring>
 
 #include "block/driver.h"
@@ -407,6 +409,255 @@ TEST(Vmdk, ReadsCowdExtentThroughADescriptor) {
     test::write_file(d / "c-delta.vmdk", c);
     BlockOpener op2;
     EXPECT_FALSE(test::open_as(op2, d / "c.vmdk", ""));
+}
+
+}  // namespace
+}  // namespace qimg
+
+namespace qimg {
+namespace {
+
+// An seSparse extent (sesparse.cpp): const header, volatile header at
+// sector 1, grain directory at sector 2, grain table 0 at sector 3 (64
+// sectors), grains from sector 67; 32 MiB of guest (two directory entries).
+struct SeSparse {
+    std::vector<uint8_t> b = std::vector<uint8_t>(67 * 512);
+    SeSparse() {
+        const uint64_t c[26] = {0xcafebabe, 0x200000001, 65536, 8, 64, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0,
+                                2,          1,           3,     64, 0, 0, 0, 0, 67, 0};
+        for (size_t i = 0; i < 26; i++) put_le64(&b[8 * i], c[i]);
+        put_le64(&b[512], 0xcafecafe);
+        put_le64(&b[2 * 512], 0x1000000000000000);  // table 0 for the first 16 MiB
+    }
+    void set(size_t field, uint64_t v) { put_le64(&b[8 * field], v); }
+    void gte(size_t i, uint64_t v) { put_le64(&b[3 * 512 + 8 * i], v); }
+    // Guest grain `i` -> grain `g` (appended if it is the next one).
+    void grain(size_t i, uint64_t g, const std::vector<uint8_t> &data) {
+        gte(i, 0x3000000000000000 | ((g & 0xfff) << 48) | (g >> 12));
+        if (b.size() == (67 + 8 * g) * 512) b.insert(b.end(), data.begin(), data.end());
+    }
+};
+
+Result<NodePtr> open_sesparse(BlockOpener &op, test::TempDir &d, const std::vector<uint8_t> &extent,
+                              bool rw = false, uint64_t sectors = 65536) {
+    test::write_file(d / "s-sesparse.vmdk", extent);
+    std::string desc = "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"seSparse\"\n"
+                       "RW " + std::to_string(sectors) + " SESPARSE \"s-sesparse.vmdk\"\n";
+    test::write_file(d / "s.vmdk", std::vector<uint8_t>(desc.begin(), desc.end()));
+    return test::open_as(op, d / "s.vmdk", "vmdk", rw);
+}
+
+TEST(Vmdk, ReadsSeSparseExtent) {
+    BlockOpener op;
+    test::TempDir d;
+    SeSparse s;
+    auto g0 = test::pattern(4096, 7), g1 = test::pattern(4096, 8);
+    s.grain(3, 0, g0);
+    s.grain(1, 1, g1);
+    s.gte(5, 0x2000000000000000);  // zero grain
+    s.gte(6, 0x1000000000000000);  // unmapped: zeroes too
+    auto node = open_sesparse(op, d, s.b);
+    ASSERT_TRUE(node) << node.error().message;
+    EXPECT_EQ((*node)->length(), 32u << 20);
+    std::vector<uint8_t> want(32 << 20);
+    std::copy(g0.begin(), g0.end(), want.begin() + 3 * 4096);
+    std::copy(g1.begin(), g1.end(), want.begin() + 1 * 4096);
+    EXPECT_EQ(test::read_all(**node), want);
+    auto st = (*node)->block_status(3 * 4096, 1 << 20);
+    ASSERT_TRUE(st);
+    EXPECT_EQ(st->flags & (kStatusData | kStatusOffsetValid), kStatusData | kStatusOffsetValid);
+    EXPECT_EQ(st->host_offset, 67u * 512);
+    st = (*node)->block_status(5 * 4096, 1 << 20);
+    ASSERT_TRUE(st);
+    EXPECT_EQ(st->flags, kStatusZero);
+    EXPECT_EQ((*node)->specific_info()["data"]["extents"][0]["format"], "SESPARSE");
+    EXPECT_EQ((*node)->cluster_size(), 4096u);
+    EXPECT_FALSE((*node)->write(0, g0.data(), 4096));
+    // Read-write opens are refused, as QEMU's.
+    node->reset();
+    auto rw = open_sesparse(op, d, s.b, true);
+    ASSERT_FALSE(rw);
+    EXPECT_EQ(rw.error().message, "No write support for seSparse images available");
+}
+
+TEST(Vmdk, RejectsHostileSeSparseHeaders) {
+    struct Case {
+        size_t field;
+        uint64_t value;
+        const char *message;
+    };
+    const Case cases[] = {
+        {0, 0x1234, "Bad const header magic: 0x0000000000001234"},
+        {1, 1, "Unsupported version: 0x0000000000000001"},
+        {3, 16, "Unsupported grain size: 16"},
+        {4, 128, "Unsupported grain table size: 128"},
+        {5, 1, "Unsupported flags: 0x0000000000000001"},
+        {9, 1, "Unsupported reserved bits: 0x0000000000000000 0x0000000000000000 0x0000000000000000 "
+               "0x0000000000000001"},
+        {10, 1000, "Bad volatile header magic: 0x0000000000000000"},
+        {10, uint64_t(1) << 54, "Could not read volatile header from file"},
+        {10, uint64_t(1) << 55, "Bad volatile header magic: 0x00000000cafebabe"},  // wraps as in QEMU
+        {17, uint64_t(1) << 40, "L1 size too big"},
+        {17, 1u << 20, "L1 size too big"},
+        {17, 1000, "grain directory beyond the end of the file"},
+        {16, 0, "overlaps its header"},
+        {16, uint64_t(1) << 60, "Invalid grain directory offset"},
+        {2, UINT64_MAX, "Image size too large"},
+    };
+    BlockOpener op;
+    for (const Case &c : cases) {
+        test::TempDir d;
+        SeSparse s;
+        s.set(c.field, c.value);
+        auto node = open_sesparse(op, d, s.b);
+        ASSERT_FALSE(node) << c.field;
+        EXPECT_NE(node.error().message.find(c.message), std::string::npos) << node.error().message;
+    }
+    test::TempDir d;
+    SeSparse s;
+    s.b[400] = 1;
+    auto node = open_sesparse(op, d, s.b);
+    ASSERT_FALSE(node);
+    EXPECT_EQ(node.error().message, "Unsupported non-zero const header padding");
+    SeSparse v;
+    put_le64(&v.b[512 + 24], 1);
+    node = open_sesparse(op, d, v.b);
+    ASSERT_FALSE(node);
+    EXPECT_EQ(node.error().message, "Image is dirty, Replaying journal not supported");
+    SeSparse p;
+    p.b[512 + 100] = 1;
+    node = open_sesparse(op, d, p.b);
+    ASSERT_FALSE(node);
+    EXPECT_EQ(node.error().message, "Unsupported non-zero volatile header padding");
+}
+
+// Bad directory and table entries fail the reads that meet them; a grain
+// or table past the end of the file reads as zeroes (as in QEMU), and
+// nothing makes a huge allocation or an out-of-bounds access.
+TEST(Vmdk, HostileSeSparseTables) {
+    auto g = test::pattern(4096, 9);
+    struct Case {
+        uint64_t gd0, gte0;
+        bool fails;
+    };
+    const Case cases[] = {
+        {0x2000000000000000, 0, true},               // directory entry of another type
+        {0x1000000100000000, 0, true},               // bits above the table index
+        {0x10000000ffffffff, 0, true},               // table sector past 32 bits
+        {0x1000000000000009, 0, false},              // a table past the end of the file: zeroes
+        {0x1000000000000000, 0x4000000000000000, true},  // grain entry of an unknown type
+        {0x1000000000000000, 0x0000000000000001, true},  // unallocated with stray bits
+        {0x1000000000000000, 0x3fff0fffffffffff, true},  // grain past 2^63 bytes
+        {0x1000000000000000, 0x3000000100000000, false}, // grain past the end: zeroes
+    };
+    BlockOpener op;
+    for (const Case &c : cases) {
+        test::TempDir d;
+        SeSparse s;
+        s.grain(1, 0, g);
+        put_le64(&s.b[2 * 512], c.gd0);
+        if (c.gte0) s.gte(0, c.gte0);
+        auto node = open_sesparse(op, d, s.b);
+        ASSERT_TRUE(node) << node.error().message;
+        std::vector<uint8_t> buf(4096, 0xee);
+        auto r = (*node)->read(0, buf.data(), buf.size());
+        EXPECT_EQ(!r, c.fails) << std::hex << c.gd0 << " " << c.gte0;
+        if (r) {
+            EXPECT_TRUE(std::all_of(buf.begin(), buf.end(), [](uint8_t b) { return b == 0; }));
+        }
+        EXPECT_EQ(!(*node)->block_status(0, 4096), c.fails);
+        // The second 16 MiB have no table: zeroes; past the directory: EIO.
+        EXPECT_TRUE((*node)->read(16 << 20, buf.data(), buf.size()));
+    }
+    // A capacity larger than the directory covers: reads past it fail.
+    test::TempDir d;
+    SeSparse s;
+    auto node = open_sesparse(op, d, s.b, false, 1u << 20);
+    ASSERT_TRUE(node) << node.error().message;
+    std::vector<uint8_t> buf(4096);
+    EXPECT_TRUE((*node)->read(0, buf.data(), buf.size()));
+    EXPECT_FALSE((*node)->read(uint64_t(64) << 20, buf.data(), buf.size()));
+    // Random damage to the headers and tables: a clean error or a read,
+    // never a crash (the bytes are re-read through a fresh open each time).
+    std::mt19937 rng(1234);
+    SeSparse base;
+    base.grain(2, 0, g);
+    for (int i = 0; i < 300; i++) {
+        auto b = base.b;
+        for (int k = 0; k < 4; k++) {
+            size_t at = rng() % (5 * 512);
+            b[at] = uint8_t(rng());
+        }
+        auto n = open_sesparse(op, d, b);
+        if (!n) continue;
+        std::vector<uint8_t> out(64 << 10);
+        (void)(*n)->read(0, out.data(), out.size());
+        (void)(*n)->block_status(0, 1 << 20);
+    }
+}
+
+}  // namespace
+}  // namespace qimg
+
+namespace qimg {
+namespace {
+
+Result<NodePtr> open_rw(BlockOpener &op, std::shared_ptr<test::MemNode> mem) {
+    OpenRequest req;
+    req.file = std::move(mem);
+    req.flags.read_write = true;
+    req.opener = &op;
+    return find_driver("vmdk")->open(req);
+}
+
+// A write under a directory entry of 0 appends zeroed grain tables (one per
+// directory, in a region of whole grains), publishes them in both
+// directories, then writes the grain: the result reads back through either
+// directory, and later grains stay grain-aligned.
+TEST(Vmdk, WriteAllocatesMissingGrainTables) {
+    Sparse s;
+    s.rgd = 23;  // a redundant directory, its entry 0 also empty
+    auto img = s.build();
+    auto mem = std::make_shared<test::MemNode>(img);
+    BlockOpener op;
+    auto node = open_rw(op, mem);
+    ASSERT_TRUE(node) << node.error().message;
+    auto data = test::pattern(65536, 11);
+    ASSERT_TRUE((*node)->write(3 * 65536, data.data(), data.size()));
+    ASSERT_TRUE((*node)->write(5 * 65536 + 512, data.data(), 4096));
+    ASSERT_TRUE((*node)->flush());
+    auto out = mem->bytes();
+    // Tables at sectors 128 and 132 (2 KiB each), the grains from 256.
+    EXPECT_EQ(le32(&out[21 * 512]), 128u);
+    EXPECT_EQ(le32(&out[23 * 512]), 132u);
+    EXPECT_EQ(le32(&out[128 * 512 + 3 * 4]), 256u);
+    EXPECT_EQ(le32(&out[132 * 512 + 3 * 4]), 256u);
+    EXPECT_EQ(le32(&out[128 * 512 + 5 * 4]), 384u);
+    EXPECT_EQ(out.size(), (384u + 128) * 512);
+    std::vector<uint8_t> want(2048 * 512);
+    std::copy(data.begin(), data.end(), want.begin() + 3 * 65536);
+    std::copy(data.begin(), data.begin() + 4096, want.begin() + 5 * 65536 + 512);
+    EXPECT_EQ(test::read_all(**node), want);
+    // Through the redundant directory alone (offsets swapped).
+    put_le64(&out[48], 21);
+    put_le64(&out[56], 23);
+    auto again = open_over(out);
+    ASSERT_TRUE(again) << again.error().message;
+    EXPECT_EQ(test::read_all(**again), want);
+}
+
+// streamOptimized grains go only where a table exists, as before: an
+// error, never a write at an unset offset.
+TEST(Vmdk, CompressedWriteWithoutGrainTableIsRefused) {
+    Sparse s = stream_header();
+    auto mem = std::make_shared<test::MemNode>(s.build());
+    BlockOpener op;
+    auto node = open_rw(op, mem);
+    ASSERT_TRUE(node) << node.error().message;
+    auto data = test::pattern(65536, 12);
+    auto r = (*node)->write(0, data.data(), data.size());
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, ENOTSUP);
 }
 
 }  // namespace
