@@ -1,0 +1,2 @@
+// Unit tests of the LUKS crypto layer (src/crypto) and the luks format.
+#include <gtest/gtest.h>
