@@ -181,7 +181,11 @@ Result<std::shared_ptr<const SectorCipher>> SectorCipher::make(const SectorCiphe
     } else if (spec.mode == "xts") {
         if (a->block_len != 16) return make_error(EINVAL, "Unsupported cipher mode xts");
         impl->niv = 16;
-        if (a->key_len == 24) {  // OpenSSL has XTS for AES-128 and AES-256 only
+        // OpenSSL has XTS for AES-128 and AES-256 only, and refuses a key
+        // whose halves are equal (which IEEE 1619 allows; only a crafted
+        // volume has one): those run the composed XTS.
+        const bool same_halves = std::memcmp(k, k + a->key_len, a->key_len) == 0;
+        if (a->key_len == 24 || same_halves) {
             impl->engine = Engine::ComposedXts;
             QIMG_ASSIGN(impl->cipher, fetch(*a, "ECB"));
         } else {
