@@ -65,6 +65,9 @@ size_t material_io_len(const LuksHeader &h, uint32_t stripes) {
 Result<std::optional<std::string>> try_slot(const LuksHeader &h, size_t idx, std::string_view passphrase,
                                             const LuksReadFn &read) {
     const LuksKeySlot &s = h.key_slots[idx];
+    if (h.mk_digest_iterations > kLuksMaxIterations)
+        return make_error(EINVAL, fmt::format("LUKS master key iteration count {} is above qimg's limit of {}",
+                                              h.mk_digest_iterations, kLuksMaxIterations));
     if (s.iterations > kLuksMaxIterations)
         return make_error(EINVAL, fmt::format("Keyslot {} iteration count {} is above qimg's limit of {}", idx,
                                               s.iterations, kLuksMaxIterations));

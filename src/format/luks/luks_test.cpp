@@ -203,6 +203,14 @@ TEST(LuksCrypto, HugeIterationCountRefusedNotRun) {
     auto r = crypto::luks_unlock(*h, "pw", reader_of(img));
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message.find("above qimg's limit"), std::string::npos);
+    // The master key digest's count (offset 164) likewise.
+    auto img2 = make_volume(p, "pw", 512);
+    for (int i = 0; i < 4; i++) img2[164 + size_t(i)] = 0xff;
+    auto h2 = crypto::parse_luks_header(std::span<const uint8_t>(img2.data(), crypto::kLuksHeaderSize));
+    ASSERT_TRUE(h2);
+    auto r2 = crypto::luks_unlock(*h2, "pw", reader_of(img2));
+    ASSERT_FALSE(r2);
+    EXPECT_NE(r2.error().message.find("master key iteration count"), std::string::npos);
 }
 
 TEST(LuksCrypto, SerializeParseRoundTrip) {
