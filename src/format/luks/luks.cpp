@@ -33,8 +33,9 @@ constexpr uint64_t kSector = kLuksSectorSize;
 
 class LuksNode final : public BlockNode {
 public:
-    LuksNode(NodePtr file, crypto::LuksHeader h, std::shared_ptr<const crypto::SectorCipher> cipher)
-        : header_(std::move(h)), cipher_(std::move(cipher)) {
+    LuksNode(NodePtr file, crypto::LuksHeader h, std::shared_ptr<const crypto::SectorCipher> cipher,
+             std::string master_key, const SecretStore *secrets)
+        : header_(std::move(h)), cipher_(std::move(cipher)), master_key_(std::move(master_key)), secrets_(secrets) {
         file_ = std::move(file);
     }
 
@@ -111,6 +112,58 @@ public:
         return out;
     }
 
+    // qcrypto_block_luks_amend_options() for state=active: the master key
+    // (unlocked at open) stored into a free or given slot under
+    // new-secret. Crash-safe: the slot's key material is written and
+    // flushed before the header that activates it, so a kill leaves the
+    // old slots as they were. state=inactive (erasing slots) is not done.
+    Result<void> amend(const std::map<std::string, std::string> &o, bool force, const AmendStatus &) override {
+        auto get = [&](const char *k) -> std::optional<std::string> {
+            auto it = o.find(k);
+            return it == o.end() ? std::nullopt : std::optional<std::string>(it->second);
+        };
+        const auto state = get("state");
+        if (!state) return make_error(EINVAL, "Parameter 'state' is missing");
+        if (*state == "inactive")
+            return make_error(ENOTSUP, "qimg cannot erase LUKS keyslots yet (state=inactive)");
+        if (*state != "active") return make_error(EINVAL, "Parameter 'state' does not accept value '" + *state + "'");
+        if (!cipher_) return make_error(EPERM, "Parameter 'key-secret' is required for cipher");
+        const auto new_secret = get("new-secret");
+        if (!new_secret) return make_error(EINVAL, "'new-secret' is required to activate a keyslot");
+        if (get("old-secret")) return make_error(EINVAL, "'old-secret' must not be given when activating keyslots");
+        int slot = -1;
+        if (const auto ks = get("keyslot")) {
+            char *end = nullptr;
+            const long v = std::strtol(ks->c_str(), &end, 10);
+            if (ks->empty() || *end || v < 0 || v >= long(crypto::kLuksNumKeySlots))
+                return make_error(EINVAL, fmt::format("Invalid keyslot {} specified, must be between 0 and {}", *ks,
+                                                      crypto::kLuksNumKeySlots - 1));
+            slot = int(v);
+        } else {
+            for (size_t i = 0; i < crypto::kLuksNumKeySlots && slot < 0; i++)
+                if (!header_.key_slots[i].enabled()) slot = int(i);
+            if (slot < 0) return make_error(ENOSPC, "Can't add a keyslot - all keyslots are in use");
+        }
+        if (!force && header_.key_slots[size_t(slot)].enabled())
+            return make_error(EINVAL, fmt::format("Refusing to overwrite active keyslot {} - please erase it first", slot));
+        uint64_t iter_time = crypto::kLuksDefaultIterTimeMs;
+        if (const auto it = get("iter-time")) iter_time = std::strtoull(it->c_str(), nullptr, 10);
+        QIMG_ASSIGN(std::string pass, secrets_->lookup_utf8(*new_secret));
+        crypto::LuksHeader h = header_;
+        h.key_slots[size_t(slot)].active = crypto::kLuksKeySlotDisabled;
+        QIMG_ASSIGN(uint64_t per_second, crypto::pbkdf2_iters_per_second(h.hash_alg, crypto::kLuksDigestLen));
+        QIMG_ASSIGN(std::vector<uint8_t> material,
+                    crypto::luks_store_key(h, size_t(slot), pass, master_key_, iter_time, per_second));
+        const uint64_t at = uint64_t{h.key_slots[size_t(slot)].key_offset_sector} * kSector;
+        QIMG_TRY(file_->write(at, material.data(), material.size()));
+        QIMG_TRY(file_->flush());
+        const std::vector<uint8_t> bytes = crypto::serialize_luks_header(h);
+        QIMG_TRY(file_->write(0, bytes.data(), bytes.size()));
+        QIMG_TRY(file_->flush());
+        header_ = std::move(h);
+        return ok();
+    }
+
 private:
     Result<void> check_range(uint64_t off, uint64_t len) const {
         const uint64_t size = length();
@@ -129,8 +182,10 @@ private:
         return file_->write(header_.payload_offset() + off, buf, len);
     }
 
-    const crypto::LuksHeader header_;
+    crypto::LuksHeader header_;  // changed only by amend, which runs alone
     const std::shared_ptr<const crypto::SectorCipher> cipher_;  // null when opened without I/O
+    const std::string master_key_;  // empty when opened without I/O
+    const SecretStore *secrets_;
     std::mutex rmw_mu_;
 };
 
@@ -157,6 +212,7 @@ Result<NodePtr> luks_open(OpenRequest &req) {
     }
     QIMG_ASSIGN(crypto::LuksHeader h, read_header(*req.file));
     std::shared_ptr<const crypto::SectorCipher> cipher;
+    std::string master_key;
     if (!req.flags.no_io) {
         BlockNode &file = *req.file;
         const uint64_t file_len = file.length();
@@ -166,13 +222,13 @@ Result<NodePtr> luks_open(OpenRequest &req) {
                 return make_error(EINVAL, "LUKS key material lies beyond the end of the file");
             return file.read(off, buf, len);
         };
-        QIMG_ASSIGN(std::string key, crypto::luks_unlock(h, passphrase, reader));
-        auto c = crypto::SectorCipher::make(crypto::luks_cipher_spec(h), key);
-        std::fill(key.begin(), key.end(), '\0');
+        QIMG_ASSIGN(master_key, crypto::luks_unlock(h, passphrase, reader));
+        auto c = crypto::SectorCipher::make(crypto::luks_cipher_spec(h), master_key);
         if (!c) return Err(c.error());
         cipher = *c;
     }
-    return NodePtr(std::make_shared<LuksNode>(req.file, std::move(h), std::move(cipher)));
+    return NodePtr(std::make_shared<LuksNode>(req.file, std::move(h), std::move(cipher), std::move(master_key),
+                                              req.secrets));
 }
 
 // The create options (QCryptoBlockCreateOptionsLUKS) with their QAPI
@@ -281,6 +337,14 @@ const Driver *make_luks_driver() {
         d.create = luks_create;
         d.measure = luks_measure;
         d.strong_options = {"key-secret"};
+        d.amend_options = {
+            {"state", CreateOption::Type::String, "Select new state of affected keyslots (active/inactive)", ""},
+            {"keyslot", CreateOption::Type::Number, "Select a single keyslot to modify explicitly", ""},
+            {"old-secret", CreateOption::Type::String, "Select all keyslots that match this password", ""},
+            {"new-secret", CreateOption::Type::String,
+             "New secret to set in the matching keyslots. Empty string to erase", ""},
+            {"iter-time", CreateOption::Type::Number, "Time to spend in PBKDF in milliseconds", ""},
+        };
         using T = CreateOption::Type;
         d.create_options = {
             {"size", T::Size, "Virtual disk size", ""},
