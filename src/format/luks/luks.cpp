@@ -11,6 +11,7 @@
 // sector requests run concurrently; a request that is not sector-aligned
 // reads, merges and rewrites its head and tail sectors under rmw_mu_ so two
 // such requests sharing a sector do not lose each other's bytes.
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -269,6 +270,11 @@ Result<crypto::LuksCreateParams> create_params(const std::map<std::string, std::
     return p;
 }
 
+Result<void> luks_create_file(CreateRequest &req, const crypto::LuksCreateParams &params);
+
+// As QEMU's block_crypto_co_create_opts_luks: a failure after the file was
+// made (a missing or bad secret) deletes it again (bdrv_co_delete_file,
+// which only host files have).
 Result<void> luks_create(CreateRequest &req) {
     QIMG_ASSIGN(crypto::LuksCreateParams params, create_params(req.options));
     CreateRequest proto;
@@ -280,6 +286,12 @@ Result<void> luks_create(CreateRequest &req) {
     proto.options["preallocation"] = "off";
     proto.secrets = req.secrets;
     QIMG_TRY(req.opener->create_protocol(proto));
+    Result<void> r = luks_create_file(req, params);
+    if (!r && !protocol_prefix(req.filename)) std::remove(req.filename.c_str());
+    return r;
+}
+
+Result<void> luks_create_file(CreateRequest &req, const crypto::LuksCreateParams &params) {
     if (!req.has("key-secret")) return make_error(EINVAL, "Parameter 'key-secret' is required for cipher");
     QIMG_ASSIGN(std::string passphrase, req.secrets->lookup_utf8(req.get("key-secret")));
     QIMG_ASSIGN(Prealloc prealloc, parse_prealloc(req.get("preallocation", "off")));
