@@ -112,6 +112,7 @@ NodePtr open_image(BlockOpener &opener, const std::string &filename, const Image
     o.flags.no_share = a.no_share;
     o.flags.check = a.check;
     o.flags.rw_backing_level = a.rw_backing_level;
+    o.extra = a.extra;
     auto cache = parse_cache_mode(a.cache);
     if (!cache) {
         error_reportf("Invalid cache option: {}", a.cache);

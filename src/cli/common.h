@@ -87,6 +87,10 @@ struct ImageOpenArgs {
     bool no_share = false;
     bool check = false;        // OpenFlags::check (qemu-img check)
     int rw_backing_level = 0;  // OpenFlags::rw_backing_level
+    // Options merged over the image's own (OpenOptions::extra): convert
+    // hands a created target its -o ...key-secret values, as qemu-img's
+    // img_add_key_secrets does, so an encrypted target can be opened.
+    OptionMap extra;
 };
 NodePtr open_image(BlockOpener &opener, const std::string &filename, const ImageOpenArgs &a);
 

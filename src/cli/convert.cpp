@@ -364,6 +364,10 @@ private:
         ta.writable = true;
         ta.cache = a_.so.cache;
         ta.quiet = a_.so.quiet;
+        // qemu-img's img_add_key_secrets: the secrets of a created target.
+        if (!a_.skip_create)
+            for (const auto &[k, v] : plan.options)
+                if (k.ends_with("key-secret")) ta.extra[k] = v;
         // A target this command created records only names the user gave
         // (-o data_file, -B): opened whatever the implicit-open policy.
         auto policy = opener_.implicit_open;

@@ -221,6 +221,36 @@ Result<LuksHeader> parse_luks_header(std::span<const uint8_t> bytes) {
     return h;
 }
 
+std::vector<uint8_t> serialize_luks_header(const LuksHeader &h) {
+    std::vector<uint8_t> out(kLuksHeaderSize, 0);
+    uint8_t *b = out.data();
+    std::memcpy(b, kLuksMagic, kLuksMagicLen);
+    put_be16(b + kOffVersion, h.version);
+    // Names are cut to leave their NUL, as the parser requires.
+    auto name = [](uint8_t *dst, const std::string &s, size_t len) {
+        std::memcpy(dst, s.data(), std::min(s.size(), len - 1));
+    };
+    name(b + kOffCipherName, h.cipher_name, kNameLen);
+    name(b + kOffCipherMode, h.cipher_mode, kNameLen);
+    name(b + kOffHashSpec, h.hash_spec, kNameLen);
+    put_be32(b + kOffPayload, h.payload_offset_sector);
+    put_be32(b + kOffKeyBytes, h.master_key_len);
+    std::memcpy(b + kOffMkDigest, h.mk_digest.data(), h.mk_digest.size());
+    std::memcpy(b + kOffMkDigestSalt, h.mk_digest_salt.data(), h.mk_digest_salt.size());
+    put_be32(b + kOffMkDigestIter, h.mk_digest_iterations);
+    std::memcpy(b + kOffUuid, h.uuid.data(), std::min(h.uuid.size(), kUuidLen - 1));
+    for (size_t i = 0; i < kLuksNumKeySlots; i++) {
+        uint8_t *p = b + kOffKeySlots + i * kKeySlotSize;
+        const LuksKeySlot &s = h.key_slots[i];
+        put_be32(p, s.active);
+        put_be32(p + 4, s.iterations);
+        std::memcpy(p + 8, s.salt.data(), s.salt.size());
+        put_be32(p + 40, s.key_offset_sector);
+        put_be32(p + 44, s.stripes);
+    }
+    return out;
+}
+
 nlohmann::ordered_json luks_info_json(const LuksHeader &h) {
     nlohmann::ordered_json j;
     j["cipher-alg"] = h.cipher_alg;

@@ -12,6 +12,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -84,6 +85,10 @@ bool is_luks_header(std::span<const uint8_t> bytes);
 // [4 KiB, payload) without overlapping another slot, then the cipher
 // mode string, cipher name and key size, hash and IV generator names.
 Result<LuksHeader> parse_luks_header(std::span<const uint8_t> bytes);
+
+// The inverse of parse_luks_header(): the kLuksHeaderSize bytes of `h`'s
+// on-disk fields (the resolved algorithm names are not used).
+std::vector<uint8_t> serialize_luks_header(const LuksHeader &h);
 
 // QCryptoBlockInfoLUKS as `qemu-img info` prints it (QAPI member names; the
 // printers put them in QEMU's order).

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,11 +28,16 @@ namespace {
 // or to be created at exactly the size asked (vpc rounds sizes up to a CHS
 // geometry without force_size).
 const std::map<std::string, std::string> kCreateOptions = {{"vpc", "force_size=on"}};
+// Formats this suite's model does not fit, covered by their own tests: a new
+// luks image reads as the decryption of nothing (not zeroes, as in QEMU)
+// and needs a secret to open (src/format/luks/luks_test.cpp, cases/luks.txt).
+const std::set<std::string> kOwnCoverage = {"luks"};
 
 std::vector<std::string> writable_formats() {
     std::vector<std::string> v;
     for (const Driver *d : all_drivers())
-        if (!d->is_protocol && d->open && d->create && d->can_create()) v.push_back(d->name);
+        if (!d->is_protocol && d->open && d->create && d->can_create() && !kOwnCoverage.count(d->name))
+            v.push_back(d->name);
     return v;
 }
 
