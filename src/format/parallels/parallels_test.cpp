@@ -150,7 +150,7 @@ std::vector<uint8_t> with_extension(std::vector<uint8_t> img, std::vector<uint8_
     img.resize(at + cluster, 0);
     put_le64(img.data() + hdr::ext_off.offset, at / 512);
     put_le64(img.data() + at, 0xab234cef23dcea87ull);
-    std::memcpy(img.data() + at + 24, features.data(), features.size());
+    std::copy(features.begin(), features.end(), img.begin() + int64_t(at) + 24);
     auto sum = crypto::md5(std::span<const uint8_t>(img).subspan(at + 24, cluster - 24));
     EXPECT_TRUE(sum);
     std::memcpy(img.data() + at + 8, sum->data(), 16);
@@ -163,7 +163,7 @@ std::vector<uint8_t> feature(uint64_t magic, std::vector<uint8_t> data, uint64_t
     put_le64(f.data(), magic);
     put_le64(f.data() + 8, flags);
     put_le32(f.data() + 16, uint32_t(data.size()));
-    std::memcpy(f.data() + 24, data.data(), data.size());
+    std::copy(data.begin(), data.end(), f.begin() + 24);  // (memcpy from an empty vector's null data is UB)
     return f;
 }
 
