@@ -5,6 +5,8 @@
 // material; whoever does must bound it by the header area it reads from.
 #include "crypto/luks_header.h"
 
+#include "crypto/sector_cipher.h"
+
 #include <algorithm>
 #include <cstring>
 #include <string_view>
@@ -38,13 +40,6 @@ constexpr CipherSize kCiphers[] = {
     {"twofish", 32, "twofish-256"},
 };
 
-// QCryptoHashAlgorithm with digest sizes (ESSIV keys its cipher with one).
-struct HashAlg {
-    const char *name;
-    uint32_t digest_len;
-};
-constexpr HashAlg kHashes[] = {{"md5", 16},    {"sha1", 20},   {"sha224", 28},   {"sha256", 32},
-                               {"sha384", 48}, {"sha512", 64}, {"ripemd160", 20}};
 constexpr const char *kCipherModes[] = {"ecb", "cbc", "xts", "ctr"};
 constexpr const char *kIvGens[] = {"plain", "plain64", "essiv"};
 
@@ -61,16 +56,10 @@ Result<std::string> name_field(const uint8_t *p, size_t len, const char *what) {
     return std::string(reinterpret_cast<const char *>(p), static_cast<const uint8_t *>(nul) - p);
 }
 
+// QCryptoHashAlgorithm names: those the sector cipher layer knows.
 Result<std::string> hash_lookup(const std::string &name) {
-    for (const HashAlg &h : kHashes)
-        if (name == h.name) return name;
+    if (hash_digest_len_of(name) != 0) return name;
     return make_error(EINVAL, fmt::format("Hash algorithm '{}' not supported", name));
-}
-
-uint32_t hash_digest_len(std::string_view name) {
-    for (const HashAlg &h : kHashes)
-        if (name == h.name) return h.digest_len;
-    return 0;
 }
 
 const CipherSize *cipher_by_alg(std::string_view alg) {
@@ -84,7 +73,7 @@ const CipherSize *cipher_by_alg(std::string_view alg) {
 // the key size.
 Result<std::string> essiv_cipher(const std::string &cipher_alg, const std::string &hash) {
     const CipherSize *c = cipher_by_alg(cipher_alg);
-    const uint32_t digest = hash_digest_len(hash);
+    const uint32_t digest = hash_digest_len_of(hash);
     if (c->key_bytes == digest) return cipher_alg;
     const std::string_view family = c->name;
     if (family == "cast5") return make_error(EINVAL, fmt::format("Cipher {} not supported with essiv", cipher_alg));

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "block/open.h"
-#include "crypto/digest.h"
+#include "crypto/sector_cipher.h"
 #include "util/bytes.h"
 #include "util/endian.h"
 #include "util/uuid.h"
@@ -89,7 +89,7 @@ Result<void> check_format_extension(BlockNode &file, uint64_t ext_off, uint64_t 
     if (magic != kExtensionMagic)
         return Err(einval("Wrong parallels Format Extension magic: 0x%" PRIx64 ", expected: 0x%llx", magic,
                           (unsigned long long)kExtensionMagic));
-    QIMG_ASSIGN(auto sum, crypto::md5(std::span<const uint8_t>(c).subspan(kExtHeader)));
+    QIMG_ASSIGN(std::string sum, crypto::hash_bytes("md5", std::string_view(reinterpret_cast<const char *>(c.data()) + kExtHeader, c.size() - kExtHeader)));
     if (std::memcmp(sum.data(), c.data() + 8, sum.size()) != 0)
         return make_error(EINVAL, "Wrong checksum in Format Extension header. Format extension is corrupted.");
     std::set<Uuid> names;

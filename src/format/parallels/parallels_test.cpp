@@ -7,7 +7,7 @@
 
 #include "block/driver.h"
 #include "block/open.h"
-#include "crypto/digest.h"
+#include "crypto/sector_cipher.h"
 #include "format/parallels/parallels.h"
 #include "lib/mem_node.h"
 #include "lib/test_util.h"
@@ -151,7 +151,7 @@ std::vector<uint8_t> with_extension(std::vector<uint8_t> img, std::vector<uint8_
     put_le64(img.data() + hdr::ext_off.offset, at / 512);
     put_le64(img.data() + at, 0xab234cef23dcea87ull);
     std::copy(features.begin(), features.end(), img.begin() + int64_t(at) + 24);
-    auto sum = crypto::md5(std::span<const uint8_t>(img).subspan(at + 24, cluster - 24));
+    auto sum = crypto::hash_bytes("md5", std::string_view(reinterpret_cast<const char *>(img.data()) + at + 24, cluster - 24));
     EXPECT_TRUE(sum);
     std::memcpy(img.data() + at + 8, sum->data(), 16);
     if (bad_sum) img[at + 8] ^= 1;
