@@ -32,18 +32,27 @@
 // through the log instead; the image is the same once the log is empty.
 // write_zeroes leaves blocks that read as zeroes alone.
 //
-// Concurrency: mu_ guards the BAT, the headers and the file's end during
+// The BAT is read in pages of kBatPageEntries entries through a bounded
+// table cache (block/table_cache.h): QEMU loads the whole table, up to
+// 512 MiB for a 64 TiB disk of 1 MiB blocks, which a hostile header can
+// ask for; here memory stays under kBatCacheBytes whatever the header
+// says. Entries are written through to the file (the cached page is
+// updated in place), so the cache never holds dirty pages.
+//
+// Concurrency: mu_ guards the BAT cache, the headers and the file's end during
 // allocation. A present block never moves, so its guest data is read and
 // written outside the lock once its offset is known.
 #include <algorithm>
 #include <cinttypes>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <vector>
 
 #include "block/driver.h"
 #include "block/open.h"
 #include "block/status.h"
+#include "block/table_cache.h"
 #include "format/vhdx/format.h"
 #include "format/vhdx/log.h"
 #include "format/vhdx/vhdx.h"
@@ -54,8 +63,51 @@ namespace qimg::vhdx {
 namespace {
 
 // A BAT larger than this is refused: it is what a 64 TiB disk (the
-// format's maximum) with the smallest block size needs, rounded up.
+// format's maximum) with the smallest block size needs, rounded up. It
+// bounds the walk over every entry at open (QEMU's check), not memory.
 constexpr uint64_t kMaxBatBytes = 520 * MiB;
+// BAT pages: 32 KiB of entries each, at most 32 MiB of them cached (the
+// whole BAT of a 128 TiB disk of 32 MiB blocks).
+constexpr uint64_t kBatPageEntries = 4096;
+constexpr size_t kBatCachePages = 1024;
+
+using BatPage = std::vector<uint64_t>;
+
+// The BAT of an open image, read a page at a time.
+class Bat {
+public:
+    Bat(BlockNode &file, uint64_t offset, uint64_t entries)
+        : offset_(offset), entries_(entries),
+          cache_(kBatCachePages, TableCache<BatPage>::Io{[this, &file](uint64_t page) { return load(file, page); },
+                                                         [](uint64_t, const BatPage &) { return ok(); }, {}}) {}
+
+    uint64_t entries() const { return entries_; }
+    // Entry `i` (< entries()).
+    Result<uint64_t> get(uint64_t i) {
+        QIMG_ASSIGN(auto page, cache_.get(i / kBatPageEntries));
+        return (*page)[i % kBatPageEntries];
+    }
+    // Entry `i` after the caller wrote `e` to the file.
+    Result<void> set(uint64_t i, uint64_t e) {
+        QIMG_ASSIGN(auto page, cache_.get(i / kBatPageEntries));
+        (*page)[i % kBatPageEntries] = e;
+        return ok();
+    }
+
+private:
+    Result<std::shared_ptr<BatPage>> load(BlockNode &file, uint64_t page) {
+        const uint64_t first = page * kBatPageEntries;
+        const uint64_t n = std::min<uint64_t>(kBatPageEntries, entries_ - first);
+        auto t = std::make_shared<BatPage>(n);
+        QIMG_TRY(file.read(offset_ + first * 8, t->data(), n * 8));
+        for (uint64_t &e : *t) e = le64(reinterpret_cast<const uint8_t *>(&e));
+        return t;
+    }
+
+    uint64_t offset_;
+    uint64_t entries_;
+    TableCache<BatPage> cache_;
+};
 
 Error errno_error(const BlockNode &file, int err) {
     return Error{err, "Could not open '" + file.filename() + "': " + std::strerror(err)};
@@ -67,7 +119,8 @@ struct Image {
     int header_index = 0;
     Regions regions;
     Params params;
-    std::vector<uint64_t> bat;
+    std::unique_ptr<Bat> bat;
+    uint64_t bat0 = 0;  // the first entry (has_zero_init)
     bool log_replayed = false;
 };
 
@@ -83,7 +136,7 @@ public:
     bool has_zero_init() const override {
         // As QEMU: the first BAT entry tells a fixed disk (all present)
         // from a dynamic one.
-        if (!img_.bat.empty() && (img_.bat[0] & kBatStateMask) == kFullyPresent) return file_->has_zero_init();
+        if (img_.bat->entries() && (img_.bat0 & kBatStateMask) == kFullyPresent) return file_->has_zero_init();
         return true;
     }
 
@@ -94,7 +147,7 @@ public:
         while (len > 0) {
             uint64_t in_block = off % bs;
             size_t n = size_t(std::min<uint64_t>(len, bs - in_block));
-            uint64_t e = entry(off);
+            QIMG_ASSIGN(uint64_t e, entry(off));
             BlockKind k = block_kind(e);
             if (k == BlockKind::Fault) return make_error(EIO, "Input/output error");
             if (k == BlockKind::Zeroes) std::memset(out, 0, n);
@@ -127,7 +180,7 @@ public:
         while (len > 0) {
             uint64_t in_block = off % bs;
             uint64_t n = std::min<uint64_t>(len, bs - in_block);
-            uint64_t e = entry(off);
+            QIMG_ASSIGN(uint64_t e, entry(off));
             BlockKind k = block_kind(e);
             if (k == BlockKind::Fault) return make_error(EIO, "Input/output error");
             // A block that reads as zeroes is left alone.
@@ -146,21 +199,22 @@ public:
         CheckReport rep;
         if (img_.log_replayed) rep.corruptions_fixed++;
         std::lock_guard lk(mu_);
-        rep.corruptions += check_bat(*file_, img_, true);
+        QIMG_ASSIGN(int64_t bad, check_bat(*file_, img_, true));
+        rep.corruptions += bad;
         return rep;
     }
 
     // QEMU's vhdx_check_bat_entries: each fully present entry inside the
     // file and (for payload entries, counted as QEMU counts them) outside
     // every region. Prints each fault; stops at the first unless `all`.
-    static int64_t check_bat(BlockNode &file, const Image &img, bool all) {
+    static Result<int64_t> check_bat(BlockNode &file, Image &img, bool all) {
         int64_t errors = 0;
         const uint64_t flen = file.length();
         const uint64_t bs = img.params.block_size;
         const uint64_t total = img.params.size;
         uint64_t payblocks = img.params.chunk_ratio;
         for (uint64_t i = 0; i < img.params.bat_entries; ++i) {
-            uint64_t e = img.bat[i];
+            QIMG_ASSIGN(uint64_t e, img.bat->get(i));
             if ((e & kBatStateMask) != kFullyPresent) continue;
             uint64_t offset = e & kBatOffsetMask;
             // QEMU measures the last block by the entry index, bitmap
@@ -178,12 +232,12 @@ public:
                 report_error(fmt_past_end(i, offset + block_length - 1, flen, "end"));
                 bad = true;
             }
-            if (bad && !all) return 1;
+            if (bad && !all) return int64_t(1);
             errors += bad;
             if (payblocks--) {
                 if (auto msg = region_overlap(img.regions.all, offset, bs)) {
                     report_error(*msg);
-                    if (!all) return 1;
+                    if (!all) return int64_t(1);
                     errors++;
                 }
             } else {
@@ -194,9 +248,9 @@ public:
     }
 
 private:
-    uint64_t entry(uint64_t off) {
+    Result<uint64_t> entry(uint64_t off) {
         std::lock_guard lk(mu_);
-        return img_.bat[bat_index(off / img_.params.block_size, img_.params.chunk_ratio)];
+        return img_.bat->get(bat_index(off / img_.params.block_size, img_.params.chunk_ratio));
     }
 
     // QEMU's vhdx_user_visible_write: the first write of the session
@@ -216,7 +270,7 @@ private:
     Result<uint64_t> host_for_write(uint64_t off, uint64_t in_block, const uint8_t *in, size_t n) {
         std::lock_guard lk(mu_);
         uint64_t idx = bat_index(off / img_.params.block_size, img_.params.chunk_ratio);
-        uint64_t e = img_.bat[idx];
+        QIMG_ASSIGN(uint64_t e, img_.bat->get(idx));
         BlockKind k = block_kind(e);
         if (k == BlockKind::Fault) return make_error(EIO, "Input/output error");
         if (k == BlockKind::Data) {
@@ -237,7 +291,8 @@ private:
         put_le64(le, ne);
         QIMG_TRY(file_->write(img_.regions.bat.offset + idx * 8, le, sizeof le));
         QIMG_TRY(file_->flush());
-        img_.bat[idx] = ne;
+        QIMG_TRY(img_.bat->set(idx, ne));
+        if (idx == 0) img_.bat0 = ne;
         return uint64_t(0);
     }
 
@@ -402,10 +457,14 @@ Result<NodePtr> vhdx_open(OpenRequest &req) {
     if (bat_bytes > kMaxBatBytes)
         return make_error(EFBIG, "VHDX BAT of " + std::to_string(bat_bytes) + " bytes exceeds the limit of " +
                                      std::to_string(kMaxBatBytes) + " bytes");
-    img.bat.resize(img.params.bat_entries);
-    if (bat_bytes) QIMG_TRY(file.read(img.regions.bat.offset, img.bat.data(), bat_bytes));
-    for (uint64_t &e : img.bat) e = le64(reinterpret_cast<const uint8_t *>(&e));
-    if (!req.flags.check && VhdxNode::check_bat(file, img, false)) return Err(errno_error(file, EINVAL));
+    img.bat = std::make_unique<Bat>(file, img.regions.bat.offset, img.params.bat_entries);
+    if (img.params.bat_entries) {
+        QIMG_ASSIGN(img.bat0, img.bat->get(0));
+    }
+    if (!req.flags.check) {
+        QIMG_ASSIGN(int64_t bad, VhdxNode::check_bat(file, img, false));
+        if (bad) return Err(errno_error(file, EINVAL));
+    }
 
     auto node = std::make_shared<VhdxNode>(req.file, std::move(img));
     node->set_read_only(!req.flags.read_write);

@@ -366,6 +366,47 @@ TEST(Vhdx, Bat) {
     EXPECT_EQ(open_error(img), "opened");
 }
 
+// A BAT of more pages than the driver caches (5 TiB of 1 MiB blocks: ~5.1
+// million entries, 40 MiB): the open-time walk evicts pages, and writes
+// and reads far apart still meet the right entries, on disk and in memory.
+TEST(Vhdx, BatLargerThanItsCache) {
+    const uint64_t size = 5ull << 40;
+    auto img = make_image(1 * MiB, size);
+    const uint64_t bat_at = 8 * MiB, bat_len = 41 * MiB;
+    img.resize(bat_at + bat_len);
+    region_entry(img, 0, kBatGuid, bat_at, uint32_t(bat_len));
+    reseal_regions(img);
+    const uint32_t chunk = 4096;  // payload blocks per bitmap block (1 MiB blocks, 512-byte sectors)
+    const uint64_t far = size / MiB - 1;
+    put_le64(img.data() + bat_at + 8 * bat_index(far, chunk), kDataAt | kFullyPresent);
+    auto mem = std::make_shared<test::MemNode>(std::move(img));
+    {
+        auto n = open_over(mem, true);
+        ASSERT_TRUE(n) << n.error().message;
+        std::vector<uint8_t> got(4096);
+        ASSERT_TRUE((*n)->read(far * MiB, got.data(), got.size()));
+        EXPECT_EQ(got[0], 0x5a);
+        std::vector<uint8_t> a(4096, 0xa7);
+        for (uint64_t block : {uint64_t(0), uint64_t(3) << 20, far - 1}) ASSERT_TRUE((*n)->write(block * MiB, a.data(), a.size()));
+        for (uint64_t block : {uint64_t(0), uint64_t(3) << 20, far - 1}) {
+            ASSERT_TRUE((*n)->read(block * MiB, got.data(), got.size()));
+            EXPECT_EQ(got[4095], 0xa7) << block;
+        }
+    }
+    auto again = open_over(mem);
+    ASSERT_TRUE(again) << again.error().message;
+    std::vector<uint8_t> got(4096);
+    for (uint64_t block : {uint64_t(0), uint64_t(3) << 20, far - 1}) {
+        ASSERT_TRUE((*again)->read(block * MiB, got.data(), got.size()));
+        EXPECT_EQ(got[0], 0xa7) << block;
+        uint8_t le[8];
+        ASSERT_TRUE(mem->read(bat_at + 8 * bat_index(block, chunk), le, 8));
+        EXPECT_EQ(le64(le) & kBatStateMask, kFullyPresent) << block;
+    }
+    ASSERT_TRUE((*again)->read(far * MiB + MiB - 4096, got.data(), got.size()));
+    EXPECT_EQ(got[0], 0x5a);
+}
+
 // --- the log ----------------------------------------------------------------
 
 struct LogWrite {
