@@ -25,8 +25,11 @@
 #                          raw-vdi-static (static=on), raw-qcow, qcow-raw,
 #                          raw-qed, qed-raw, raw-vhdx, vhdx-raw, raw-vmdk,
 #                          raw-vmdk-stream (subformat=streamOptimized),
-#                          vmdk-raw (each
-#                          FMT-raw from an image the real qemu-img wrote)
+#                          vmdk-raw, raw-luks, luks-raw (each
+#                          FMT-raw from an image the real qemu-img wrote;
+#                          luks: aes-256-xts-plain64, the default, with
+#                          iter-time=10 so that key derivation, the same
+#                          fixed cost for both, does not hide the data path)
 #   TASKSET=0              run both tools under `taskset -c $TASKSET` (e.g. one core)
 #   KEEP_SOURCE=1          keep the generated source image for the next run
 #   QIMG_ARGS=             extra arguments for qimg's convert (e.g. --write-behind=0)
@@ -50,7 +53,7 @@ DATASETS=${DATASETS:-ext4 mixed}
 die() { echo "bench_convert.sh: $*" >&2; exit 1; }
 note() { echo "# $*"; }
 
-KNOWN_OPS="$ALL_OPS raw-vpc raw-vpc-fixed vpc-raw raw-vdi raw-vdi-static raw-qcow qcow-raw raw-qed qed-raw raw-vhdx vhdx-raw raw-vmdk raw-vmdk-stream vmdk-raw"
+KNOWN_OPS="$ALL_OPS raw-vpc raw-vpc-fixed vpc-raw raw-vdi raw-vdi-static raw-qcow qcow-raw raw-qed qed-raw raw-vhdx vhdx-raw raw-vmdk raw-vmdk-stream vmdk-raw raw-luks luks-raw"
 for op in $OPS; do
     [[ " $KNOWN_OPS " == *" $op "* ]] || die "unknown operation $op (known: $KNOWN_OPS)"
 done
@@ -163,12 +166,35 @@ op_spec() {
         raw-qcow|raw-qed|raw-vhdx|raw-vmdk) echo "$SRC raw ${1#raw-}" ;;
         raw-vmdk-stream) echo "$SRC raw vmdk -o subformat=streamOptimized" ;;
         qcow-raw|qed-raw|vhdx-raw|vmdk-raw) echo "$WORK/source-$ds.${1%-raw} ${1%-raw} raw" ;;
+        # luks: the secret is an --object; the encrypted side is named by a
+        # json: filename carrying key-secret (no -f for it: "-").
+        raw-luks) echo "$SRC raw luks -o key-secret=sec0,iter-time=10" ;;
+        luks-raw) echo "$(luks_json "$WORK/source-$ds.luks") - raw" ;;
         raw-qcow2-c)  echo "$SRC raw qcow2 -c" ;;
         raw-qcow2-czstd) echo "$SRC raw qcow2 -c -o compression_type=zstd" ;;
         # qemu-img has no faster deflate: it runs plain -c as the baseline.
         raw-qcow2-cfast) echo "$SRC raw qcow2 -c" ;;
         *) die "unknown operation $1 (known: $KNOWN_OPS)" ;;
     esac
+}
+
+LUKS_OBJECT=(--object secret,id=sec0,data=qimg-bench)
+luks_json() { printf 'json:{"driver":"luks","key-secret":"sec0","file":{"filename":"%s"}}' "$1"; }
+
+# The luks source of luks-raw, written by the real qemu-img.
+ensure_source_luks() {
+    [[ -f $WORK/source-$ds.luks ]] && return
+    note "making the luks source with the real qemu-img"
+    local try
+    for try in 1 2 3 4 5 6; do
+        "$QEMU_IMG" convert "${LUKS_OBJECT[@]}" -O luks -o key-secret=sec0,iter-time=10 "$SRC" \
+            "$WORK/source-$ds.luks" 2>"$WORK/luks.log" && return
+        # qemu-img 7.2's PBKDF calibration fails at random on VMs (issue 16).
+        grep -q 'Unable to get accurate CPU usage' "$WORK/luks.log" || break
+        note "qemu-img's PBKDF calibration failed (try $try), again"
+    done
+    cat "$WORK/luks.log" >&2
+    die "could not make the luks source"
 }
 
 RESULTS=$WORK/results.tsv
@@ -192,11 +218,25 @@ run_one() {
     drop_caches
     timing=$WORK/time.txt
     # shellcheck disable=SC2086  # extra is a word list on purpose
-    local cmd=("$tool" convert -f "$src_fmt" -O "$out_fmt" $extra "$src" "$out")
+    local fmt_args=(-f "$src_fmt") obj=()
+    [[ $src_fmt == - ]] && fmt_args=()
+    [[ $src_fmt == luks || $out_fmt == luks || $op == *luks* ]] && obj=("${LUKS_OBJECT[@]}")
+    local cmd=("$tool" convert "${obj[@]}" "${fmt_args[@]}" -O "$out_fmt" $extra "$src" "$out")
     # The floor for raw-raw: the same sparse copy done by cp.
     [[ $name == cp ]] && cmd=(cp --sparse=always "$src" "$out")
     local rc=0 sync_s t0
     "${pin[@]}" /usr/bin/time -f '%e %U %S %M' -o "$timing" "${cmd[@]}" >"$WORK/convert.log" 2>&1 || rc=$?
+    # qemu-img 7.2's LUKS key-slot calibration fails at random on VMs
+    # ("Unable to get accurate CPU usage", issue 16): such a run measured
+    # nothing, so it is run again (at most 5 times), and said.
+    local again=0
+    while ((rc != 0 && again < 5)) && grep -q 'Unable to get accurate CPU usage' "$WORK/convert.log"; do
+        again=$((again + 1))
+        note "$op $name run $run: qemu-img's PBKDF calibration failed, running again ($again)"
+        rm -f "$out"
+        rc=0
+        "${pin[@]}" /usr/bin/time -f '%e %U %S %M' -o "$timing" "${cmd[@]}" >"$WORK/convert.log" 2>&1 || rc=$?
+    done
     # What the tool left dirty in the page cache still has to reach the disk
     # (qemu-img's cache=unsafe target leaves all of it; qimg's write-behind
     # little): the sync right after the run is the rest of the cost of a
@@ -205,7 +245,10 @@ run_one() {
     sync
     sync_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
     if ((rc == 0)); then
-        if "$QEMU_IMG" compare -q -f "$src_fmt" -F "$out_fmt" "$src" "$out" 2>"$WORK/compare.log" &&
+        local cmp=(-f "$src_fmt" -F "$out_fmt" "$src" "$out")
+        [[ $out_fmt == luks ]] && cmp=(-f "$src_fmt" "$src" "$(luks_json "$out")")
+        [[ $src_fmt == - ]] && cmp=(-F "$out_fmt" "$src" "$out")
+        if "$QEMU_IMG" compare "${obj[@]}" -q "${cmp[@]}" 2>"$WORK/compare.log" &&
             { [[ $out_fmt != qcow2 ]] || "$QEMU_IMG" check -q "$out" >"$WORK/compare.log" 2>&1; }; then
             status=ok
         else
@@ -250,6 +293,7 @@ for op in $OPS; do
     fi
     [[ $op == vpc-* ]] && ensure_source_vpc
     case $op in qcow-raw|qed-raw|vhdx-raw|vmdk-raw) ensure_source_fmt "${op%-raw}" ;; esac
+    [[ $op == luks-raw ]] && ensure_source_luks
     # One untimed run first: the first conversion after the source was
     # written is often much slower, whichever tool does it.
     run_one "$op" warmup "$QEMU_IMG" 0 >/dev/null
@@ -266,7 +310,7 @@ for op in $OPS; do
         [[ $op == raw-raw ]] && run_one "$op" cp cp "$run"
     done
 done
-rm -f "$SRC_QCOW2" "$SRC_VPC" "$WORK/source-$ds".{qcow,qed,vhdx,vmdk}
+rm -f "$SRC_QCOW2" "$SRC_VPC" "$WORK/source-$ds".{qcow,qed,vhdx,vmdk,luks}
 done
 
 echo
