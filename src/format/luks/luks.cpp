@@ -20,6 +20,7 @@
 
 #include "block/driver.h"
 #include "block/open.h"
+#include "block/perm.h"
 #include "block/status.h"
 #include "crypto/luks_header.h"
 #include "crypto/luks_keys.h"
@@ -36,8 +37,9 @@ constexpr uint64_t kSector = kLuksSectorSize;
 class LuksNode final : public BlockNode {
 public:
     LuksNode(NodePtr file, crypto::LuksHeader h, std::shared_ptr<const crypto::SectorCipher> cipher,
-             std::string master_key, const SecretStore *secrets)
-        : header_(std::move(h)), cipher_(std::move(cipher)), master_key_(std::move(master_key)), secrets_(secrets) {
+             std::string master_key, const SecretStore *secrets, Perms file_perms)
+        : header_(std::move(h)), cipher_(std::move(cipher)), master_key_(std::move(master_key)), secrets_(secrets),
+          file_perms_(file_perms) {
         file_ = std::move(file);
     }
 
@@ -138,6 +140,13 @@ public:
             QIMG_ASSIGN(p.iter_time_ms, parse_number_opt("iter-time", *it));
         }
         if (!cipher_) return make_error(EPERM, "Parameter 'key-secret' is required for cipher");
+        // block_crypto_amend_prepare(): while keys change, the file is
+        // written by us alone and read by no one else (a running QEMU that
+        // has the image open makes this fail with its lock message).
+        Perms updating = file_perms_;
+        updating.perm |= kPermWrite;
+        updating.shared &= uint8_t(~(kPermConsistentRead | kPermWrite));
+        QIMG_TRY(file_->set_perm(updating));
         crypto::LuksVolumeIo vol{
             header_,
             master_key_,
@@ -146,7 +155,10 @@ public:
             [&] { return file_->flush(); },
             [&](std::string_view id) { return secrets_->lookup_utf8(id); },
         };
-        return crypto::luks_amend_keyslots(vol, p);
+        Result<void> r = crypto::luks_amend_keyslots(vol, p);
+        // block_crypto_amend_cleanup(): the open's permissions again.
+        if (auto back = file_->set_perm(file_perms_); !back && r) return back;
+        return r;
     }
 
 private:
@@ -171,6 +183,7 @@ private:
     const std::shared_ptr<const crypto::SectorCipher> cipher_;  // null when opened without I/O
     const std::string master_key_;  // empty when opened without I/O
     const SecretStore *secrets_;
+    const Perms file_perms_;  // what the open took on file_, as block/open.cpp's file_perms()
     std::mutex rmw_mu_;
 };
 
@@ -212,8 +225,12 @@ Result<NodePtr> luks_open(OpenRequest &req) {
         if (!c) return Err(c.error());
         cipher = *c;
     }
+    const OpenFlags &f = req.flags;
+    Perms file_perms = child_perms(kRoleImage, f.perms.value_or(root_perms(f.read_write, f.no_io, f.resize, f.no_share)),
+                                   f.read_write, f.no_io);
+    if (f.force_share) file_perms.shared = kPermAll;
     return NodePtr(std::make_shared<LuksNode>(req.file, std::move(h), std::move(cipher), std::move(master_key),
-                                              req.secrets));
+                                              req.secrets, file_perms));
 }
 
 // The create options (QCryptoBlockCreateOptionsLUKS) with their QAPI
