@@ -94,4 +94,47 @@ Result<std::vector<uint8_t>> luks_store_key(LuksHeader &h, size_t slot, std::str
                                             std::string_view master_key, uint64_t iter_time_ms,
                                             uint64_t per_second_one_block);
 
+// Writes `len` bytes of the volume at byte `offset`; flushes the volume.
+using LuksWriteFn = std::function<Result<void>(uint64_t offset, const void *buf, size_t len)>;
+using LuksFlushFn = std::function<Result<void>()>;
+// A secret's passphrase by its id (SecretStore::lookup_utf8), called only
+// when QEMU would look the secret up, so a missing secret fails in the
+// same place.
+using LuksSecretFn = std::function<Result<std::string>(std::string_view id)>;
+
+// QCryptoBlockAmendOptionsLUKS: the keyslot changes `qemu-img amend` asks for.
+struct LuksAmendParams {
+    bool activate = true;               // state=active (add) or inactive (erase)
+    std::optional<int32_t> keyslot;     // as QEMU's int: a Number option truncated
+    std::optional<std::string> old_secret;  // secret ids
+    std::optional<std::string> new_secret;
+    std::optional<uint64_t> iter_time_ms;
+    bool force = false;
+};
+
+// The volume a keyslot change works on: its header (updated in place on
+// success and as each write lands), its unlocked master key and its I/O.
+// Offsets are relative to the LUKS header (0 for a luks file; inside the
+// crypto header cluster for qcow2).
+struct LuksVolumeIo {
+    LuksHeader &header;
+    std::string_view master_key;
+    LuksReadFn read;
+    LuksWriteFn write;
+    LuksFlushFn flush;
+    LuksSecretFn secret;
+};
+
+// qcrypto_block_luks_amend_options(): adds a keyslot holding the master key
+// under new-secret, or erases the slots named by keyslot and/or old-secret,
+// with QEMU's checks and messages. Crash-safe ordering, so that a kill at
+// any write leaves every passphrase that is meant to survive working:
+//   add:   key material, flush, then the header that activates the slot;
+//   erase: random data over the key material, flush, then the header that
+//          clears the slot, flush (one slot at a time). A kill in between
+//          leaves the slot marked active over garbage, which no passphrase
+//          opens: the erased passphrase is already gone, the others are
+//          untouched.
+Result<void> luks_amend_keyslots(LuksVolumeIo &vol, const LuksAmendParams &p);
+
 }  // namespace qimg::crypto

@@ -82,11 +82,21 @@ class Op:
              qemu-img changes it too (say why at the operation)
     fmt:     the format of the checked images (read and checked with -f fmt;
              a format without checks, such as raw, is only read)
+    secrets: {id: passphrase} of an encrypted format (luks): the checked
+             images are opened as json: filenames with key-secret, the
+             secrets given to the real tools as --object (the run line
+             brings its own --object options)
+    keys:    the secret ids that must open the checked images after any
+             kill (each one must read as before or after); default all
+    gone:    secret ids that must no longer open them after the
+             uninterrupted run (erased keyslots)
     """
 
     def __init__(self, name, setup, run, images, unit=65536, bitmaps=False, repair=False, fails=False,
-                 snapshot_data=True, points=MAX_POINTS, fmt="qcow2"):
+                 snapshot_data=True, points=MAX_POINTS, fmt="qcow2", secrets=None, keys=None, gone=()):
         self.name, self.setup, self.run, self.unit, self.fmt = name, setup, run, unit, fmt
+        self.secrets = secrets or {}
+        self.keys, self.gone = list(keys if keys is not None else self.secrets), list(gone)
         self.images = [i.split(":")[0] for i in images]
         self.by_blocks = {i.split(":")[0] for i in images if i.endswith(":blocks")}
         self.bitmaps, self.repair, self.fails = bitmaps, repair, fails
@@ -441,6 +451,51 @@ OPERATIONS += [
        "commit -f qcow t.qcow", ["b.qcow:blocks", "t.qcow"], fmt="qcow"),
 ]
 
+# luks: keyslot changes (key material written and flushed before the header
+# that activates a slot; random data over the material before the header
+# clears one) and guest writes. The real qemu-img may fail its PBKDF2
+# benchmark on a busy machine ("Unable to get accurate CPU usage"): retried.
+LUKS_SECRETS = {"sec0": "pw0", "sec1": "pw1", "sec2": "pw2"}
+LUKS_OBJECTS = " ".join(f"--object secret,id={i},data={d}" for i, d in LUKS_SECRETS.items())
+
+
+def luks_retry(cmd):
+    return f"for i in 1 2 3 4 5 6; do {cmd} 2>err && exit 0; grep -q 'accurate CPU' err || break; done; cat err; exit 1"
+
+
+def luks_image(name, size, *slots):
+    """A luks file opened by sec0 (slot 0) with pattern 0x61 written, plus
+    (slot, secret id) keyslots added by the real qemu-img."""
+    opts = f"{LUKS_OBJECTS} --image-opts driver=luks,key-secret=sec0,file.filename={name}"
+    return ([luks_retry(f"qemu-img create -q -f luks {LUKS_OBJECTS} -o key-secret=sec0,iter-time=10 {name} {size}"),
+             f"qemu-io {opts} -c 'write -P 0x61 0 300k' -c 'write -P 0x62 700k 100k' >/dev/null"] +
+            [luks_retry(f"qemu-img amend {opts} -o state=active,keyslot={n},new-secret={sid},iter-time=10")
+             for n, sid in slots])
+
+
+def luks_amend(name, opts):
+    return f"amend {LUKS_OBJECTS} --image-opts driver=luks,key-secret=sec0,file.filename={name} -o {opts}"
+
+
+# Keyslot changes leave the guest content alone: before == after, and every
+# kept secret must read it at any kill; secrets ids in gone are erased.
+OPERATIONS += [
+    Op("luks amend: add a keyslot", luks_image("a.luks", "1M"),
+       luks_amend("a.luks", "state=active,new-secret=sec1,iter-time=10"), ["a.luks"], fmt="luks",
+       snapshot_data=False, secrets=LUKS_SECRETS, keys=["sec0"]),
+    Op("luks amend: erase the keyslots of an old secret", luks_image("e.luks", "1M", (1, "sec1"), (2, "sec2"), (5, "sec1")),
+       luks_amend("e.luks", "state=inactive,old-secret=sec1"), ["e.luks"], fmt="luks",
+       snapshot_data=False, secrets=LUKS_SECRETS, keys=["sec0", "sec2"], gone=["sec1"]),
+    Op("luks amend: erase keyslot 0", luks_image("k.luks", "1M", (3, "sec2")),
+       luks_amend("k.luks", "state=inactive,keyslot=0"), ["k.luks"], fmt="luks",
+       snapshot_data=False, secrets=LUKS_SECRETS, keys=["sec2"], gone=["sec0"]),
+    Op("luks: guest writes (convert -n into a luks file)",
+       luks_image("w.luks", "2M", (4, "sec1")) +
+       ["qemu-img create -q -f raw s.raw 2M", "qemu-io -f raw -c 'write -P 0x82 100k 1200k' s.raw"],
+       f"convert -n {LUKS_OBJECTS} -f raw s.raw --target-image-opts driver=luks,key-secret=sec1,file.filename=w.luks",
+       ["w.luks:blocks"], unit=512, fmt="luks", snapshot_data=False, secrets=LUKS_SECRETS, keys=["sec0", "sec1"]),
+]
+
 QED_DAMAGED = [
     "qemu-img create -q -f qed -o cluster_size=4k d.qed 1M",
     "qemu-io -f qed -c 'write -P 0x11 0 8k' -c 'write -P 0x12 512k 64k' d.qed",
@@ -494,12 +549,20 @@ def run_qimg(qimg, op, cwd, extra_env):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
 
 
-def flat_copy(image, cwd, out, fmt=None):
-    f = f"-f {fmt} " if fmt else ""
-    r = sh(f"{QEMU_IMG} convert -U {f}-O raw {shlex.quote(image)} {shlex.quote(out)}", cwd)
-    if r.returncode != 0:
-        return r.stdout
-    return None
+def image_arg(op, img, key=None):
+    """How the real tools name a checked image: -f fmt FILE, or for an
+    encrypted one its secret objects and a json: filename with key-secret."""
+    if not op.secrets:
+        return f"-f {op.fmt} {shlex.quote(img)}"
+    objs = " ".join(f"--object secret,id={i},data={d}" for i, d in op.secrets.items())
+    spec = {"driver": op.fmt, "key-secret": key or op.keys[0], "file": {"filename": img}}
+    return f"{objs} {shlex.quote('json:' + json.dumps(spec))}"
+
+
+def flat_copy_op(op, image, cwd, out, key=None):
+    """flat_copy through image_arg(); None or why not."""
+    r = sh(f"{QEMU_IMG} convert -U {image_arg(op, image, key)} -O raw {shlex.quote(out)}", cwd)
+    return r.stdout if r.returncode != 0 else None
 
 
 def read(path):
@@ -692,7 +755,7 @@ def verify(op, cwd, refs, bm_refs, sn_refs, repair=False):
                 return why
             read_from = img + ".repaired"
         else:
-            chk = sh(f"{QEMU_IMG} check -U -f {op.fmt} {shlex.quote(img)}", cwd)
+            chk = sh(f"{QEMU_IMG} check -U {image_arg(op, img)}", cwd)
             # 0: clean, 3: leaks only, 63: the format has no checks (raw).
             # 2: corruption, 1: could not check.
             if op.fmt == "qcow2" and is_dirty_qcow2(os.path.join(cwd, img)):
@@ -719,13 +782,14 @@ def verify(op, cwd, refs, bm_refs, sn_refs, repair=False):
                 read_from = img + ".repaired"
             elif chk.returncode not in (0, 3, 63):
                 return f"qemu-img check {img} exited {chk.returncode}:\n{chk.stdout}"
-        err = flat_copy(read_from, cwd, img + ".state.raw", op.fmt)
-        if err:
-            return f"cannot read {img}: {err}"
-        state = read(os.path.join(cwd, img + ".state.raw"))
-        before, after = refs[img]
-        if not content_ok(state, before, after, op.unit if img in op.by_blocks else 0):
-            return f"{img}: guest content is neither the before nor the after state"
+        for key in op.keys or [None]:
+            err = flat_copy_op(op, read_from, cwd, img + ".state.raw", key)
+            if err:
+                return f"cannot read {img}" + (f" with secret {key}" if key else "") + f": {err}"
+            state = read(os.path.join(cwd, img + ".state.raw"))
+            before, after = refs[img]
+            if not content_ok(state, before, after, op.unit if img in op.by_blocks else 0):
+                return f"{img}: guest content is neither the before nor the after state"
         if op.snapshot_data:
             sns = snapshot_contents(read_from, cwd)
             if isinstance(sns, str):
@@ -759,7 +823,7 @@ def test_op(qimg, op, root, max_points=MAX_POINTS):
             return [f"setup failed: {line}\n{r.stdout}"]
     refs, bm_refs, sn_refs = {}, {}, {}
     for img in op.images:
-        if flat_copy(img, tmpl, img + ".before.raw", op.fmt):
+        if flat_copy_op(op, img, tmpl, img + ".before.raw"):
             return [f"cannot read {img} before the operation"]
         sn_refs[img] = (snapshot_contents(img, tmpl) if op.snapshot_data else {},)
         if isinstance(sn_refs[img][0], str):
@@ -778,8 +842,11 @@ def test_op(qimg, op, root, max_points=MAX_POINTS):
     events = read(log).decode().splitlines() if os.path.exists(log) else []
     why = None
     for img in op.images:
-        if flat_copy(img, full, img + ".after.raw", op.fmt):
+        if flat_copy_op(op, img, full, img + ".after.raw"):
             return [f"cannot read {img} after the operation"]
+        for key in op.gone:
+            if not flat_copy_op(op, img, full, img + ".gone.raw", key):
+                return [f"after an uninterrupted run: {img} still opens with secret {key}"]
         refs[img] = (read(os.path.join(tmpl, img + ".before.raw")), read(os.path.join(full, img + ".after.raw")))
         sn_after = snapshot_contents(img, full) if op.snapshot_data else {}
         if isinstance(sn_after, str):

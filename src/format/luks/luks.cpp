@@ -20,11 +20,13 @@
 
 #include "block/driver.h"
 #include "block/open.h"
+#include "block/perm.h"
 #include "block/status.h"
 #include "crypto/luks_header.h"
 #include "crypto/luks_keys.h"
 #include "crypto/sector_cipher.h"
 #include "util/checked.h"
+#include "util/keyval.h"
 
 namespace qimg {
 namespace {
@@ -35,8 +37,9 @@ constexpr uint64_t kSector = kLuksSectorSize;
 class LuksNode final : public BlockNode {
 public:
     LuksNode(NodePtr file, crypto::LuksHeader h, std::shared_ptr<const crypto::SectorCipher> cipher,
-             std::string master_key, const SecretStore *secrets)
-        : header_(std::move(h)), cipher_(std::move(cipher)), master_key_(std::move(master_key)), secrets_(secrets) {
+             std::string master_key, const SecretStore *secrets, Perms file_perms)
+        : header_(std::move(h)), cipher_(std::move(cipher)), master_key_(std::move(master_key)), secrets_(secrets),
+          file_perms_(file_perms) {
         file_ = std::move(file);
     }
 
@@ -113,11 +116,8 @@ public:
         return out;
     }
 
-    // qcrypto_block_luks_amend_options() for state=active: the master key
-    // (unlocked at open) stored into a free or given slot under
-    // new-secret. Crash-safe: the slot's key material is written and
-    // flushed before the header that activates it, so a kill leaves the
-    // old slots as they were. state=inactive (erasing slots) is not done.
+    // qcrypto_block_luks_amend_options(): add or erase keyslots (the slot
+    // logic and its crash-safe write order are src/crypto/luks_keys').
     Result<void> amend(const std::map<std::string, std::string> &o, bool force, const AmendStatus &) override {
         auto get = [&](const char *k) -> std::optional<std::string> {
             auto it = o.find(k);
@@ -125,44 +125,40 @@ public:
         };
         const auto state = get("state");
         if (!state) return make_error(EINVAL, "Parameter 'state' is missing");
-        if (*state == "inactive")
-            return make_error(ENOTSUP, "qimg cannot erase LUKS keyslots yet (state=inactive)");
-        if (*state != "active") return make_error(EINVAL, "Parameter 'state' does not accept value '" + *state + "'");
-        if (!cipher_) return make_error(EPERM, "Parameter 'key-secret' is required for cipher");
-        const auto new_secret = get("new-secret");
-        if (!new_secret) return make_error(EINVAL, "'new-secret' is required to activate a keyslot");
-        if (get("old-secret")) return make_error(EINVAL, "'old-secret' must not be given when activating keyslots");
-        int slot = -1;
+        if (*state != "active" && *state != "inactive")
+            return make_error(EINVAL, "Parameter 'state' does not accept value '" + *state + "'");
+        crypto::LuksAmendParams p;
+        p.activate = *state == "active";
+        p.force = force;
+        p.old_secret = get("old-secret");
+        p.new_secret = get("new-secret");
         if (const auto ks = get("keyslot")) {
-            char *end = nullptr;
-            const long v = std::strtol(ks->c_str(), &end, 10);
-            if (ks->empty() || *end || v < 0 || v >= long(crypto::kLuksNumKeySlots))
-                return make_error(EINVAL, fmt::format("Invalid keyslot {} specified, must be between 0 and {}", *ks,
-                                                      crypto::kLuksNumKeySlots - 1));
-            slot = int(v);
-        } else {
-            for (size_t i = 0; i < crypto::kLuksNumKeySlots && slot < 0; i++)
-                if (!header_.key_slots[i].enabled()) slot = int(i);
-            if (slot < 0) return make_error(ENOSPC, "Can't add a keyslot - all keyslots are in use");
+            QIMG_ASSIGN(uint64_t v, parse_number_opt("keyslot", *ks));
+            p.keyslot = int32_t(uint32_t(v));  // QEMU stores the number in an int
         }
-        if (!force && header_.key_slots[size_t(slot)].enabled())
-            return make_error(EINVAL, fmt::format("Refusing to overwrite active keyslot {} - please erase it first", slot));
-        uint64_t iter_time = crypto::kLuksDefaultIterTimeMs;
-        if (const auto it = get("iter-time")) iter_time = std::strtoull(it->c_str(), nullptr, 10);
-        QIMG_ASSIGN(std::string pass, secrets_->lookup_utf8(*new_secret));
-        crypto::LuksHeader h = header_;
-        h.key_slots[size_t(slot)].active = crypto::kLuksKeySlotDisabled;
-        QIMG_ASSIGN(uint64_t per_second, crypto::pbkdf2_iters_per_second(h.hash_alg, crypto::kLuksDigestLen));
-        QIMG_ASSIGN(std::vector<uint8_t> material,
-                    crypto::luks_store_key(h, size_t(slot), pass, master_key_, iter_time, per_second));
-        const uint64_t at = uint64_t{h.key_slots[size_t(slot)].key_offset_sector} * kSector;
-        QIMG_TRY(file_->write(at, material.data(), material.size()));
-        QIMG_TRY(file_->flush());
-        const std::vector<uint8_t> bytes = crypto::serialize_luks_header(h);
-        QIMG_TRY(file_->write(0, bytes.data(), bytes.size()));
-        QIMG_TRY(file_->flush());
-        header_ = std::move(h);
-        return ok();
+        if (const auto it = get("iter-time")) {
+            QIMG_ASSIGN(p.iter_time_ms, parse_number_opt("iter-time", *it));
+        }
+        if (!cipher_) return make_error(EPERM, "Parameter 'key-secret' is required for cipher");
+        // block_crypto_amend_prepare(): while keys change, the file is
+        // written by us alone and read by no one else (a running QEMU that
+        // has the image open makes this fail with its lock message).
+        Perms updating = file_perms_;
+        updating.perm |= kPermWrite;
+        updating.shared &= uint8_t(~(kPermConsistentRead | kPermWrite));
+        QIMG_TRY(file_->set_perm(updating));
+        crypto::LuksVolumeIo vol{
+            header_,
+            master_key_,
+            [&](uint64_t off, void *buf, size_t len) { return read_padded(*file_, off, buf, len); },
+            [&](uint64_t off, const void *buf, size_t len) { return file_->write(off, buf, len); },
+            [&] { return file_->flush(); },
+            [&](std::string_view id) { return secrets_->lookup_utf8(id); },
+        };
+        Result<void> r = crypto::luks_amend_keyslots(vol, p);
+        // block_crypto_amend_cleanup(): the open's permissions again.
+        if (auto back = file_->set_perm(file_perms_); !back && r) return back;
+        return r;
     }
 
 private:
@@ -187,6 +183,7 @@ private:
     const std::shared_ptr<const crypto::SectorCipher> cipher_;  // null when opened without I/O
     const std::string master_key_;  // empty when opened without I/O
     const SecretStore *secrets_;
+    const Perms file_perms_;  // what the open took on file_, as block/open.cpp's file_perms()
     std::mutex rmw_mu_;
 };
 
@@ -228,8 +225,12 @@ Result<NodePtr> luks_open(OpenRequest &req) {
         if (!c) return Err(c.error());
         cipher = *c;
     }
+    const OpenFlags &f = req.flags;
+    Perms file_perms = child_perms(kRoleImage, f.perms.value_or(root_perms(f.read_write, f.no_io, f.resize, f.no_share)),
+                                   f.read_write, f.no_io);
+    if (f.force_share) file_perms.shared = kPermAll;
     return NodePtr(std::make_shared<LuksNode>(req.file, std::move(h), std::move(cipher), std::move(master_key),
-                                              req.secrets));
+                                              req.secrets, file_perms));
 }
 
 // The create options (QCryptoBlockCreateOptionsLUKS) with their QAPI

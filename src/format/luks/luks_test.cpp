@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -275,6 +276,203 @@ TEST(LuksFormat, OpenReadsWhatWasWrittenAndRefusesKeyMaterialPastEof) {
         auto n = d->open(req);
         ASSERT_FALSE(n);
         EXPECT_NE(n.error().message.find("beyond the end of the file"), std::string::npos);
+    }
+}
+
+// Keyslot management (luks_amend_keyslots) over an in-memory volume whose
+// writes and flushes are logged, and can be cut off after N writes to stand
+// for a kill.
+struct SlotVolume {
+    std::vector<uint8_t> img;
+    crypto::LuksHeader header;
+    std::string master_key;
+    std::vector<std::string> log;  // "w@OFFSET" and "flush"
+    size_t writes_left = SIZE_MAX;
+    std::map<std::string, std::string> secrets = {{"sa", "pw-a"}, {"sb", "pw-b"}, {"sc", "pw-c"}};
+
+    explicit SlotVolume(const std::string &pass) {
+        crypto::LuksCreateParams p;
+        p.iter_time_ms = 1;
+        img = make_volume(p, pass, 4096);
+        header = *crypto::parse_luks_header(std::span<const uint8_t>(img.data(), crypto::kLuksHeaderSize));
+        master_key = *crypto::luks_unlock(header, pass, reader_of(img));
+    }
+
+    Result<void> amend(const crypto::LuksAmendParams &p) {
+        crypto::LuksVolumeIo io{
+            header,
+            master_key,
+            reader_of(img),
+            [this](uint64_t off, const void *buf, size_t len) -> Result<void> {
+                if (writes_left == 0) return make_error(EIO, "killed");
+                writes_left--;
+                log.push_back(fmt::format("w@{}", off));
+                std::memcpy(img.data() + off, buf, len);
+                return ok();
+            },
+            [this]() -> Result<void> {
+                log.push_back("flush");
+                return ok();
+            },
+            [this](std::string_view id) -> Result<std::string> {
+                auto it = secrets.find(std::string(id));
+                if (it == secrets.end()) return make_error(ENOENT, fmt::format("No secret with id '{}'", id));
+                return it->second;
+            },
+        };
+        return crypto::luks_amend_keyslots(io, p);
+    }
+
+    // Unlocks with the header as it is on "disk" now.
+    bool opens(const std::string &pass) const {
+        auto h = crypto::parse_luks_header(std::span<const uint8_t>(img.data(), crypto::kLuksHeaderSize));
+        if (!h) return false;
+        auto k = crypto::luks_unlock(*h, pass, reader_of(img));
+        return k && *k == master_key;
+    }
+};
+
+crypto::LuksAmendParams add_params(const char *secret, std::optional<int32_t> slot = std::nullopt) {
+    crypto::LuksAmendParams p;
+    p.new_secret = secret;
+    p.keyslot = slot;
+    p.iter_time_ms = 1;
+    return p;
+}
+
+crypto::LuksAmendParams erase_params(std::optional<int32_t> slot, std::optional<std::string> old = std::nullopt) {
+    crypto::LuksAmendParams p;
+    p.activate = false;
+    p.keyslot = slot;
+    p.old_secret = std::move(old);
+    return p;
+}
+
+std::string amend_error(SlotVolume &v, const crypto::LuksAmendParams &p) {
+    auto r = v.amend(p);
+    return r ? "ok" : r.error().message;
+}
+
+TEST(LuksKeyslots, AddThenEraseByIndexOverwritesMaterialThenHeader) {
+    SlotVolume v("pw-a");
+    ASSERT_EQ(amend_error(v, add_params("sb", 3)), "ok");
+    EXPECT_TRUE(v.opens("pw-b"));
+    EXPECT_TRUE(v.header.key_slots[3].enabled());
+    const uint64_t mat = uint64_t{v.header.key_slots[3].key_offset_sector} * 512;
+    const std::vector<std::string> add_order = {fmt::format("w@{}", mat), "flush", "w@0", "flush"};
+    EXPECT_EQ(v.log, add_order);
+    const std::vector<uint8_t> before(v.img.begin() + long(mat), v.img.begin() + long(mat) + 4096);
+
+    v.log.clear();
+    ASSERT_EQ(amend_error(v, erase_params(3)), "ok");
+    EXPECT_EQ(v.log, add_order);  // material (random data) first, the header after
+    EXPECT_FALSE(v.opens("pw-b"));
+    EXPECT_TRUE(v.opens("pw-a"));
+    const crypto::LuksKeySlot &s = v.header.key_slots[3];
+    EXPECT_EQ(s.active, crypto::kLuksKeySlotDisabled);
+    EXPECT_EQ(s.iterations, 0u);
+    EXPECT_EQ(s.salt, (std::array<uint8_t, 32>{}));
+    EXPECT_NE(std::vector<uint8_t>(v.img.begin() + long(mat), v.img.begin() + long(mat) + 4096), before);
+    // What was written is what the parser reads back (iterations 0 allowed
+    // on an inactive slot, as QEMU writes it).
+    auto h = crypto::parse_luks_header(std::span<const uint8_t>(v.img.data(), crypto::kLuksHeaderSize));
+    ASSERT_TRUE(h) << h.error().message;
+    EXPECT_FALSE(h->key_slots[3].enabled());
+}
+
+TEST(LuksKeyslots, EraseByOldSecretErasesEveryMatchingSlot) {
+    SlotVolume v("pw-a");
+    ASSERT_EQ(amend_error(v, add_params("sb")), "ok");  // first free: 1
+    ASSERT_EQ(amend_error(v, add_params("sc")), "ok");  // 2
+    ASSERT_EQ(amend_error(v, add_params("sb")), "ok");  // 3
+    EXPECT_TRUE(v.header.key_slots[1].enabled() && v.header.key_slots[2].enabled() && v.header.key_slots[3].enabled());
+    ASSERT_EQ(amend_error(v, erase_params(std::nullopt, "sb")), "ok");
+    EXPECT_FALSE(v.header.key_slots[1].enabled());
+    EXPECT_TRUE(v.header.key_slots[2].enabled());
+    EXPECT_FALSE(v.header.key_slots[3].enabled());
+    EXPECT_FALSE(v.opens("pw-b"));
+    EXPECT_TRUE(v.opens("pw-a"));
+    EXPECT_TRUE(v.opens("pw-c"));
+    // Keyslot and old secret together: the slot must hold that secret.
+    EXPECT_EQ(amend_error(v, erase_params(2, "sa")),
+              "Given keyslot 2 doesn't contain the given old password for erase operation");
+    ASSERT_EQ(amend_error(v, erase_params(2, "sc")), "ok");
+    EXPECT_FALSE(v.opens("pw-c"));
+}
+
+TEST(LuksKeyslots, RefusalsInQemuWords) {
+    SlotVolume v("pw-a");
+    EXPECT_EQ(amend_error(v, erase_params(0)),
+              "Attempt to erase the only active keyslot 0 which will erase all the data in the image irreversibly - "
+              "refusing operation");
+    EXPECT_EQ(amend_error(v, erase_params(std::nullopt, "sa")),
+              "All the active keyslots match the (old) password that was given and erasing them will erase all the "
+              "data in the image irreversibly - refusing operation");
+    EXPECT_EQ(amend_error(v, erase_params(1)), "Given keyslot 1 is already erased (inactive) ");
+    EXPECT_EQ(amend_error(v, erase_params(8)), "Invalid keyslot 8 specified, must be between 0 and 7");
+    EXPECT_EQ(amend_error(v, erase_params(-1)), "Invalid keyslot -1 specified, must be between 0 and 7");
+    EXPECT_EQ(amend_error(v, erase_params(std::nullopt)),
+              "To erase keyslot(s), either explicit keyslot index or the password currently contained in them must "
+              "be given");
+    EXPECT_EQ(amend_error(v, erase_params(std::nullopt, "sb")),
+              "No keyslots match given (old) password for erase operation");
+    EXPECT_EQ(amend_error(v, erase_params(std::nullopt, "nosuch")), "No secret with id 'nosuch'");
+    auto with_new = erase_params(0);
+    with_new.new_secret = "sb";
+    EXPECT_EQ(amend_error(v, with_new), "'new-secret' must not be given when erasing keyslots");
+    auto with_iter = erase_params(0);
+    with_iter.iter_time_ms = 10;
+    EXPECT_EQ(amend_error(v, with_iter), "'iter-time' must not be given when erasing keyslots");
+
+    EXPECT_EQ(amend_error(v, add_params("sb", 0)), "Refusing to overwrite active keyslot 0 - please erase it first");
+    EXPECT_EQ(amend_error(v, add_params("sb", 8)), "Invalid keyslot 8 specified, must be between 0 and 7");
+    EXPECT_EQ(amend_error(v, add_params("sb", -1)), "Invalid keyslot 4294967295 specified, must be between 0 and 7");
+    auto no_new = add_params("sb");
+    no_new.new_secret.reset();
+    EXPECT_EQ(amend_error(v, no_new), "'new-secret' is required to activate a keyslot");
+    auto with_old = add_params("sb");
+    with_old.old_secret = "sa";
+    EXPECT_EQ(amend_error(v, with_old), "'old-secret' must not be given when activating keyslots");
+    EXPECT_TRUE(v.log.empty());  // no refusal wrote anything
+    for (int i = 1; i < 8; i++) ASSERT_EQ(amend_error(v, add_params("sb")), "ok");
+    EXPECT_EQ(amend_error(v, add_params("sc")), "Can't add a keyslot - all keyslots are in use");
+}
+
+TEST(LuksKeyslots, ForceErasesTheLastSlotAndOverwritesAnActiveOne) {
+    SlotVolume v("pw-a");
+    auto over = add_params("sb", 0);
+    over.force = true;
+    ASSERT_EQ(amend_error(v, over), "ok");
+    EXPECT_TRUE(v.opens("pw-b"));
+    EXPECT_FALSE(v.opens("pw-a"));
+    auto last = erase_params(0);
+    last.force = true;
+    ASSERT_EQ(amend_error(v, last), "ok");
+    EXPECT_FALSE(v.opens("pw-b"));
+    for (const auto &s : v.header.key_slots) EXPECT_FALSE(s.enabled());
+}
+
+// A kill after any number of writes: the passphrases meant to survive
+// still open the volume, and an interrupted add leaves the old state.
+TEST(LuksKeyslots, KillAtAnyWriteKeepsSurvivingPassphrases) {
+    for (size_t n = 0; n < 2; n++) {
+        SlotVolume v("pw-a");
+        v.writes_left = n;
+        EXPECT_FALSE(v.amend(add_params("sb", 2)));
+        EXPECT_TRUE(v.opens("pw-a")) << n;
+        EXPECT_FALSE(v.opens("pw-b")) << n;
+    }
+    for (size_t n = 0; n <= 4; n++) {
+        SlotVolume v("pw-a");
+        ASSERT_EQ(amend_error(v, add_params("sb", 2)), "ok");
+        ASSERT_EQ(amend_error(v, add_params("sc", 5)), "ok");
+        ASSERT_EQ(amend_error(v, add_params("sb", 6)), "ok");
+        v.writes_left = n;  // erasing slots 2 and 6 takes 4 writes
+        EXPECT_EQ(bool(v.amend(erase_params(std::nullopt, "sb"))), n >= 4);
+        EXPECT_TRUE(v.opens("pw-a")) << n;
+        EXPECT_TRUE(v.opens("pw-c")) << n;
+        // Slot 6 (the second to go) holds pw-b until its material is overwritten.
+        EXPECT_EQ(v.opens("pw-b"), n < 3) << n;
     }
 }
 

@@ -13,16 +13,16 @@
 namespace qimg::qcow {
 namespace {
 
-// The encryption options, checked as QEMU's create checks them. Legacy AES
-// images are read and written by the encryption work (issue 16); until
-// then a request for one is refused once it is complete.
-Result<void> check_encryption(const CreateRequest &req) {
+// The encryption options, checked as QEMU's create checks them; true for a
+// legacy AES image (whose secret must exist: QEMU builds the cipher).
+Result<bool> check_encryption(const CreateRequest &req) {
     std::string fmt = req.get("encrypt.format");
     bool on = req.get("encryption", "off") == "on" || !fmt.empty();
-    if (!on) return ok();
+    if (!on) return false;
     if (!fmt.empty() && fmt != "aes") return make_error(EINVAL, "Unsupported encryption format");
     if (!req.has("encrypt.key-secret")) return make_error(EINVAL, "Parameter 'encrypt.key-secret' is required for cipher");
-    return make_error(ENOTSUP, "qcow: creating AES-encrypted images is not supported yet (use luks)");
+    QIMG_TRY(req.secrets->lookup_utf8(req.get("encrypt.key-secret")));
+    return true;
 }
 
 Result<void> write_image(BlockNode &file, const Header &h, const std::string &backing) {
@@ -55,8 +55,9 @@ Result<void> qcow_create(CreateRequest &req) {
     QIMG_TRY(req.opener->create_protocol(proto));
 
     if (req.size == 0) return make_error(EINVAL, "Image size is too small, cannot be zero length");
-    QIMG_TRY(check_encryption(req));
+    QIMG_ASSIGN(const bool aes, check_encryption(req));
     Header h;
+    if (aes) h.crypt_method = kCryptAes;
     h.size = req.size > UINT64_MAX - 511 ? UINT64_MAX & ~uint64_t(511) : (req.size + 511) & ~uint64_t(511);
     std::string backing = req.get("backing_file");
     if (backing == "fat:") backing.clear();  // QEMU's vvfat marker: no backing file

@@ -1,6 +1,10 @@
 // The qcow driver: QEMU's first copy-on-write format (version 1; QEMU's
 // block/qcow.c is its only description), read and written as qemu-img 7.2
-// does, with compressed clusters and a backing file.
+// does, with compressed clusters, a backing file and the legacy AES
+// encryption (crypt_method 1: src/crypto/qcow_aes.h; each 512-byte sector
+// of a cluster encrypted with the IV of its guest sector number; encrypted
+// data is read and written in whole sectors, unaligned writes merged under
+// rmw_mu_).
 //
 // Layout. A 48-byte header, the backing file name, the L1 table (one
 // big-endian offset of an L2 table per 2^(cluster_bits + l2_bits) guest
@@ -36,6 +40,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "block/driver.h"
@@ -44,6 +49,8 @@
 #include "block/table_check.h"
 #include "block/unit_cache.h"
 #include "codec/codec.h"
+#include "crypto/qcow_aes.h"
+#include "crypto/sector_cipher.h"
 #include "format/qcow/header.h"
 #include "format/qcow/qcow.h"
 #include "util/checked.h"
@@ -56,6 +63,7 @@ using L2Table = std::vector<uint64_t>;
 
 // L2 tables kept in memory: 256 tables of at most 64 KiB.
 constexpr size_t kL2CacheTables = 256;
+constexpr uint64_t kCryptSector = crypto::kCipherSectorSize;
 // An L1 table that reaches past the end of the file reads as zeroes there
 // (as QEMU's file reads do); it is accepted only up to this size, so that
 // a short hostile file cannot make us allocate gigabytes.
@@ -65,8 +73,9 @@ const char *kBadCluster = "qcow: invalid cluster offset in an L2 table";
 
 class QcowNode final : public BlockNode {
 public:
-    QcowNode(NodePtr file, const Header &h, std::vector<uint64_t> l1)
-        : h_(h), cs_(h.cluster_size()), size_(h.size / 512 * 512), l1_(std::move(l1)),
+    QcowNode(NodePtr file, const Header &h, std::vector<uint64_t> l1,
+             std::shared_ptr<const crypto::SectorCipher> cipher = nullptr)
+        : h_(h), cs_(h.cluster_size()), size_(h.size / 512 * 512), cipher_(std::move(cipher)), l1_(std::move(l1)),
           l2_(kL2CacheTables, TableCache<L2Table>::Io{[this](uint64_t off) { return load_l2(off); },
                                                        [this](uint64_t off, const L2Table &t) { return store_l2(off, t); },
                                                        [this] { return file_->flush(); }}) {
@@ -82,6 +91,9 @@ public:
     uint32_t cluster_size() const override { return uint32_t(cs_); }
     bool has_zero_init() const override { return true; }
     bool encrypted() const override { return h_.crypt_method != kCryptNone; }
+    // Encrypted sectors are whole 512-byte units (QEMU's qcow declares that
+    // alignment for every image).
+    uint32_t request_alignment() const override { return cipher_ ? uint32_t(kCryptSector) : 1; }
     uint32_t compressed_cluster_size() const override { return encrypted() ? 0 : uint32_t(cs_); }
 
     Result<void> read(uint64_t off, void *buf, size_t len) override;
@@ -111,10 +123,21 @@ public:
 
 private:
     Result<void> check_io() const {
-        if (encrypted())
-            return make_error(ENOTSUP, "qcow: AES-encrypted images cannot be read or written yet");
+        if (encrypted() && !cipher_) return make_error(EPERM, "Cannot access an encrypted image opened without its key");
         return ok();
     }
+    // Legacy AES (crypt_method 1): sectors numbered by guest offset.
+    Result<void> decrypt(uint64_t off, uint8_t *buf, size_t len) const {
+        return cipher_ ? cipher_->decrypt(off / kCryptSector, buf, len) : ok();
+    }
+    // An encrypted copy of `len` guest bytes at `off` (sector-aligned).
+    Result<std::vector<uint8_t>> encrypted_copy(uint64_t off, const uint8_t *in, size_t len) const {
+        std::vector<uint8_t> out(in, in + len);
+        QIMG_TRY(cipher_->encrypt(off / kCryptSector, out.data(), out.size()));
+        return out;
+    }
+    Result<void> read_aligned(uint64_t off, uint8_t *out, size_t len);
+    Result<void> write_aligned(uint64_t off, const uint8_t *in, size_t len);
     Result<void> check_range(uint64_t off, uint64_t len) const {
         if (!range_fits(off, len, size_)) return make_error(EIO, "Request beyond the end of the image");
         return ok();
@@ -173,6 +196,8 @@ private:
     Header h_;
     uint64_t cs_;
     uint64_t size_;
+    const std::shared_ptr<const crypto::SectorCipher> cipher_;  // legacy AES; null if none or opened without I/O
+    std::mutex rmw_mu_;  // unaligned encrypted writes: read, merge, rewrite whole sectors
     std::mutex mu_;
     std::vector<uint64_t> l1_;
     std::vector<bool> l1_dirty_;
@@ -211,16 +236,29 @@ Result<void> QcowNode::read_cluster(uint64_t off, uint8_t *out, size_t n) {
     case L2Entry::Normal: {
         QIMG_ASSIGN(uint64_t host, cluster_host(e, off, n));
         file_->debug_event(BlkdebugEvent::ReadAio);
-        return read_padded(*file_, host, out, n);
+        QIMG_TRY(read_padded(*file_, host, out, n));
+        return decrypt(off, out, n);
     }
     }
     return ok();
 }
 
+// Encrypted images are read and written in whole sectors: an unaligned
+// request goes through a bounce buffer of the sectors it touches.
 Result<void> QcowNode::read(uint64_t off, void *buf, size_t len) {
     QIMG_TRY(check_range(off, len));
     QIMG_TRY(check_io());
     auto *out = static_cast<uint8_t *>(buf);
+    if (!cipher_ || (off % kCryptSector == 0 && len % kCryptSector == 0)) return read_aligned(off, out, len);
+    const uint64_t a0 = off / kCryptSector * kCryptSector;
+    const uint64_t a1 = (off + len + kCryptSector - 1) / kCryptSector * kCryptSector;
+    std::vector<uint8_t> tmp(a1 - a0);
+    QIMG_TRY(read_aligned(a0, tmp.data(), tmp.size()));
+    std::memcpy(out, tmp.data() + (off - a0), len);
+    return ok();
+}
+
+Result<void> QcowNode::read_aligned(uint64_t off, uint8_t *out, size_t len) {
     while (len > 0) {
         uint64_t host = 0, n;
         {
@@ -231,6 +269,7 @@ Result<void> QcowNode::read(uint64_t off, void *buf, size_t len) {
             // Clusters stored one after the other: one read.
             file_->debug_event(BlkdebugEvent::ReadAio);
             QIMG_TRY(read_padded(*file_, host, out, n));
+            QIMG_TRY(decrypt(off, out, n));
         } else {
             n = in_cluster(off, len);
             QIMG_TRY(read_cluster(off, out, n));
@@ -335,6 +374,13 @@ Result<uint64_t> QcowNode::write_new_run_locked(uint64_t off, const uint8_t *in,
         std::memcpy(buf.data() + (off - run_start), in, n);
         data = buf.data();
     }
+    if (cipher_) {
+        // The whole run encrypted, the parts the write does not cover too
+        // (zeros, as QEMU initialises them).
+        if (data != buf.data()) buf.assign(in, in + run_bytes);
+        QIMG_TRY(cipher_->encrypt(run_start / kCryptSector, buf.data(), buf.size()));
+        data = buf.data();
+    }
     file_->debug_event(BlkdebugEvent::ClusterAlloc);
     file_->debug_event(BlkdebugEvent::WriteAio);  // the data write, as QEMU announces it
     QIMG_TRY(file_->write(at, data, run_bytes));
@@ -349,6 +395,18 @@ Result<void> QcowNode::write(uint64_t off, const void *buf, size_t len) {
     QIMG_TRY(check_range(off, len));
     QIMG_TRY(check_io());
     auto *in = static_cast<const uint8_t *>(buf);
+    if (!cipher_ || (off % kCryptSector == 0 && len % kCryptSector == 0)) return write_aligned(off, in, len);
+    const uint64_t a0 = off / kCryptSector * kCryptSector;
+    const uint64_t a1 = (off + len + kCryptSector - 1) / kCryptSector * kCryptSector;
+    std::lock_guard g(rmw_mu_);
+    std::vector<uint8_t> tmp(a1 - a0);
+    QIMG_TRY(read_aligned(a0, tmp.data(), kCryptSector));
+    if (a1 - a0 > kCryptSector) QIMG_TRY(read_aligned(a1 - kCryptSector, tmp.data() + tmp.size() - kCryptSector, kCryptSector));
+    std::memcpy(tmp.data() + (off - a0), in, len);
+    return write_aligned(a0, tmp.data(), tmp.size());
+}
+
+Result<void> QcowNode::write_aligned(uint64_t off, const uint8_t *in, size_t len) {
     while (len > 0) {
         uint64_t host = 0, n;
         {
@@ -359,7 +417,12 @@ Result<void> QcowNode::write(uint64_t off, const void *buf, size_t len) {
         if (host) {
             // In place, outside the lock: a normal cluster never moves.
             file_->debug_event(BlkdebugEvent::WriteAio);
-            QIMG_TRY(file_->write(host, in, n));
+            if (cipher_) {
+                QIMG_ASSIGN(auto enc, encrypted_copy(off, in, size_t(n)));
+                QIMG_TRY(file_->write(host, enc.data(), enc.size()));
+            } else {
+                QIMG_TRY(file_->write(host, in, n));
+            }
         }
         off += n, in += n, len -= n;
     }
@@ -390,7 +453,6 @@ Result<void> QcowNode::flush_metadata() {
 Result<BlockStatus> QcowNode::block_status(uint64_t off, uint64_t len) {
     BlockStatus s;
     if (off >= size_) return s;
-    QIMG_TRY(check_io());
     len = std::min(len, size_ - off);
     std::lock_guard g(mu_);
     QIMG_ASSIGN(uint64_t raw, entry_locked(off));
@@ -411,7 +473,8 @@ Result<BlockStatus> QcowNode::block_status(uint64_t off, uint64_t len) {
     s.bytes = pos - off;
     if (first.kind == L2Entry::Unallocated) return s;
     s.flags = kStatusData | kStatusAllocated;
-    if (first.kind == L2Entry::Normal && first.offset % 512 == 0) {
+    // QEMU's qcow_co_block_status: no host offset for encrypted data.
+    if (first.kind == L2Entry::Normal && first.offset % 512 == 0 && !encrypted()) {
         s.flags |= kStatusOffsetValid;
         s.host_offset = first.offset + off % cs_;
         s.host_node = file_.get();
@@ -433,7 +496,8 @@ Result<std::vector<uint8_t>> QcowNode::compress_cluster(const void *buf, size_t 
 // puts it; its entry is published at the next flush.
 Result<void> QcowNode::write_compressed_data(uint64_t off, std::span<const uint8_t> data, const void *raw,
                                              size_t len) {
-    if (data.empty()) return write(off, raw, len);
+    // Encrypted images have no compressed clusters (compressed_cluster_size() 0).
+    if (data.empty() || cipher_) return write(off, raw, len);
     QIMG_TRY(check_range(off, len));
     QIMG_TRY(check_io());
     if (off % cs_ || (len != cs_ && off + len != size_) || data.size() >= cs_)
@@ -495,11 +559,37 @@ Result<std::vector<uint64_t>> read_l1(BlockNode &file, const Header &h) {
     return l1;
 }
 
+// The encrypt.* open options of QEMU's qcow_open: legacy AES images need
+// encrypt.key-secret unless opened without I/O; a format other than aes,
+// or one for an unencrypted image, is refused.
+Result<std::shared_ptr<const crypto::SectorCipher>> open_cipher(OpenRequest &req, const Header &h) {
+    auto take = [&](const char *k) -> std::optional<std::string> {
+        auto it = req.options.find(k);
+        if (it == req.options.end()) return std::nullopt;
+        std::string v = it->second;
+        req.options.erase(it);
+        return v;
+    };
+    const auto fmt = take("encrypt.format");
+    const auto key_secret = take("encrypt.key-secret");
+    if (h.crypt_method == kCryptNone) {
+        if (fmt) return make_error(EINVAL, "No encryption in image header, but options specified format '" + *fmt + "'");
+        return std::shared_ptr<const crypto::SectorCipher>();
+    }
+    if (fmt && *fmt != "aes")
+        return make_error(EINVAL, "Header reported 'aes' encryption format but options specify '" + *fmt + "'");
+    if (req.flags.no_io) return std::shared_ptr<const crypto::SectorCipher>();
+    if (!key_secret) return make_error(EINVAL, "Parameter 'encrypt.key-secret' is required for cipher");
+    QIMG_ASSIGN(std::string pass, req.secrets->lookup_utf8(*key_secret));
+    return crypto::qcow_aes_cipher(pass);
+}
+
 Result<NodePtr> qcow_open(OpenRequest &req) {
     BlockNode &file = *req.file;
     HeaderBytes hb{};
     QIMG_TRY(read_padded(file, 0, hb.data(), hb.size()));
     QIMG_ASSIGN(Header h, parse_header(hb));
+    QIMG_ASSIGN(auto cipher, open_cipher(req, h));
     QIMG_ASSIGN(std::vector<uint64_t> l1, read_l1(file, h));
     std::string backing;
     if (h.backing_file_offset != 0) {
@@ -511,7 +601,7 @@ Result<NodePtr> qcow_open(OpenRequest &req) {
         // A C string: a NUL inside ends it, as in QEMU.
         backing = std::string(name.c_str());
     }
-    auto node = std::make_shared<QcowNode>(req.file, h, std::move(l1));
+    auto node = std::make_shared<QcowNode>(req.file, h, std::move(l1), std::move(cipher));
     node->set_read_only(!req.flags.read_write);
     if (req.flags.read_write) node->set_next_free(file.length());
     if (!backing.empty()) node->set_backing_names(backing, "", resolve_recorded_name(*node, backing));
@@ -528,6 +618,7 @@ const Driver *make_qcow_driver() {
         d.create_options = qcow_create_options();
         d.supports_backing = true;
         d.supports_compression = true;
+        d.strong_options = {"encrypt.key-secret"};
         return d;
     }();
     return &d;

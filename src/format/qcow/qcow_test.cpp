@@ -4,10 +4,14 @@
 // clear error or read as I/O errors, never a crash or a huge allocation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "block/driver.h"
 #include "codec/codec.h"
+#include "crypto/qcow_aes.h"
+#include "crypto/secret.h"
 #include "format/qcow/header.h"
 #include "lib/mem_node.h"
 #include "util/endian.h"
@@ -205,6 +209,94 @@ TEST(QcowNode, HostileEntriesAreIoErrors) {
     EXPECT_FALSE((*n)->read(4096, buf.data(), buf.size()));
     EXPECT_FALSE((*n)->read(8192, buf.data(), buf.size()));
     ASSERT_TRUE((*n)->read(12288, buf.data(), buf.size()));
+}
+
+// Legacy AES (crypt_method 1): opened with encrypt.key-secret, data
+// encrypted on disk sector by sector with the guest sector as IV.
+Result<NodePtr> open_aes(std::shared_ptr<test::MemNode> mem, const SecretStore &secrets,
+                         std::map<std::string, std::string> opts, bool rw = false) {
+    OpenRequest req;
+    req.file = std::move(mem);
+    req.flags.read_write = rw;
+    req.options = std::move(opts);
+    req.secrets = &secrets;
+    return find_driver("qcow")->open(req);
+}
+
+TEST(QcowAes, WritesEncryptedAndReadsBackWithTheKeyOnly) {
+    auto img = make_image(1 << 20);
+    put_be32(img.data() + 36, kCryptAes);
+    auto mem = std::make_shared<test::MemNode>(img);
+    SecretStore secrets;
+    for (auto [id, data] : {std::pair{"s", "passphrase"}, std::pair{"w", "other"}}) {
+        ObjectSpec spec;
+        spec.qom_type = "secret";
+        spec.id = id;
+        spec.props["data"] = data;
+        ASSERT_TRUE(secrets.add(spec));
+    }
+    std::vector<uint8_t> pattern(10000);
+    for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = uint8_t(i * 13 + 5);
+    {
+        auto n = open_aes(mem, secrets, {{"encrypt.key-secret", "s"}}, true);
+        ASSERT_TRUE(n) << n.error().message;
+        EXPECT_TRUE((*n)->encrypted());
+        ASSERT_TRUE((*n)->write(100, pattern.data(), pattern.size()));  // unaligned both ends
+        ASSERT_TRUE((*n)->write(8192, pattern.data(), 512));            // in place, aligned
+        ASSERT_TRUE((*n)->flush());
+    }
+    // The plaintext is nowhere in the file.
+    const auto bytes = mem->bytes();
+    EXPECT_EQ(std::search(bytes.begin(), bytes.end(), pattern.begin(), pattern.begin() + 64), bytes.end());
+    // The rest of the last cluster written (guest 8..12 KiB) was zeros, and
+    // is stored as zeros encrypted with their guest sector as IV (sector 20).
+    auto cipher = crypto::qcow_aes_cipher("passphrase");
+    ASSERT_TRUE(cipher);
+    std::vector<uint8_t> zero_sector(512, 0);
+    ASSERT_TRUE((*cipher)->encrypt(20, zero_sector.data(), 512));
+    EXPECT_NE(std::search(bytes.begin(), bytes.end(), zero_sector.begin(), zero_sector.end()), bytes.end());
+
+    auto n = open_aes(mem, secrets, {{"encrypt.key-secret", "s"}});
+    ASSERT_TRUE(n);
+    std::vector<uint8_t> back(pattern.size());
+    ASSERT_TRUE((*n)->read(100, back.data(), back.size()));
+    std::vector<uint8_t> expect = pattern;
+    std::memcpy(expect.data() + 8192 - 100, pattern.data(), 512);
+    EXPECT_EQ(back, expect);
+    auto st = (*n)->block_status(0, 4096);
+    ASSERT_TRUE(st);
+    EXPECT_TRUE(st->flags & kStatusData);
+    EXPECT_FALSE(st->flags & kStatusOffsetValid);  // as QEMU: no host offset for encrypted data
+    // Any passphrase opens (there is no check); the wrong one reads garbage.
+    auto wrong = open_aes(mem, secrets, {{"encrypt.key-secret", "w"}});
+    ASSERT_TRUE(wrong);
+    ASSERT_TRUE((*wrong)->read(100, back.data(), back.size()));
+    EXPECT_NE(back, expect);
+}
+
+TEST(QcowAes, OpenOptionsInQemusWords) {
+    auto img = make_image(1 << 20);
+    put_be32(img.data() + 36, kCryptAes);
+    SecretStore secrets;
+    auto err = [&](std::vector<uint8_t> i, std::map<std::string, std::string> o) {
+        auto r = open_aes(std::make_shared<test::MemNode>(std::move(i)), secrets, std::move(o));
+        return r ? std::string("opened") : r.error().message;
+    };
+    EXPECT_EQ(err(img, {}), "Parameter 'encrypt.key-secret' is required for cipher");
+    EXPECT_EQ(err(img, {{"encrypt.format", "luks"}, {"encrypt.key-secret", "s"}}),
+              "Header reported 'aes' encryption format but options specify 'luks'");
+    EXPECT_EQ(err(img, {{"encrypt.key-secret", "nosuch"}}), "No secret with id 'nosuch'");
+    EXPECT_EQ(err(make_image(1 << 20), {{"encrypt.format", "aes"}}),
+              "No encryption in image header, but options specified format 'aes'");
+    // Without I/O (qemu-img info) no key is needed.
+    OpenRequest req;
+    req.file = std::make_shared<test::MemNode>(img);
+    req.flags.no_io = true;
+    auto n = find_driver("qcow")->open(req);
+    ASSERT_TRUE(n) << n.error().message;
+    EXPECT_TRUE((*n)->encrypted());
+    EXPECT_EQ(crypto::qcow_aes_key(std::string("0123456789abcdefXYZ")), "0123456789abcdef");
+    EXPECT_EQ(crypto::qcow_aes_key(std::string("ab\0cd", 5)), std::string("ab") + std::string(14, '\0'));
 }
 
 TEST(QcowL2, EntryCoding) {
