@@ -931,7 +931,7 @@ Result<void> Qcow2Node::write(uint64_t off, const void *buf, size_t len) {
         mark_bitmaps_dirty_locked(off, len);
     }
     constexpr uint64_t kSector = crypto::kCipherSectorSize;
-    if (!encryption_.active() || ((off | len) % kSector) == 0) return write_guest(off, p, len);
+    if (!encryption_.active() || len == 0 || ((off | len) % kSector) == 0) return write_guest(off, p, len);
     // Encrypted: whole sectors, the partial ones merged with what they hold
     // (QEMU's block layer pads requests to the request alignment).
     const uint64_t a0 = off / kSector * kSector, a1 = (off + len + kSector - 1) / kSector * kSector;
