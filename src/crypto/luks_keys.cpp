@@ -6,6 +6,9 @@
 #include <openssl/rand.h>
 
 #include <chrono>
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -407,6 +410,44 @@ Result<LuksVolume> luks_format(const LuksCreateParams &p, std::string_view passp
     QIMG_ASSIGN(v.slot0_material, luks_store_key(h, 0, passphrase, v.master_key, p.iter_time_ms, per_second));
     v.header_bytes = serialize_luks_header(h);
     return v;
+}
+
+Result<LuksCreateParams> luks_create_params(const std::map<std::string, std::string> &o, std::string_view prefix) {
+    static const std::vector<std::string> kAlgs = {"aes-128",     "aes-192",     "aes-256",     "des",
+                                                   "3des",        "cast5-128",   "serpent-128", "serpent-192",
+                                                   "serpent-256", "twofish-128", "twofish-192", "twofish-256",
+                                                   "sm4"};
+    static const std::vector<std::string> kModes = {"ecb", "cbc", "xts", "ctr"};
+    static const std::vector<std::string> kIvGens = {"plain", "plain64", "essiv"};
+    static const std::vector<std::string> kHashes = {"md5", "sha1", "sha224", "sha256", "sha384", "sha512", "ripemd160"};
+    LuksCreateParams p;
+    auto find = [&](const char *key) { return o.find(std::string(prefix) + key); };
+    auto pick = [&](const char *key, const std::vector<std::string> &allowed, std::string &dst) -> Result<void> {
+        auto it = find(key);
+        if (it == o.end()) return ok();
+        if (std::find(allowed.begin(), allowed.end(), it->second) == allowed.end())
+            return make_error(EINVAL, fmt::format("Parameter '{}' does not accept value '{}'", key, it->second));
+        dst = it->second;
+        return ok();
+    };
+    QIMG_TRY(pick("cipher-alg", kAlgs, p.cipher_alg));
+    QIMG_TRY(pick("cipher-mode", kModes, p.cipher_mode));
+    QIMG_TRY(pick("ivgen-alg", kIvGens, p.ivgen_alg));
+    std::string ivhash;
+    QIMG_TRY(pick("ivgen-hash-alg", kHashes, ivhash));
+    if (!ivhash.empty()) p.ivgen_hash_alg = ivhash;
+    QIMG_TRY(pick("hash-alg", kHashes, p.hash_alg));
+    if (auto it = find("iter-time"); it != o.end()) {
+        char *end = nullptr;
+        errno = 0;
+        const unsigned long long v = std::strtoull(it->second.c_str(), &end, 10);
+        if (it->second.empty() || *end || errno)
+            return make_error(EINVAL, fmt::format("Parameter '{}iter-time' expects a number", prefix));
+        p.iter_time_ms = v;
+    }
+    if (cipher_key_len(p.cipher_alg) == 0)  // des, 3des, sm4: not LUKS ciphers
+        return make_error(EINVAL, fmt::format("Algorithm '{}' not supported", p.cipher_alg));
+    return p;
 }
 
 }  // namespace qimg::crypto

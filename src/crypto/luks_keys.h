@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -74,6 +75,13 @@ struct LuksCreateParams {
     std::string hash_alg = "sha256";
     uint64_t iter_time_ms = kLuksDefaultIterTimeMs;
 };
+
+// The create options (QCryptoBlockCreateOptionsLUKS) from `-o` values, each
+// named `prefix` + its QAPI name ("encrypt." in qcow2), checked as qemu-img
+// parses them: "Parameter 'cipher-alg' does not accept value 'x'" (QAPI
+// enum names without the prefix), "Parameter '<prefix>iter-time' expects a
+// number", "Algorithm 'des' not supported".
+Result<LuksCreateParams> luks_create_params(const std::map<std::string, std::string> &o, std::string_view prefix);
 
 struct LuksVolume {
     LuksHeader header;                // parsed-form, slot 0 active

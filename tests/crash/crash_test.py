@@ -53,6 +53,12 @@ QEMU_NBD = "/usr/bin/qemu-nbd"
 MAX_POINTS = 16        # kill points per operation (all events when fewer)
 ERROR_POINTS = 5        # error-mode points per operation
 
+# An image whose name starts with "luks-" is a LUKS-encrypted qcow2 with the
+# passphrase 123456: the real tools open it (and the copies named after it)
+# with that secret, as sec0.
+SECRET_IMAGE_PREFIX = "luks-"
+SECRET_OBJECT = "--object secret,id=sec0,data=123456"
+
 
 class Op:
     """One in-place operation under test.
@@ -381,6 +387,21 @@ OPERATIONS += [
        "convert -n -f raw -O vhdx s.raw t.vhdx", ["t.vhdx:blocks"], fmt="vhdx"),
 ]
 
+# qcow2 with encrypt.format=luks (img_arg: "luks-" images are opened with
+# their secret): encrypted clusters allocated and copy-on-written over data
+# qemu-io wrote, ordered as for a plain image.
+OPERATIONS += [
+    Op("convert -n into a LUKS-encrypted qcow2",
+       ["qemu-img create -q -f qcow2 " + SECRET_OBJECT + " -o encrypt.format=luks,encrypt.key-secret=sec0,"
+        "encrypt.iter-time=10,cluster_size=4096 luks-t.qcow2 2M",
+        "qemu-io " + SECRET_OBJECT + " --image-opts driver=qcow2,file.filename=luks-t.qcow2,encrypt.key-secret=sec0 "
+        "-c 'write -P 0x81 0 512k'",
+        "qemu-img create -q -f raw s.raw 2M",
+        "qemu-io -f raw -c 'write -P 0x82 256k 1M' -c 'write -P 0x83 1800k 3k' s.raw"],
+       "convert -n " + SECRET_OBJECT + " --target-image-opts s.raw "
+       "driver=qcow2,file.filename=luks-t.qcow2,encrypt.key-secret=sec0", ["luks-t.qcow2:blocks"], unit=4096),
+]
+
 # vmdk: a sparse file whose first two directory entries are 0 (as VMware
 # leaves the tables of empty regions out; a 64 MiB qemu-img image has its
 # redundant directory at sector 21 and its directory at sector 30): convert
@@ -549,11 +570,19 @@ def run_qimg(qimg, op, cwd, extra_env):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
 
 
+def img_arg(image, fmt=None):
+    """The real tools' arguments that name `image` (of format fmt, or probed)."""
+    if os.path.basename(image).startswith(SECRET_IMAGE_PREFIX):
+        spec = {"driver": fmt or "qcow2", "file": {"filename": image}, "encrypt.key-secret": "sec0"}
+        return f"{SECRET_OBJECT} " + shlex.quote("json:" + json.dumps(spec))
+    return (f"-f {fmt} " if fmt else "") + shlex.quote(image)
+
+
 def image_arg(op, img, key=None):
     """How the real tools name a checked image: -f fmt FILE, or for an
     encrypted one its secret objects and a json: filename with key-secret."""
     if not op.secrets:
-        return f"-f {op.fmt} {shlex.quote(img)}"
+        return img_arg(img, op.fmt)
     objs = " ".join(f"--object secret,id={i},data={d}" for i, d in op.secrets.items())
     spec = {"driver": op.fmt, "key-secret": key or op.keys[0], "file": {"filename": img}}
     return f"{objs} {shlex.quote('json:' + json.dumps(spec))}"
@@ -657,8 +686,8 @@ def bitmaps_ok(img, state, before, after):
 def repaired(img, cwd, fmt="qcow2"):
     """Repairs a copy of img with the real qemu-img check -r all; None if clean afterwards, else why not."""
     shutil.copy(os.path.join(cwd, img), os.path.join(cwd, img + ".repaired"))
-    rep = sh(f"{QEMU_IMG} check -r all -f {fmt} {shlex.quote(img)}.repaired", cwd)
-    again = sh(f"{QEMU_IMG} check -f {fmt} {shlex.quote(img)}.repaired", cwd)
+    rep = sh(f"{QEMU_IMG} check -r all {img_arg(img + '.repaired', fmt)}", cwd)
+    again = sh(f"{QEMU_IMG} check {img_arg(img + '.repaired', fmt)}", cwd)
     if again.returncode != 0:
         return f"{img} is not repaired by qemu-img check -r all:\n{rep.stdout}\n{again.stdout}"
     return None
@@ -698,10 +727,10 @@ def reopened(img, cwd):
     only. Returns (why not, None) or (None, the repaired copy)."""
     copy = img + ".reopened"
     shutil.copy(os.path.join(cwd, img), os.path.join(cwd, copy))
-    r = sh(f"{QEMU_IO} -c flush {shlex.quote(copy)}", cwd)
+    r = sh(f"{QEMU_IO} -c flush {img_arg(copy)}", cwd)
     if r.returncode != 0 or "Could not open" in r.stdout:
         return f"{img}: the real qemu-io cannot open it read-write:\n{r.stdout}", None
-    again = sh(f"{QEMU_IMG} check {shlex.quote(copy)}", cwd)
+    again = sh(f"{QEMU_IMG} check {img_arg(copy)}", cwd)
     if again.returncode not in (0, 3):
         return f"{img} is not repaired by a read-write open of qemu-io:\n{r.stdout}\n{again.stdout}", None
     return None, copy
@@ -710,13 +739,13 @@ def reopened(img, cwd):
 def snapshot_contents(img, cwd):
     """{(id, name): guest content} of every internal snapshot as the real
     qemu-img reads it (convert -l snapshot.id=N); a string if one cannot be read."""
-    r = sh(f"{QEMU_IMG} info -U --output=json {shlex.quote(img)}", cwd)
+    r = sh(f"{QEMU_IMG} info -U --output=json {img_arg(img)}", cwd)
     if r.returncode != 0:
         return f"qemu-img info {img} failed:\n{r.stdout}"
     out = {}
     for sn in json.loads(r.stdout).get("snapshots", []):
         raw = os.path.join(cwd, f"{img}.sn{sn['id']}.raw")
-        c = sh(f"{QEMU_IMG} convert -U -l snapshot.id={sn['id']} -O raw {shlex.quote(img)} {shlex.quote(raw)}", cwd)
+        c = sh(f"{QEMU_IMG} convert -U -l snapshot.id={sn['id']} -O raw {img_arg(img)} {shlex.quote(raw)}", cwd)
         if c.returncode != 0:
             return f"cannot read snapshot {sn['id']} ({sn['name']}) of {img}:\n{c.stdout}"
         out[(sn["id"], sn["name"])] = read(raw)

@@ -233,51 +233,13 @@ Result<NodePtr> luks_open(OpenRequest &req) {
                                               req.secrets, file_perms));
 }
 
-// The create options (QCryptoBlockCreateOptionsLUKS) with their QAPI
-// values checked as qemu-img parses them.
-Result<crypto::LuksCreateParams> create_params(const std::map<std::string, std::string> &o) {
-    static const std::vector<std::string> kAlgs = {"aes-128",     "aes-192",     "aes-256",     "des",
-                                                   "3des",        "cast5-128",   "serpent-128", "serpent-192",
-                                                   "serpent-256", "twofish-128", "twofish-192", "twofish-256",
-                                                   "sm4"};
-    static const std::vector<std::string> kModes = {"ecb", "cbc", "xts", "ctr"};
-    static const std::vector<std::string> kIvGens = {"plain", "plain64", "essiv"};
-    static const std::vector<std::string> kHashes = {"md5", "sha1", "sha224", "sha256", "sha384", "sha512", "ripemd160"};
-    crypto::LuksCreateParams p;
-    auto pick = [&](const char *key, const std::vector<std::string> &allowed, std::string &dst) -> Result<void> {
-        auto it = o.find(key);
-        if (it == o.end()) return ok();
-        if (std::find(allowed.begin(), allowed.end(), it->second) == allowed.end())
-            return make_error(EINVAL, fmt::format("Parameter '{}' does not accept value '{}'", key, it->second));
-        dst = it->second;
-        return ok();
-    };
-    QIMG_TRY(pick("cipher-alg", kAlgs, p.cipher_alg));
-    QIMG_TRY(pick("cipher-mode", kModes, p.cipher_mode));
-    QIMG_TRY(pick("ivgen-alg", kIvGens, p.ivgen_alg));
-    std::string ivhash;
-    QIMG_TRY(pick("ivgen-hash-alg", kHashes, ivhash));
-    if (!ivhash.empty()) p.ivgen_hash_alg = ivhash;
-    QIMG_TRY(pick("hash-alg", kHashes, p.hash_alg));
-    if (auto it = o.find("iter-time"); it != o.end()) {
-        char *end = nullptr;
-        errno = 0;
-        const unsigned long long v = std::strtoull(it->second.c_str(), &end, 10);
-        if (it->second.empty() || *end || errno) return make_error(EINVAL, "Parameter 'iter-time' expects a number");
-        p.iter_time_ms = v;
-    }
-    if (crypto::cipher_key_len(p.cipher_alg) == 0)  // des, 3des, sm4: not LUKS ciphers
-        return make_error(EINVAL, fmt::format("Cipher algorithm '{}' not supported for LUKS", p.cipher_alg));
-    return p;
-}
-
 Result<void> luks_create_file(CreateRequest &req, const crypto::LuksCreateParams &params);
 
 // As QEMU's block_crypto_co_create_opts_luks: a failure after the file was
 // made (a missing or bad secret) deletes it again (bdrv_co_delete_file,
 // which only host files have).
 Result<void> luks_create(CreateRequest &req) {
-    QIMG_ASSIGN(crypto::LuksCreateParams params, create_params(req.options));
+    QIMG_ASSIGN(crypto::LuksCreateParams params, crypto::luks_create_params(req.options, ""));
     CreateRequest proto;
     proto.filename = req.filename;
     proto.options = req.options;
@@ -318,7 +280,7 @@ Result<void> luks_create_file(CreateRequest &req, const crypto::LuksCreateParams
 // these options) plus the virtual size; the secret must exist, as QEMU
 // builds the header to know its size.
 Result<MeasureInfo> luks_measure(MeasureRequest &req) {
-    QIMG_ASSIGN(crypto::LuksCreateParams p, create_params(req.options));
+    QIMG_ASSIGN(crypto::LuksCreateParams p, crypto::luks_create_params(req.options, ""));
     if (!req.has("key-secret")) return make_error(EINVAL, "Parameter 'key-secret' is required for cipher");
     QIMG_TRY(req.secrets->lookup_utf8(req.get("key-secret")));
     uint32_t key_len = crypto::cipher_key_len(p.cipher_alg);

@@ -96,7 +96,7 @@ Result<void> Qcow2Node::mark_clean_locked() {
 }
 
 Result<void> Qcow2Node::amend(const std::map<std::string, std::string> &o, bool force, const AmendStatus &status) {
-    (void)force;  // only LUKS keyslot changes need it, and encryption is not supported
+    (void)force;  // only LUKS keyslot changes need it, and they are not supported
     std::lock_guard g(mu_);
     if (read_only_) return make_error(EROFS, "Cannot write to a read-only image");
 
@@ -104,7 +104,10 @@ Result<void> Qcow2Node::amend(const std::map<std::string, std::string> &o, bool 
     for (const auto &[k, v] : o)
         if (k.rfind("encrypt.", 0) == 0) {
             if (header_.crypt_method == 0) return make_error(EINVAL, "Can't amend encryption options - encryption not present");
-            return make_error(ENOTSUP, "Only LUKS encryption options can be amended");
+            if (header_.crypt_method != kCryptLuks)
+                return make_error(ENOTSUP, "Only LUKS encryption options can be amended");
+            // QEMU adds or erases key slots here (qcrypto_block_amend_options).
+            return make_error(ENOTSUP, "qimg cannot amend the LUKS key slots of a qcow2 image yet");
         }
     const uint32_t old_version = header_.version;
     uint32_t new_version = old_version;

@@ -349,6 +349,9 @@ Result<void> Checker::calculate(unsigned fix, bool &rebuild, CheckResult &res) {
     }
     QIMG_TRY(inc(int64_t(h.snapshots_offset), int64_t(node_.snapshots_size_), res));
     QIMG_TRY(inc(int64_t(node_.refcounts_->table_offset()), int64_t(node_.refcounts_->table().size() * 8), res));
+    // The LUKS header and key material (the crypto header extension).
+    if (h.crypto_header && h.crypto_header->length)
+        QIMG_TRY(inc(int64_t(h.crypto_header->offset), int64_t(h.crypto_header->length), res));
     QIMG_TRY(check_bitmaps(res));
     return check_refblocks(fix, rebuild, res);
 }

@@ -26,6 +26,7 @@ struct Options {
     uint8_t compression = kCompressionZlib;
     std::string backing_file, backing_fmt, data_file;
     bool has_backing = false, has_backing_fmt = false, has_data_file = false;
+    EncryptionCreate encryption;
 };
 
 Result<bool> get_bool(const CreateRequest &req, const std::string &k, bool dflt) {
@@ -49,16 +50,7 @@ Result<Options> parse_options(const CreateRequest &req) {
     o.backing_file = req.get("backing_file");
     o.has_backing_fmt = req.has("backing_fmt");
     o.backing_fmt = req.get("backing_fmt");
-    bool encrypt = false;
-    if (req.has("encryption")) {
-        QIMG_ASSIGN(encrypt, parse_bool_opt("encryption", req.get("encryption")));
-    }
-    if (req.has("encrypt.format")) encrypt = true;
-    if (encrypt) {
-        if (!req.has("encrypt.key-secret"))
-            return make_error(EINVAL, "Parameter 'encrypt.key-secret' is required for cipher");
-        return make_error(ENOTSUP, "qcow2 encryption is not supported by qimg");
-    }
+    QIMG_ASSIGN(o.encryption, encryption_create_options(req.options, *req.secrets));
     if (req.has("cluster_size")) {
         QIMG_ASSIGN(o.cluster_size, parse_size_opt("cluster_size", req.get("cluster_size")));
     }
@@ -178,6 +170,7 @@ Result<void> format_image(CreateRequest &req, const Options &o, uint64_t size) {
             return make_error(r.error().code, "Could not assign backing file '" + o.backing_file + "' with format '" +
                                                   o.backing_fmt + "': " + r.error().message);
     }
+    if (o.encryption.method != kCryptNone) QIMG_TRY(node->set_up_encryption(o.encryption));
     QIMG_TRY(node->close());
     QIMG_TRY(file->flush());
     return ok();

@@ -161,7 +161,7 @@ Result<void> Qcow2Node::prealloc_link_locked(const PreallocRun &r) {
         auto rr = read_range_unlocked(r.guest + a, buf.data(), buf.size());
         mu_.lock();
         QIMG_TRY(rr);
-        return data_file_->write(r.host + a, buf.data(), buf.size());
+        return write_data(r.host + a, r.guest + a, buf.data(), buf.size());
     };
     QIMG_TRY(cow(r.cow_start_from, r.cow_start_to));
     QIMG_TRY(cow(r.cow_end_from, r.cow_end_to));

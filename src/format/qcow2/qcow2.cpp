@@ -62,6 +62,7 @@ bool Qcow2Node::is_dirty() const {
 bool Qcow2Node::has_zero_init() const {
     std::lock_guard g(mu_);
     bool preallocated = !l1_table_.empty() && l1_table_[0] != 0;
+    if (preallocated && encryption_.active()) return false;
     return !preallocated || (data_file_ && data_file_->has_zero_init());
 }
 
@@ -103,8 +104,7 @@ Result<std::shared_ptr<Qcow2Node>> Qcow2Node::open(OpenRequest &req) {
     const bool rw = req.flags.read_write;
     // qemu-img check (BDRV_O_CHECK) may open corrupt images read-write to repair them.
     QIMG_ASSIGN(Header h, read_header(*req.file, rw && !req.flags.check, req.flags.check));
-    // Without a key only metadata can be read (qemu-img info); qimg cannot
-    // decrypt yet, so any other open of an encrypted image fails here.
+    // Without a key only metadata can be read (qemu-img info).
     QIMG_ASSIGN(Encryption enc, open_encryption(h, *req.file, req.options, req.flags.no_io, *req.secrets));
     QIMG_ASSIGN(RuntimeOptions runtime, take_runtime_options(req.options, h, h.size));
     if (h.stale_bitmaps_extension) {
@@ -311,7 +311,7 @@ Result<void> Qcow2Node::read_range_unlocked(uint64_t off, uint8_t *p, size_t len
             break;
         case SubclusterType::Normal:
             file_->debug_event(BlkdebugEvent::ReadAio);
-            QIMG_TRY(read_padded(*data_file_, m.host, p, n));
+            QIMG_TRY(read_data(m.host, off, p, n));
             break;
         case SubclusterType::Compressed:
             n = size_t(std::min<uint64_t>(n, cluster_size_ - (off & (cluster_size_ - 1))));
@@ -326,6 +326,30 @@ Result<void> Qcow2Node::read_range_unlocked(uint64_t off, uint8_t *p, size_t len
         len -= n;
     }
     return ok();
+}
+
+Result<void> Qcow2Node::read_data(uint64_t host, uint64_t guest, uint8_t *buf, size_t len) {
+    if (!encryption_.active()) return read_padded(*data_file_, host, buf, len);
+    // Whole sectors are read and decrypted; a partial one through a copy.
+    constexpr uint64_t kSector = crypto::kCipherSectorSize;
+    const uint64_t head = host % kSector, a1 = (host + len + kSector - 1) / kSector * kSector;
+    if (head == 0 && len % kSector == 0) {
+        QIMG_TRY(read_padded(*data_file_, host, buf, len));
+        return encryption_.decrypt(host, guest, buf, len);
+    }
+    std::vector<uint8_t> tmp(a1 - (host - head));
+    QIMG_TRY(read_padded(*data_file_, host - head, tmp.data(), tmp.size()));
+    QIMG_TRY(encryption_.decrypt(host - head, guest - head, tmp.data(), tmp.size()));
+    std::memcpy(buf, tmp.data() + head, len);
+    return ok();
+}
+
+Result<void> Qcow2Node::write_data(uint64_t host, uint64_t guest, const uint8_t *buf, size_t len) {
+    if (!encryption_.active()) return data_file_->write(host, buf, len);
+    // QEMU's qcow2_co_encrypt on a bounce buffer: the caller's data stays clear.
+    std::vector<uint8_t> tmp(buf, buf + len);
+    QIMG_TRY(encryption_.encrypt(host, guest, tmp.data(), tmp.size()));
+    return data_file_->write(host, tmp.data(), tmp.size());
 }
 
 Result<void> Qcow2Node::read(uint64_t off, void *buf, size_t len) {
@@ -366,6 +390,8 @@ Result<BlockStatus> Qcow2Node::block_status(uint64_t off, uint64_t len) {
     case SubclusterType::Compressed: s.flags = kStatusData; break;
     default: s.flags = 0; break;
     }
+    // As QEMU: the host offset of encrypted data is of no use to a reader.
+    if (encryption_.active()) s.flags &= ~kStatusOffsetValid;
     if (s.flags & kStatusOffsetValid) {
         s.host_offset = m.host;
         s.host_node = data_file_.get();
@@ -706,11 +732,11 @@ Result<void> Qcow2Node::write_cluster_locked(uint64_t off, const uint8_t *buf, s
                                          ")"));
         if (!header_.has_data_file()) QIMG_TRY(check_metadata_overlap(old_host, cluster_size_));
         if (!ext) {
-            if (!(entry & kOflagZero)) return data_file_->write(old_host + in, buf, len);
+            if (!(entry & kOflagZero)) return write_data(old_host + in, off, buf, len);
             // A zero cluster with a reserved host cluster: the rest must read as zeroes.
             std::vector<uint8_t> full(cluster_size_, 0);
             std::memcpy(full.data() + in, buf, len);
-            QIMG_TRY(data_file_->write(old_host, full.data(), cluster_size_));
+            QIMG_TRY(write_data(old_host, cluster_start, full.data(), cluster_size_));
             t[s.index] = entry & ~kOflagZero;
             l2_cache_->mark_dirty(s.l2_offset);
             return ok();
@@ -722,12 +748,14 @@ Result<void> Qcow2Node::write_cluster_locked(uint64_t off, const uint8_t *buf, s
         for (uint64_t sc = sc0; sc <= sc1; sc++) {
             SubclusterType ty = classify(entry, bitmap, unsigned(sc), true, header_.has_data_file());
             uint8_t *p = area.data() + (sc * subcluster_size_ - a);
-            if (ty == SubclusterType::Normal) QIMG_TRY(read_padded(*data_file_, old_host + sc * subcluster_size_, p, subcluster_size_));
+            if (ty == SubclusterType::Normal)
+                QIMG_TRY(read_data(old_host + sc * subcluster_size_, cluster_start + sc * subcluster_size_, p,
+                                   subcluster_size_));
             else if (ty == SubclusterType::ZeroAlloc) std::memset(p, 0, subcluster_size_);
             else QIMG_TRY(read_unallocated(cluster_start + sc * subcluster_size_, p, subcluster_size_));
         }
         std::memcpy(area.data() + (in - a), buf, len);
-        QIMG_TRY(data_file_->write(old_host + a, area.data(), area.size()));
+        QIMG_TRY(write_data(old_host + a, cluster_start + a, area.data(), area.size()));
         uint64_t mask = 0;
         for (uint64_t sc = sc0; sc <= sc1; sc++) mask |= uint64_t{1} << sc;
         uint64_t nb = (bitmap | mask) & ~(mask << 32);
@@ -759,7 +787,7 @@ Result<void> Qcow2Node::write_cluster_locked(uint64_t off, const uint8_t *buf, s
             }
         }
         std::memcpy(area.data() + (in - a), buf, len);
-        QIMG_TRY(data_file_->write(host + a, area.data(), area.size()));
+        QIMG_TRY(write_data(host + a, cluster_start + a, area.data(), area.size()));
         uint64_t mask = 0;
         for (uint64_t sc = sc0; sc <= sc1; sc++) mask |= uint64_t{1} << sc;
         new_bitmap = (bitmap | mask) & ~(mask << 32);
@@ -775,7 +803,7 @@ Result<void> Qcow2Node::write_cluster_locked(uint64_t off, const uint8_t *buf, s
             if (vis < cluster_size_) std::memset(full.data() + vis, 0, cluster_size_ - vis);
         }
         std::memcpy(full.data() + in, buf, len);
-        QIMG_TRY(data_file_->write(host, full.data(), cluster_size_));
+        QIMG_TRY(write_data(host, cluster_start, full.data(), cluster_size_));
         new_bitmap = ext ? 0xffffffffull : 0;
     }
     // The slot may have been evicted while unlocked: look it up again.
@@ -852,14 +880,16 @@ Result<uint64_t> Qcow2Node::write_new_clusters(uint64_t off, const uint8_t *buf,
     auto pad = [&](uint64_t a, uint64_t b, uint64_t entry) -> Result<void> {
         if (a >= b) return ok();
         const uint64_t vis_end = std::min(b, header_.size);
-        if ((entry & kOflagZero) || !backing_ || a >= vis_end) return data_file_->write_zeroes(host + (a - start), b - a, 0);
+        const bool zeroes = (entry & kOflagZero) || !backing_ || a >= vis_end;
+        // Encrypted zeroes are data like any other.
+        if (zeroes && !encryption_.active()) return data_file_->write_zeroes(host + (a - start), b - a, 0);
         std::vector<uint8_t> tmp(b - a, 0);
-        QIMG_TRY(read_unallocated(a, tmp.data(), vis_end - a));
-        return data_file_->write(host + (a - start), tmp.data(), tmp.size());
+        if (!zeroes) QIMG_TRY(read_unallocated(a, tmp.data(), vis_end - a));
+        return write_data(host + (a - start), a, tmp.data(), tmp.size());
     };
     file_->debug_event(BlkdebugEvent::WriteAio);
     auto wr = pad(start, off, old.front().first);
-    if (wr) wr = data_file_->write(host + head, buf, data_end - off);
+    if (wr) wr = write_data(host + head, off, buf, data_end - off);
     if (wr) wr = pad(data_end, run_end, old.back().first);
     g.lock();
     // Whatever happens below, the range is no longer being written.
@@ -900,6 +930,21 @@ Result<void> Qcow2Node::write(uint64_t off, const void *buf, size_t len) {
         if (off > header_.size || len > header_.size - off) return make_error(EIO, "Request beyond the end of the image");
         mark_bitmaps_dirty_locked(off, len);
     }
+    constexpr uint64_t kSector = crypto::kCipherSectorSize;
+    if (!encryption_.active() || len == 0 || ((off | len) % kSector) == 0) return write_guest(off, p, len);
+    // Encrypted: whole sectors, the partial ones merged with what they hold
+    // (QEMU's block layer pads requests to the request alignment).
+    const uint64_t a0 = off / kSector * kSector, a1 = (off + len + kSector - 1) / kSector * kSector;
+    std::vector<uint8_t> tmp(a1 - a0, 0);
+    std::lock_guard g(crypt_rmw_mu_);
+    const uint64_t size = length();
+    QIMG_TRY(read(a0, tmp.data(), std::min<uint64_t>(kSector, size - a0)));
+    if (a1 - a0 > kSector) QIMG_TRY(read(a1 - kSector, tmp.data() + (a1 - a0 - kSector), std::min<uint64_t>(kSector, size - (a1 - kSector))));
+    std::memcpy(tmp.data() + (off - a0), p, len);
+    return write_guest(a0, tmp.data(), tmp.size());
+}
+
+Result<void> Qcow2Node::write_guest(uint64_t off, const uint8_t *p, size_t len) {
     while (len > 0) {
         QIMG_ASSIGN(uint64_t batched, write_new_clusters(off, p, len));
         if (batched) {
@@ -924,7 +969,7 @@ Result<void> Qcow2Node::write(uint64_t off, const void *buf, size_t len) {
                     if (!header_.has_data_file()) QIMG_TRY(check_metadata_overlap(m.host, n));
                     g.unlock();
                     file_->debug_event(BlkdebugEvent::WriteAio);
-                    QIMG_TRY(data_file_->write(m.host, p, n));
+                    QIMG_TRY(write_data(m.host, off, p, n));
                     done = true;
                 }
             }

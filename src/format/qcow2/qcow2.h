@@ -48,7 +48,11 @@ public:
     bool is_dirty() const override;
     bool has_zero_init() const override;
     nlohmann::ordered_json specific_info() const override;
-    bool encrypted() const override { return encryption_.method != kCryptNone; }
+    bool encrypted() const override { return encryption_.active(); }
+    // Encrypted images are ciphered in 512-byte sectors (QEMU sets
+    // bl.request_alignment to the crypto sector size); write() also takes
+    // smaller pieces, by read-modify-write.
+    uint32_t request_alignment() const override { return encryption_.active() ? crypto::kCipherSectorSize : 1; }
     // Writes whole clusters (the last one may be shorter) compressed; an
     // incompressible cluster is stored normally, as QEMU does.
     Result<void> write_compressed(uint64_t off, const void *buf, size_t len) override;
@@ -70,6 +74,9 @@ public:
     Result<void> close();
     // create: takes clusters 0-2 (header, refcount table, refcount block).
     Result<void> allocate_initial_clusters();
+    // create (crypto.cpp): qcow2_set_up_encryption, after the size and the
+    // backing file are set; the LUKS header clusters come next in the file.
+    Result<void> set_up_encryption(const EncryptionCreate &c);
     const Header &header() const { return header_; }
     BlockNode *data_file() const { return data_file_.get(); }
 
@@ -119,6 +126,14 @@ private:
     Result<void> read_compressed(uint64_t l2_entry, uint64_t in_cluster, uint8_t *buf, size_t len);
     Result<void> read_unallocated(uint64_t off, uint8_t *buf, size_t len);
     Result<void> read_range_unlocked(uint64_t off, uint8_t *buf, size_t len);
+    // Guest data at `host` in the data file that holds guest offset `guest`,
+    // through the cipher of an encrypted image (crypto.h). Encryption runs
+    // in the calling thread; callers that hold mu_ are the partial-cluster
+    // paths only.
+    Result<void> read_data(uint64_t host, uint64_t guest, uint8_t *buf, size_t len);
+    Result<void> write_data(uint64_t host, uint64_t guest, const uint8_t *buf, size_t len);
+    // write() once the request is checked (whole sectors when encrypted).
+    Result<void> write_guest(uint64_t off, const uint8_t *p, size_t len);
     Result<void> write_cluster_locked(uint64_t off, const uint8_t *buf, size_t len);
     Result<uint64_t> write_new_clusters(uint64_t off, const uint8_t *buf, uint64_t len);
     Result<void> prepare_write_locked();
@@ -292,6 +307,11 @@ private:
     std::vector<BitmapDrop> bitmap_drops_;  // freed after the next directory update
     bool bitmaps_need_store_ = false;
     bool bitmaps_tracking_ = false;  // IN_USE published; guest writes are recorded
+
+    // Encrypted images: a write that is not sector-aligned reads, merges and
+    // rewrites its head and tail sectors under this lock, so two such writes
+    // sharing a sector do not lose each other's bytes.
+    std::mutex crypt_rmw_mu_;
 
     std::mutex decompressed_mu_;  // one decompressed cluster, for small sequential reads
     uint64_t decompressed_entry_ = 0;
