@@ -1,6 +1,8 @@
 // See luks_keys.h.
 #include "crypto/luks_keys.h"
 
+#include "util/keyval.h"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -447,6 +449,31 @@ Result<LuksCreateParams> luks_create_params(const std::map<std::string, std::str
     }
     if (cipher_key_len(p.cipher_alg) == 0)  // des, 3des, sm4: not LUKS ciphers
         return make_error(EINVAL, fmt::format("Algorithm '{}' not supported", p.cipher_alg));
+    return p;
+}
+
+Result<LuksAmendParams> luks_amend_params(const std::map<std::string, std::string> &o, std::string_view prefix,
+                                          bool force) {
+    auto get = [&](const char *k) -> std::optional<std::string> {
+        auto it = o.find(std::string(prefix) + k);
+        return it == o.end() ? std::nullopt : std::optional<std::string>(it->second);
+    };
+    const auto state = get("state");
+    if (!state) return make_error(EINVAL, "Parameter 'state' is missing");
+    if (*state != "active" && *state != "inactive")
+        return make_error(EINVAL, "Parameter 'state' does not accept value '" + *state + "'");
+    LuksAmendParams p;
+    p.activate = *state == "active";
+    p.force = force;
+    p.old_secret = get("old-secret");
+    p.new_secret = get("new-secret");
+    if (const auto ks = get("keyslot")) {
+        QIMG_ASSIGN(uint64_t v, parse_number_opt("keyslot", *ks));
+        p.keyslot = int32_t(uint32_t(v));  // QEMU stores the number in an int
+    }
+    if (const auto it = get("iter-time")) {
+        QIMG_ASSIGN(p.iter_time_ms, parse_number_opt("iter-time", *it));
+    }
     return p;
 }
 

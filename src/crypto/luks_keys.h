@@ -120,6 +120,13 @@ struct LuksAmendParams {
     bool force = false;
 };
 
+// QCryptoBlockAmendOptionsLUKS from `-o` options (state, keyslot,
+// old-secret, new-secret, iter-time) named with `prefix` ("" for a luks
+// file, "encrypt." inside qcow2), with QEMU's messages, which name the
+// members without the prefix.
+Result<LuksAmendParams> luks_amend_params(const std::map<std::string, std::string> &o, std::string_view prefix,
+                                          bool force);
+
 // The volume a keyslot change works on: its header (updated in place on
 // success and as each write lands), its unlocked master key and its I/O.
 // Offsets are relative to the LUKS header (0 for a luks file; inside the

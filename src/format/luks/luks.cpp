@@ -119,26 +119,7 @@ public:
     // qcrypto_block_luks_amend_options(): add or erase keyslots (the slot
     // logic and its crash-safe write order are src/crypto/luks_keys').
     Result<void> amend(const std::map<std::string, std::string> &o, bool force, const AmendStatus &) override {
-        auto get = [&](const char *k) -> std::optional<std::string> {
-            auto it = o.find(k);
-            return it == o.end() ? std::nullopt : std::optional<std::string>(it->second);
-        };
-        const auto state = get("state");
-        if (!state) return make_error(EINVAL, "Parameter 'state' is missing");
-        if (*state != "active" && *state != "inactive")
-            return make_error(EINVAL, "Parameter 'state' does not accept value '" + *state + "'");
-        crypto::LuksAmendParams p;
-        p.activate = *state == "active";
-        p.force = force;
-        p.old_secret = get("old-secret");
-        p.new_secret = get("new-secret");
-        if (const auto ks = get("keyslot")) {
-            QIMG_ASSIGN(uint64_t v, parse_number_opt("keyslot", *ks));
-            p.keyslot = int32_t(uint32_t(v));  // QEMU stores the number in an int
-        }
-        if (const auto it = get("iter-time")) {
-            QIMG_ASSIGN(p.iter_time_ms, parse_number_opt("iter-time", *it));
-        }
+        QIMG_ASSIGN(crypto::LuksAmendParams p, crypto::luks_amend_params(o, "", force));
         if (!cipher_) return make_error(EPERM, "Parameter 'key-secret' is required for cipher");
         // block_crypto_amend_prepare(): while keys change, the file is
         // written by us alone and read by no one else (a running QEMU that

@@ -96,19 +96,24 @@ Result<void> Qcow2Node::mark_clean_locked() {
 }
 
 Result<void> Qcow2Node::amend(const std::map<std::string, std::string> &o, bool force, const AmendStatus &status) {
-    (void)force;  // only LUKS keyslot changes need it, and they are not supported
     std::lock_guard g(mu_);
     if (read_only_) return make_error(EROFS, "Cannot write to a read-only image");
 
     // Validation in the option list's order, as qcow2_amend_options walks it.
+    bool encryption_update = false;
     for (const auto &[k, v] : o)
         if (k.rfind("encrypt.", 0) == 0) {
             if (header_.crypt_method == 0) return make_error(EINVAL, "Can't amend encryption options - encryption not present");
             if (header_.crypt_method != kCryptLuks)
                 return make_error(ENOTSUP, "Only LUKS encryption options can be amended");
-            // QEMU adds or erases key slots here (qcrypto_block_amend_options).
-            return make_error(ENOTSUP, "qimg cannot amend the LUKS key slots of a qcow2 image yet");
+            encryption_update = true;
         }
+    // Key slots first (qcrypto_block_amend_options): they live in the
+    // crypto header clusters, which nothing else below moves.
+    if (encryption_update) {
+        if (!header_.crypto_header) return make_error(EINVAL, "Missing CRYPTO header for crypt method 2");
+        QIMG_TRY(amend_encryption(encryption_, *header_.crypto_header, *file_, o, force));
+    }
     const uint32_t old_version = header_.version;
     uint32_t new_version = old_version;
     if (auto c = opt(o, "compat")) {

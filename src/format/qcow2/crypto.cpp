@@ -101,6 +101,7 @@ Result<Encryption> open_encryption(const Header &h, BlockNode &file, OptionMap &
     QIMG_ASSIGN(std::optional<std::string> key_secret, take_options(h, options));
     Encryption e;
     e.method = h.crypt_method;
+    e.secrets = &secrets;
     if (h.crypt_method == kCryptNone) return e;
     if (h.crypt_method == kCryptAes) {
         // qcrypto_block_qcow_open(): the key is the passphrase, not checked.
@@ -124,10 +125,38 @@ Result<Encryption> open_encryption(const Header &h, BlockNode &file, OptionMap &
     auto reader = [&](uint64_t off, void *buf, size_t len) { return read_extension(ext, file, off, buf, len); };
     QIMG_ASSIGN(std::string master_key, crypto::luks_unlock(*e.luks, pass, reader));
     auto c = crypto::SectorCipher::make(crypto::luks_cipher_spec(*e.luks), master_key);
-    std::fill(master_key.begin(), master_key.end(), '\0');
-    if (!c) return Err(c.error());
+    if (!c) {
+        std::fill(master_key.begin(), master_key.end(), '\0');
+        return Err(c.error());
+    }
     e.cipher = *c;
+    e.master_key = std::move(master_key);
     return e;
+}
+
+// qcow2_crypto_hdr_write_func(): `len` bytes at `off` inside the extension.
+static Result<void> write_extension(const CryptoHeaderExtension &ext, BlockNode &file, uint64_t off, const void *buf,
+                                    size_t len) {
+    if (off > ext.length || len > ext.length - off)
+        return make_error(EINVAL, "Request for data outside of extension header");
+    auto r = file.write(ext.offset + off, buf, len);
+    if (!r) return Err(r.error().prepended("Could not write encryption header: "));
+    return ok();
+}
+
+Result<void> amend_encryption(Encryption &e, const CryptoHeaderExtension &ext, BlockNode &file,
+                              const std::map<std::string, std::string> &o, bool force) {
+    QIMG_ASSIGN(crypto::LuksAmendParams p, crypto::luks_amend_params(o, "encrypt.", force));
+    if (!e.luks || e.master_key.empty() || !e.secrets) return make_error(EPERM, "Parameter 'encrypt.key-secret' is required for cipher");
+    crypto::LuksVolumeIo vol{
+        *e.luks,
+        e.master_key,
+        [&](uint64_t off, void *buf, size_t len) { return read_extension(ext, file, off, buf, len); },
+        [&](uint64_t off, const void *buf, size_t len) { return write_extension(ext, file, off, buf, len); },
+        [&] { return file.flush(); },
+        [&](std::string_view id) { return e.secrets->lookup_utf8(id); },
+    };
+    return crypto::luks_amend_keyslots(vol, p);
 }
 
 Result<EncryptionCreate> encryption_create_options(const std::map<std::string, std::string> &o,

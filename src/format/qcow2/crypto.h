@@ -32,6 +32,10 @@ struct Encryption {
     // The data cipher; null when opened without I/O. Immutable and usable
     // from any thread (crypto/sector_cipher.h).
     std::shared_ptr<const crypto::SectorCipher> cipher;
+    // The unlocked LUKS master key and the secrets of the open (for amend:
+    // new-secret and old-secret are looked up there).
+    std::string master_key;
+    const SecretStore *secrets = nullptr;
 
     bool active() const { return method != kCryptNone; }
     // The sector number of the IV of the sector at `host` (image file) that
@@ -60,6 +64,12 @@ Result<Encryption> open_encryption(const Header &h, BlockNode &file, OptionMap &
 
 // What `qemu-img create -o encrypt.*` / `encryption=on` asks for, checked as
 // QEMU's qcow2_co_create_opts and qcrypto_block_create check it.
+// qcow2_amend_options() for encrypt.*: adds or erases key slots of the
+// LUKS header in the crypto extension (crypto/luks_keys.h: QEMU's checks,
+// messages and a crash-safe write order), with `o`'s encrypt.* members.
+Result<void> amend_encryption(Encryption &e, const CryptoHeaderExtension &ext, BlockNode &file,
+                              const std::map<std::string, std::string> &o, bool force);
+
 struct EncryptionCreate {
     uint32_t method = kCryptNone;
     std::string passphrase;
