@@ -517,6 +517,26 @@ OPERATIONS += [
        ["w.luks:blocks"], unit=512, fmt="luks", snapshot_data=False, secrets=LUKS_SECRETS, keys=["sec0", "sec1"]),
 ]
 
+# The same key slot changes inside a qcow2 (encrypt.*): the slots live in
+# the crypto header clusters, written through the same ordered steps.
+QCOW2_LUKS_OPTS = f"{LUKS_OBJECTS} --image-opts driver=qcow2,encrypt.key-secret=sec0,file.filename=q.qcow2"
+OPERATIONS += [
+    Op("qcow2 amend: erase the LUKS keyslot of an old secret, add another",
+       [luks_retry(f"qemu-img create -q -f qcow2 {LUKS_OBJECTS} -o encrypt.format=luks,encrypt.key-secret=sec0,"
+                   "encrypt.iter-time=10,cluster_size=4096 q.qcow2 1M"),
+        f"qemu-io {QCOW2_LUKS_OPTS} -c 'write -P 0x61 0 300k' >/dev/null",
+        luks_retry(f"qemu-img amend {QCOW2_LUKS_OPTS} -o encrypt.state=active,encrypt.keyslot=3,"
+                   "encrypt.new-secret=sec1,encrypt.iter-time=10")],
+       f"amend {QCOW2_LUKS_OPTS} -o encrypt.state=inactive,encrypt.old-secret=sec1", ["q.qcow2"], fmt="qcow2",
+       snapshot_data=False, secrets=LUKS_SECRETS, keys=["sec0"], gone=["sec1"]),
+    Op("qcow2 amend: add a LUKS keyslot",
+       [luks_retry(f"qemu-img create -q -f qcow2 {LUKS_OBJECTS} -o encrypt.format=luks,encrypt.key-secret=sec0,"
+                   "encrypt.iter-time=10,cluster_size=4096 q.qcow2 1M"),
+        f"qemu-io {QCOW2_LUKS_OPTS} -c 'write -P 0x61 0 300k' >/dev/null"],
+       f"amend {QCOW2_LUKS_OPTS} -o encrypt.state=active,encrypt.new-secret=sec2,encrypt.iter-time=10", ["q.qcow2"],
+       fmt="qcow2", snapshot_data=False, secrets=LUKS_SECRETS, keys=["sec0"]),
+]
+
 QED_DAMAGED = [
     "qemu-img create -q -f qed -o cluster_size=4k d.qed 1M",
     "qemu-io -f qed -c 'write -P 0x11 0 8k' -c 'write -P 0x12 512k 64k' d.qed",
@@ -584,7 +604,8 @@ def image_arg(op, img, key=None):
     if not op.secrets:
         return img_arg(img, op.fmt)
     objs = " ".join(f"--object secret,id={i},data={d}" for i, d in op.secrets.items())
-    spec = {"driver": op.fmt, "key-secret": key or op.keys[0], "file": {"filename": img}}
+    member = "key-secret" if op.fmt == "luks" else "encrypt.key-secret"  # luks file or qcow2 with LUKS
+    spec = {"driver": op.fmt, member: key or op.keys[0], "file": {"filename": img}}
     return f"{objs} {shlex.quote('json:' + json.dumps(spec))}"
 
 
