@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # From a fresh Debian 12 clone to a first conversion: installs the build
-# dependencies, builds build/qimg (Release), makes a 256 MiB raw image with
+# and test dependencies (scripts/debian-packages.txt), builds build/qimg
+# (Release), makes a 256 MiB raw image with
 # mixed content using the real qemu-io, converts it with qimg and checks the
 # copy with the real `qemu-img compare`.
 set -euo pipefail
@@ -10,14 +11,9 @@ ROOT=$PWD
 
 say() { printf '\n>>> %s\n' "$*"; }
 
-PACKAGES=(
-    build-essential cmake ninja-build pkg-config
-    libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev
-    zlib1g-dev libzstd-dev libbz2-dev libisal-dev libssl-dev libcurl4-openssl-dev
-    qemu-utils qemu-block-extra python3
-    libnbd-dev nbdkit
-    librbd-dev
-)
+# The build dependencies and those of the test suite (so that the README's
+# test command works next), one list with .ci/run.
+mapfile -t PACKAGES < <(sed 's/#.*//' scripts/debian-packages.txt | tr -s ' \t' '\n' | sed '/^$/d')
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -30,7 +26,7 @@ if ((${#missing[@]})); then
     $SUDO apt-get update
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${PACKAGES[@]}"
 else
-    say "Build dependencies already installed"
+    say "Build and test dependencies already installed"
 fi
 
 say "Building build/qimg (Release)"
