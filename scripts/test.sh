@@ -12,7 +12,7 @@
 # operation in the ASan stage (default 4; the normal stage samples 16),
 # CRASH_SAMPLE the share of crash-suite operations the ASan stage runs and
 # QIMG_INTEROP_SAMPLE the share of interop cases ("N:SALT", one in N;
-# default 2 and 3, salted with the commit; 1: all).
+# default 3 and 4, salted with the commit; 1: all).
 # IOTESTS=1 adds QEMU 7.2's own qemu-iotests for qcow2, raw, vmdk and vpc
 # with qimg as qemu-img (tests/iotests/run-iotests.sh; ~25 minutes, not in
 # CI's default run), IOTESTS="qcow2 raw ..." chooses the formats.
@@ -106,18 +106,18 @@ if [[ ${SKIP_ASAN:-0} != 1 ]]; then
         export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
         # The crash suite's kill points under ASan look for memory errors on
         # the fault paths; the normal stage samples the orderings more widely
-        # (16 per operation), so 4 here, on half of the operations (a
-        # different half for each commit: 85 operations over nine formats
-        # took ~9 minutes of the stage), keep CI's time in bounds.
+        # (16 per operation), so 4 here, on a third of the operations (a
+        # different third for each commit: 93 operations over ten formats;
+        # half of them took ~6 minutes of the stage), keep CI's time in bounds.
         export CRASH_POINTS=${CRASH_POINTS:-4}
-        export CRASH_SAMPLE=${CRASH_SAMPLE:-2:$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo none)}
+        export CRASH_SAMPLE=${CRASH_SAMPLE:-3:$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo none)}
         # The interop cases' comparisons with qemu-img are the normal stage's
-        # business; here they look for memory errors, and a third of them
-        # does (tests/interop/runner.py sample_cases), a different third for
+        # business; here they look for memory errors, and a quarter of them
+        # does (tests/interop/runner.py sample_cases), a different quarter for
         # each commit. QIMG_INTEROP_SAMPLE=1 runs them all. (Each qimg start
         # costs ~1.2 s under ASan+LSan with libcurl, libnbd and librbd
         # linked: the sample keeps the stage near 15 minutes.)
-        export QIMG_INTEROP_SAMPLE=${QIMG_INTEROP_SAMPLE:-3:$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo none)}
+        export QIMG_INTEROP_SAMPLE=${QIMG_INTEROP_SAMPLE:-4:$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo none)}
         run_ctest build-asan asan
         unset ASAN_OPTIONS UBSAN_OPTIONS CRASH_POINTS CRASH_SAMPLE QIMG_INTEROP_SAMPLE
     else
