@@ -31,6 +31,10 @@ struct Params {
     int level = -1;     // codec level; -1: the codec's default (zlib 6, zstd 3)
     bool fast = false;  // deflate: the fastest compressor available (ISA-L igzip
                         // level 1 when built with it, else zlib level 1); zstd ignores it
+    // Deflate and Zlib with window_bits 15 go through libdeflate when built
+    // with it (QIMG_HAVE_LIBDEFLATE): the same format, zlib level N as
+    // libdeflate's N + 1 (no larger than zlib's, still faster), so the
+    // bytes differ from zlib's.
 };
 
 // Compresses `in` into `out` (capacity out.size()). Returns the compressed
