@@ -63,7 +63,8 @@ SECRET_OBJECT = "--object secret,id=sec0,data=123456"
 class Op:
     """One in-place operation under test.
 
-    setup:   shell lines run with the real tools (qemu-img/qemu-io on PATH)
+    setup:   shell lines run with the real tools (qemu-img/qemu-io on PATH;
+             "$QIMG" is the qimg under test, for images only it makes)
     run:     the qimg command line, without the program name
     images:  files whose consistency and guest content are checked; a name
              ending in ":blocks" is compared per block of `unit` bytes
@@ -414,6 +415,18 @@ OPERATIONS += [
        VMDK_NO_GT + ["qemu-img create -q -f raw s.raw 64M",
                      "qemu-io -f raw -c 'write -P 0x82 256k 1M' -c 'write -P 0x83 40M 100k' s.raw"],
        "convert -n -f raw -O vmdk s.raw t.vmdk", ["t.vmdk:blocks"], fmt="vmdk"),
+    # A finished streamOptimized file (only qimg writes one: "$QIMG" in the
+    # setup) gets new grains, one of them where the trailer's directory has
+    # no table: the header is pointed back at the directory in use before
+    # the first grain goes after the old trailer, and the copy ends with a
+    # new trailer (QEMU 7.2 appends after the end-of-stream marker and the
+    # file no longer opens).
+    Op("convert -n into a finished streamOptimized vmdk",
+       ["qemu-img create -q -f raw a.raw 64M", "qemu-io -f raw -c 'write -P 0x81 0 512k' a.raw",
+        '"$QIMG" convert -f raw -O vmdk -o subformat=streamOptimized a.raw t.vmdk',
+        "qemu-img create -q -f raw s.raw 64M",
+        "qemu-io -f raw -c 'write -P 0x82 1M 256k' -c 'write -P 0x83 40M 128k' s.raw"],
+       "convert -n --target-is-zero -f raw -O vmdk s.raw t.vmdk", ["t.vmdk:blocks"], fmt="vmdk"),
 ]
 
 # vdi: new 1 MiB blocks appended behind the ones qemu-io made (each flush
@@ -964,6 +977,7 @@ def main():
                     help=f"kill points per operation (default $CRASH_POINTS or {MAX_POINTS}; 0: kill and fail at every event, for a thorough local run)")
     a = ap.parse_args()
     qimg = os.path.abspath(a.qimg)
+    os.environ["QIMG"] = qimg  # for setup lines (tools_env copies the environment)
     ops = sample_ops([o for o in OPERATIONS if a.k in o.name], os.environ.get("CRASH_SAMPLE", ""))
     root = tempfile.mkdtemp(prefix="qimg-crash-")
     start = time.time()

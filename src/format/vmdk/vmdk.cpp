@@ -40,6 +40,7 @@
 #include "util/bytes.h"
 #include "util/checked.h"
 #include "util/json_filename.h"
+#include "util/progname.h"
 
 namespace qimg::vmdk {
 namespace {
@@ -118,12 +119,15 @@ public:
     }
 
     // Grain table entries still in the cache reach the disk at close, after
-    // the grains they point at (the cache's before_write flush).
+    // the grains they point at (the cache's before_write flush); a stream
+    // that got grains in this session gets its trailer again.
     ~VmdkNode() override {
         if (read_only_) return;
         std::lock_guard g(mu_);
-        for (Extent &e : extents_)
+        for (Extent &e : extents_) {
             if (e.gts && e.gts->dirty() && e.gts->write_back()) (void)e.file->flush();
+            if (e.appended) (void)finish_stream_locked(e);
+        }
     }
 
     std::string_view driver_name() const override { return "vmdk"; }
@@ -186,6 +190,7 @@ private:
     Result<void> ensure_gt_locked(Extent &e, uint64_t off);
     Result<void> allocate_locked(Extent &e, uint64_t off, const Mapping &m, const uint8_t *data, size_t n);
     Result<void> append_compressed_locked(Extent &e, uint64_t off, std::span<const uint8_t> z);
+    Result<void> reopen_stream_locked(Extent &e);
     Result<void> finish_stream_locked(Extent &e);
 
     mutable std::mutex mu_;
@@ -298,7 +303,8 @@ Result<void> VmdkNode::open_vmdk4(OpenRequest &req, NodePtr file, const std::str
         return open_descriptor(req, c_text(text), depth + 1);
     }
     if (create_type_.empty()) create_type_ = "monolithicSparse";
-    if (h.gd_offset == kGdAtEnd) {
+    const bool gd_at_end = h.gd_offset == kGdAtEnd;
+    if (gd_at_end) {
         // The footer wins over the header: a footer marker, the footer (a
         // copy of the header with the real directory offset) and the
         // end-of-stream marker in the last three sectors.
@@ -349,6 +355,10 @@ Result<void> VmdkNode::open_vmdk4(OpenRequest &req, NodePtr file, const std::str
     e.has_marker = h.flags & kFlagMarker;
     e.zero_grain = h.flags & kFlagZeroGrain;
     e.version = int(h.version);
+    // A finished stream (VMware's, or qimg's): its trailer is the end of
+    // the file, and new grains must not go after it (finish_stream_locked).
+    e.header_gd_at_end = gd_at_end;
+    e.stream_finished = gd_at_end && compressed && e.has_marker;
     if (compressed) create_type_ = "streamOptimized";
     QIMG_TRY(add_extent(std::move(e)));
     auto t = init_tables(extents_.back());
@@ -655,12 +665,19 @@ Result<void> VmdkNode::ensure_gt_locked(Extent &e, uint64_t off) {
     // The primary directory decides, as for reads; a redundant entry that
     // is already set keeps getting the same entries (set_gte_locked).
     if (e.gd[l1]) return ok();
-    if (e.compressed)
-        return make_error(ENOTSUP, "Grain table of extent '" + e.file->filename() + "' is not allocated");
+    if (e.compressed) {
+        // A stream's directory leaves empty regions without a table (VMware's
+        // and qimg's trailers): the table goes after the trailer, as a grain.
+        if (e.header_gd_at_end) QIMG_TRY(reopen_stream_locked(e));
+        e.stream_finished = false;
+        e.appended = true;
+    }
     const uint64_t gt_sectors = div_round_up<uint64_t>(uint64_t(e.l2_size) * 4, 512);
     const bool need_rgd = e.rgd_offset && !e.rgd[l1];
     const uint64_t sectors = gt_sectors * (need_rgd ? 2 : 1);
-    const uint64_t region = checked_align_up(sectors, e.cluster_sectors).value_or(UINT64_MAX);
+    // (A stream's grains are packed, not aligned: its tables are too.)
+    const uint64_t region =
+        e.compressed ? sectors : checked_align_up(sectors, e.cluster_sectors).value_or(UINT64_MAX);
     uint64_t at = e.next_cluster_sector;
     if (region > kExtentMaxSectors || at > kExtentMaxSectors - region) return make_error(EINVAL, "Invalid argument");
     std::vector<uint8_t> zero(region * 512, 0);
@@ -698,6 +715,13 @@ Result<void> VmdkNode::allocate_locked(Extent &e, uint64_t off, const Mapping &m
     return set_gte_locked(e, off, uint32_t(sector));
 }
 
+// QEMU prints this (error_report) and fails the request with EIO, which
+// qemu-img then reports as "error while writing at byte N".
+Error refuse_allocated_stream_grain() {
+    report_error("Could not write to allocated cluster for streamOptimized");
+    return make_error(EIO, "Input/output error");
+}
+
 Result<void> VmdkNode::write(uint64_t off, const void *buf, size_t len) {
     if (!range_fits(off, len, length())) return make_error(EIO, "Request beyond the end of the image");
     auto *in = static_cast<const uint8_t *>(buf);
@@ -712,8 +736,7 @@ Result<void> VmdkNode::write(uint64_t off, const void *buf, size_t len) {
         if (e->compressed) {
             // Whole grains only (or the extent's last, short one), each
             // written once, as QEMU allows.
-            if (m.kind == Mapping::Allocated)
-                return make_error(EIO, "Could not write to allocated cluster for streamOptimized");
+            if (m.kind == Mapping::Allocated) return refuse_allocated_stream_grain();
             if (m.in_cluster || (n < e->cluster_bytes() && off + n != e->end_sector() * 512))
                 return make_error(EINVAL, "Invalid argument");
             g.unlock();
@@ -777,8 +800,10 @@ Result<void> VmdkNode::flush() {
     return BlockNode::flush();
 }
 
-// A compressed grain is a zlib stream (RFC 1950) of the grain, as QEMU
-// writes it with compress(): level 6 unless asked otherwise.
+// A compressed grain is a zlib stream (RFC 1950) of the grain at QEMU's
+// level (compress(): 6 unless asked otherwise); full-window zlib goes
+// through libdeflate where the codec has it (codec.h): one level up, about
+// 2.3x the speed, no larger.
 Result<std::vector<uint8_t>> VmdkNode::compress_cluster(const void *buf, size_t len,
                                                         const CompressOptions &opts) const {
     // Grains of uncompressed extents are stored as they are (QEMU's
@@ -793,7 +818,7 @@ Result<std::vector<uint8_t>> VmdkNode::compress_cluster(const void *buf, size_t 
     std::span<const uint8_t> in(static_cast<const uint8_t *>(buf), len);
     // At the default level, a grain that ISA-L's fastest deflate cannot
     // shrink at all (random or already compressed data) is written as
-    // zlib's stored blocks: the size zlib's level 6 ends with on such data
+    // stored blocks: the size level 6 ends with on such data
     // (it falls back to stored blocks), for a fraction of its search time.
     // On bench/make_image.py's data: 28% less CPU, output 0.01% smaller.
     if (p.level < 0 && !opts.fast && codec::have_isal() && len >= 4096) {
@@ -810,13 +835,14 @@ Result<std::vector<uint8_t>> VmdkNode::compress_cluster(const void *buf, size_t 
 // extent, then points the grain table at it.
 Result<void> VmdkNode::append_compressed_locked(Extent &e, uint64_t off, std::span<const uint8_t> z) {
     if (!e.has_marker) return make_error(EINVAL, "Invalid argument");
-    uint64_t rel = (off - e.start_sector * 512) / 512;
-    if (!e.gd[rel / e.l1_entry_sectors])
-        return make_error(ENOTSUP, "Grain table of extent '" + e.file->filename() + "' is not allocated");
+    QIMG_TRY(ensure_gt_locked(e, off));
     std::vector<uint8_t> rec(12 + z.size());
     put_le64(rec.data(), off / 512);
     put_le32(rec.data() + 8, uint32_t(z.size()));
     std::memcpy(rec.data() + 12, z.data(), z.size());
+    if (e.header_gd_at_end) QIMG_TRY(reopen_stream_locked(e));
+    e.stream_finished = false;
+    e.appended = true;
     uint64_t sector = e.next_cluster_sector;
     if (sector >= kExtentMaxSectors) return make_error(EINVAL, "Invalid argument");
     e.file->debug_event(BlkdebugEvent::WriteCompressed);
@@ -839,10 +865,29 @@ Result<void> VmdkNode::write_compressed_data(uint64_t off, std::span<const uint8
     std::lock_guard g(mu_);
     QIMG_TRY(update_cid_locked());
     QIMG_ASSIGN(Mapping m, map(*e, off));
-    if (m.kind == Mapping::Allocated) return make_error(EIO, "Could not write to allocated cluster for streamOptimized");
+    if (m.kind == Mapping::Allocated) return refuse_allocated_stream_grain();
     if (m.in_cluster || (len < e->cluster_bytes() && off + len != e->end_sector() * 512))
         return make_error(EINVAL, "Invalid argument");
     return append_compressed_locked(*e, off, data);
+}
+
+// Before a grain goes into a finished stream, whose trailer must stay the
+// end of the file for readers that take the footer (QEMU 7.2 appends the
+// grain after the end-of-stream marker, and the image no longer opens:
+// "Invalid footer"): the header is pointed at the directory in use (the
+// footer's, or the tables this session wrote), which holds the same
+// entries, and made durable; the trailer is then stale padding that
+// readers skip, the grains go after it, and finish_stream_locked writes a
+// new trailer at the end of the copy or at close. Killed at any point, the
+// image opens with every grain written before.
+Result<void> VmdkNode::reopen_stream_locked(Extent &e) {
+    QIMG_TRY(e.file->flush());
+    uint8_t gd[8];
+    put_le64(gd, e.gd_offset / 512);
+    QIMG_TRY(e.file->write(56, gd, sizeof gd));
+    QIMG_TRY(e.file->flush());
+    e.header_gd_at_end = false;
+    return ok();
 }
 
 // Ends a streamOptimized extent as the VMDK specification describes a
@@ -892,6 +937,7 @@ Result<void> VmdkNode::finish_stream_locked(Extent &e) {
     QIMG_TRY(put(std::vector<uint8_t>(512, 0)));  // end of stream
     e.next_cluster_sector = sector;
     e.stream_finished = true;
+    e.appended = false;
     QIMG_TRY(e.file->flush());
     // Only now, with the footer durable, the header says "directory at
     // the end" as VMware's streams do (7-Zip opens a stream only then;
@@ -900,7 +946,9 @@ Result<void> VmdkNode::finish_stream_locked(Extent &e) {
     uint8_t at_end[8];
     put_le64(at_end, kGdAtEnd);
     QIMG_TRY(e.file->write(56, at_end, sizeof at_end));
-    return e.file->flush();
+    QIMG_TRY(e.file->flush());
+    e.header_gd_at_end = true;
+    return ok();
 }
 
 Result<void> VmdkNode::write_compressed(uint64_t off, const void *buf, size_t len) {

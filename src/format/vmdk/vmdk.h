@@ -58,7 +58,13 @@ struct Extent {
     std::vector<uint64_t> se_gd;
     std::unique_ptr<TableCache<SeGrainTable>> se_gts;
     uint64_t next_cluster_sector = 0;  // where the next grain goes (writes)
-    bool stream_finished = false;      // streamOptimized: trailer written
+    // streamOptimized: the trailer (tables, footer, end-of-stream marker)
+    // is on disk and current (no grain appended since); the header's
+    // directory offset says "at the end" (readers take the footer's); this
+    // session appended grains (the trailer is rewritten at close).
+    bool stream_finished = false;
+    bool header_gd_at_end = false;
+    bool appended = false;
 
     uint64_t end_sector() const { return start_sector + sectors; }
     uint64_t cluster_bytes() const { return cluster_sectors * 512; }

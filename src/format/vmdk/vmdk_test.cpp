@@ -646,18 +646,32 @@ TEST(Vmdk, WriteAllocatesMissingGrainTables) {
     EXPECT_EQ(test::read_all(**again), want);
 }
 
-// streamOptimized grains go only where a table exists, as before: an
-// error, never a write at an unset offset.
-TEST(Vmdk, CompressedWriteWithoutGrainTableIsRefused) {
+// A stream write where the directory has no table (VMware's trailers and
+// qimg's leave out the tables of empty regions): the table goes after the
+// last sector, then the grain behind its marker; the grain reads back, and
+// at close the stream gets its trailer again (the header says "directory
+// at the end" and the footer's directory finds the grain).
+TEST(Vmdk, CompressedWriteAllocatesTableThenFinishesAtClose) {
     Sparse s = stream_header();
     auto mem = std::make_shared<test::MemNode>(s.build());
-    BlockOpener op;
-    auto node = open_rw(op, mem);
-    ASSERT_TRUE(node) << node.error().message;
+    const size_t before = mem->bytes().size();
     auto data = test::pattern(65536, 12);
-    auto r = (*node)->write(0, data.data(), data.size());
-    ASSERT_FALSE(r);
-    EXPECT_EQ(r.error().code, ENOTSUP);
+    {
+        BlockOpener op;
+        auto node = open_rw(op, mem);
+        ASSERT_TRUE(node) << node.error().message;
+        ASSERT_TRUE((*node)->write(0, data.data(), data.size()));
+        auto out = mem->bytes();
+        EXPECT_GE(uint64_t(le32(&out[21 * 512])) * 512, before);
+        auto all = test::read_all(**node);
+        EXPECT_TRUE(std::equal(data.begin(), data.end(), all.begin()));
+    }
+    auto out = mem->bytes();
+    EXPECT_EQ(le64(&out[56]), 0xffffffffffffffffull);
+    auto again = open_over(out);
+    ASSERT_TRUE(again) << again.error().message;
+    auto all = test::read_all(**again);
+    EXPECT_TRUE(std::equal(data.begin(), data.end(), all.begin()));
 }
 
 }  // namespace
