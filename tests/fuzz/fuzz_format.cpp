@@ -7,37 +7,19 @@
 // checked when the format can be, and snapshots/bitmaps are listed.
 // Any error is fine; a crash, hang, huge allocation or sanitizer report is a
 // bug.
-#include <algorithm>
 #include <cstdint>
 #include <string>
-#include <vector>
 
 #include "block/driver.h"
 #include "block/open.h"
 #include "fuzz_file.h"
+#include "fuzz_node.h"
 
 #ifndef QIMG_FUZZ_FORMAT
 #error "QIMG_FUZZ_FORMAT names the format this target opens (set by CMake)"
 #endif
 
 namespace {
-
-constexpr uint64_t kMaxRead = 4u << 20;  // guest bytes read per input
-
-void exercise(qimg::BlockNode &n) {
-    (void)n.specific_info();
-    (void)n.snapshot_list();
-    (void)n.bitmap_list();
-    const uint64_t len = std::min<uint64_t>(n.length(), kMaxRead);
-    std::vector<uint8_t> buf(64 * 1024);
-    for (uint64_t off = 0; off < len; off += buf.size()) {
-        size_t chunk = size_t(std::min<uint64_t>(buf.size(), len - off));
-        (void)n.read(off, buf.data(), chunk);
-        (void)n.block_status(off, chunk);
-    }
-    // Unaligned reads cross whatever units the format maps in.
-    if (len > 3) (void)n.read(1, buf.data(), size_t(std::min<uint64_t>(len - 2, buf.size())));
-}
 
 qimg::Result<qimg::NodePtr> open_as_format(qimg::BlockOpener &opener, const std::string &path, bool for_check) {
     qimg::OpenOptions o;
@@ -55,7 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     {
         qimg::BlockOpener opener;
         auto node = open_as_format(opener, path, false);
-        if (node) exercise(**node);
+        if (node) qimg::fuzz::exercise(**node);
     }
     const qimg::Driver *d = qimg::find_driver(QIMG_FUZZ_FORMAT);
     if (d && d->supports_check) {
