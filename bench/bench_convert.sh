@@ -25,11 +25,16 @@
 #                          raw-vdi-static (static=on), raw-qcow, qcow-raw,
 #                          raw-qed, qed-raw, raw-vhdx, vhdx-raw, raw-vmdk,
 #                          raw-vmdk-stream (subformat=streamOptimized),
-#                          vmdk-raw, raw-luks, luks-raw (each
+#                          vmdk-raw, vmdk-qcow2, raw-luks, luks-raw,
+#                          vdi-raw, raw-parallels, parallels-raw (each
 #                          FMT-raw from an image the real qemu-img wrote;
 #                          luks: aes-256-xts-plain64, the default, with
 #                          iter-time=10 so that key derivation, the same
-#                          fixed cost for both, does not hide the data path)
+#                          fixed cost for both, does not hide the data path),
+#                          and for the read-only formats dmg-raw, cloop-raw,
+#                          bochs-raw (sources written by tests/interop/tools'
+#                          make-dmg, make-cloop, make-bochs, as qemu-img
+#                          cannot create them)
 #   TASKSET=0              run both tools under `taskset -c $TASKSET` (e.g. one core)
 #   KEEP_SOURCE=1          keep the generated source image for the next run
 #   QIMG_ARGS=             extra arguments for qimg's convert (e.g. --write-behind=0)
@@ -53,7 +58,7 @@ DATASETS=${DATASETS:-ext4 mixed}
 die() { echo "bench_convert.sh: $*" >&2; exit 1; }
 note() { echo "# $*"; }
 
-KNOWN_OPS="$ALL_OPS raw-vpc raw-vpc-fixed vpc-raw raw-vdi raw-vdi-static raw-qcow qcow-raw raw-qed qed-raw raw-vhdx vhdx-raw raw-vmdk raw-vmdk-stream vmdk-raw raw-luks luks-raw"
+KNOWN_OPS="$ALL_OPS raw-vpc raw-vpc-fixed vpc-raw raw-vdi raw-vdi-static raw-qcow qcow-raw raw-qed qed-raw raw-vhdx vhdx-raw raw-vmdk raw-vmdk-stream vmdk-raw vmdk-qcow2 raw-luks luks-raw vdi-raw raw-parallels parallels-raw dmg-raw cloop-raw bochs-raw"
 for op in $OPS; do
     [[ " $KNOWN_OPS " == *" $op "* ]] || die "unknown operation $op (known: $KNOWN_OPS)"
 done
@@ -118,11 +123,23 @@ ensure_source_vpc() {
     "$QEMU_IMG" convert -O vpc "$SRC" "$SRC_VPC"
 }
 
-# The same for qcow-raw, qed-raw, vhdx-raw and vmdk-raw.
+# The same for qcow-raw, qed-raw, vhdx-raw, vmdk-raw, vdi-raw and
+# parallels-raw; dmg, cloop and bochs sources come from the interop tools
+# (qemu-img cannot create those formats; dmg chunks of 1 MiB zlib, cloop
+# blocks of 64 KiB, bochs extents of 64 KiB).
 ensure_source_fmt() {
     [[ -f $WORK/source-$ds.$1 ]] && return
-    note "making the $1 source with the real qemu-img"
-    "$QEMU_IMG" convert -O "$1" "$SRC" "$WORK/source-$ds.$1"
+    local tools=$ROOT/tests/interop/tools out=$WORK/source-$ds.$1
+    case $1 in
+        dmg)   note "making the dmg source with make-dmg"
+               python3 "$tools/make-dmg" "$out" "$SRC" --chunk-sectors 2048 ;;
+        cloop) note "making the cloop source with make-cloop"
+               python3 "$tools/make-cloop" "$out" "$SRC" ;;
+        bochs) note "making the bochs source with make-bochs"
+               python3 "$tools/make-bochs" "$out" --input "$SRC" --extent 65536 ;;
+        *)     note "making the $1 source with the real qemu-img"
+               "$QEMU_IMG" convert -O "$1" "$SRC" "$out" ;;
+    esac
 }
 
 # qcow2 operations only if this qimg can write a qcow2 the real tool accepts.
@@ -163,9 +180,11 @@ op_spec() {
         vpc-raw)       echo "$SRC_VPC vpc raw" ;;
         raw-vdi)       echo "$SRC raw vdi" ;;
         raw-vdi-static) echo "$SRC raw vdi -o static=on" ;;
-        raw-qcow|raw-qed|raw-vhdx|raw-vmdk) echo "$SRC raw ${1#raw-}" ;;
+        raw-qcow|raw-qed|raw-vhdx|raw-vmdk|raw-parallels) echo "$SRC raw ${1#raw-}" ;;
         raw-vmdk-stream) echo "$SRC raw vmdk -o subformat=streamOptimized" ;;
-        qcow-raw|qed-raw|vhdx-raw|vmdk-raw) echo "$WORK/source-$ds.${1%-raw} ${1%-raw} raw" ;;
+        qcow-raw|qed-raw|vhdx-raw|vmdk-raw|vdi-raw|parallels-raw|dmg-raw|cloop-raw|bochs-raw)
+            echo "$WORK/source-$ds.${1%-raw} ${1%-raw} raw" ;;
+        vmdk-qcow2) echo "$WORK/source-$ds.vmdk vmdk qcow2" ;;
         # luks: the secret is an --object; the encrypted side is named by a
         # json: filename carrying key-secret (no -f for it: "-").
         raw-luks) echo "$SRC raw luks -o key-secret=sec0,iter-time=10" ;;
@@ -292,7 +311,11 @@ for op in $OPS; do
         [[ $op == qcow2-* ]] && ensure_source_qcow2
     fi
     [[ $op == vpc-* ]] && ensure_source_vpc
-    case $op in qcow-raw|qed-raw|vhdx-raw|vmdk-raw) ensure_source_fmt "${op%-raw}" ;; esac
+    case $op in
+        qcow-raw|qed-raw|vhdx-raw|vmdk-raw|vdi-raw|parallels-raw|dmg-raw|cloop-raw|bochs-raw)
+            ensure_source_fmt "${op%-raw}" ;;
+        vmdk-qcow2) ensure_source_fmt vmdk ;;
+    esac
     [[ $op == luks-raw ]] && ensure_source_luks
     # One untimed run first: the first conversion after the source was
     # written is often much slower, whichever tool does it.
@@ -310,7 +333,7 @@ for op in $OPS; do
         [[ $op == raw-raw ]] && run_one "$op" cp cp "$run"
     done
 done
-rm -f "$SRC_QCOW2" "$SRC_VPC" "$WORK/source-$ds".{qcow,qed,vhdx,vmdk,luks}
+rm -f "$SRC_QCOW2" "$SRC_VPC" "$WORK/source-$ds".{qcow,qed,vhdx,vmdk,luks,vdi,parallels,dmg,cloop,bochs}
 done
 
 echo
