@@ -9,10 +9,11 @@
 # at least 10 s, so that a format's generated fuzz_<format> target does not
 # grow CI by FUZZ_TIME), SKIP_ASAN=1 / SKIP_FUZZ=1 to leave a stage out locally,
 # NO_CCACHE=1 to build without ccache, CRASH_POINTS kill points per crash-suite
-# operation in the ASan stage (default 4; the normal stage samples 16),
+# operation in the ASan stage (default 4; CRASH_POINTS_NORMAL, default 10, in
+# the normal stage),
 # CRASH_SAMPLE the share of crash-suite operations the ASan stage runs and
 # QIMG_INTEROP_SAMPLE the share of interop cases ("N:SALT", one in N;
-# default 3 and 4, salted with the commit; 1: all).
+# default 4 and 6, salted with the commit; 1: all).
 # IOTESTS=1 adds QEMU 7.2's own qemu-iotests for qcow2, raw, vmdk and vpc
 # with qimg as qemu-img (tests/iotests/run-iotests.sh; ~25 minutes, not in
 # CI's default run), IOTESTS="qcow2 raw ..." chooses the formats.
@@ -92,7 +93,13 @@ stage "build/ (RelWithDebInfo, -Werror)"
 # qimg_unit_tests and qimg_test, never into qimg.
 if configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIMG_WERROR=ON -DQIMG_TEST_FORMATS=ON; then
     stage "ctest build/"
+    # The crash suite at 10 kill points per operation here (and 5 error
+    # points): 94 operations over ten formats. Every point of every
+    # operation is the developers' run before a stop
+    # (tests/crash/crash_test.py --points 0), not CI's.
+    export CRASH_POINTS=${CRASH_POINTS_NORMAL:-10}
     run_ctest build normal
+    unset CRASH_POINTS
 else
     build_failed normal
 fi
@@ -106,18 +113,19 @@ if [[ ${SKIP_ASAN:-0} != 1 ]]; then
         export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
         # The crash suite's kill points under ASan look for memory errors on
         # the fault paths; the normal stage samples the orderings more widely
-        # (16 per operation), so 4 here, on a third of the operations (a
-        # different third for each commit: 93 operations over ten formats;
+        # (10 per operation), so 4 here, on a quarter of the operations (a
+        # different quarter for each commit: 94 operations over ten formats;
         # half of them took ~6 minutes of the stage), keep CI's time in bounds.
         export CRASH_POINTS=${CRASH_POINTS:-4}
-        export CRASH_SAMPLE=${CRASH_SAMPLE:-3:$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo none)}
+        export CRASH_SAMPLE=${CRASH_SAMPLE:-4:$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo none)}
         # The interop cases' comparisons with qemu-img are the normal stage's
-        # business; here they look for memory errors, and a quarter of them
-        # does (tests/interop/runner.py sample_cases), a different quarter for
+        # business; here they look for memory errors, and a sixth of them
+        # does (tests/interop/runner.py sample_cases), a different sixth for
         # each commit. QIMG_INTEROP_SAMPLE=1 runs them all. (Each qimg start
         # costs ~1.2 s under ASan+LSan with libcurl, libnbd and librbd
-        # linked: the sample keeps the stage near 15 minutes.)
-        export QIMG_INTEROP_SAMPLE=${QIMG_INTEROP_SAMPLE:-4:$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo none)}
+        # linked: CI's whole run, three stages, was 32 minutes with a
+        # quarter and a third of the crash operations, over the 30 asked.)
+        export QIMG_INTEROP_SAMPLE=${QIMG_INTEROP_SAMPLE:-6:$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo none)}
         run_ctest build-asan asan
         unset ASAN_OPTIONS UBSAN_OPTIONS CRASH_POINTS CRASH_SAMPLE QIMG_INTEROP_SAMPLE
     else
